@@ -1,0 +1,30 @@
+//! The envelope every event travels in on the NATS stream (documented in `docs/EVENTS.md`).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{EventMetadata, LogCursor};
+
+/// One event of the log as published to JetStream, as JSON. Consumers in any language
+/// keep `cursor` (or `transaction_id` + `position`) as their checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamEnvelope {
+    /// The place of the event in the log's global order (opaque, sortable string).
+    pub cursor: LogCursor,
+    /// The two halves of `cursor`, for consumers that prefer numbers.
+    pub transaction_id: u64,
+    pub position: u64,
+    /// Unique id of the event; also the `Nats-Msg-Id` the relay publishes it with.
+    pub event_id: Uuid,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    /// 1-based, contiguous per aggregate.
+    pub sequence: u64,
+    pub event_type: String,
+    pub event_version: String,
+    pub recorded_at: DateTime<Utc>,
+    pub metadata: EventMetadata,
+    /// The event's payload as stored: `{"<EventType>": { ...fields }}`.
+    pub payload: serde_json::Value,
+}

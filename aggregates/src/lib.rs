@@ -1,0 +1,21 @@
+//! Chronicle's domain: aggregates, their commands and events, and the types every other
+//! crate shares about the log (the cursor, the request metadata, the stream envelope).
+//!
+//! This crate is pure: it decides which events a command produces and how an event changes
+//! an aggregate, and does no IO. Anything a decision needs from the outside world reaches it
+//! through a narrow `Services` trait or as data in the command.
+//!
+//! # Layout
+//! - [`cursor`]: [`LogCursor`], the place of an event in the log's global order.
+//! - [`metadata`]: [`EventMetadata`], who caused an event, from where, in which request.
+//! - [`envelope`]: [`StreamEnvelope`], the JSON document every event travels in on NATS.
+//! - [`user`]: the `user` aggregate (registration for now).
+
+pub mod cursor;
+pub mod envelope;
+pub mod metadata;
+pub mod user;
+
+pub use cursor::LogCursor;
+pub use envelope::StreamEnvelope;
+pub use metadata::EventMetadata;

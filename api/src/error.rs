@@ -1,0 +1,160 @@
+//! The one error type of the API, and the error envelope.
+//!
+//! Error policy:
+//! - every error is `{ "code", "message", "data": null, "error": <kind> }`, plus `fields`
+//!   (field → message) for validation;
+//! - bad input is always a 4xx with a message that says what to fix, never a 500;
+//! - an unexpected failure is a 500 `internal` whose body says nothing more; the cause is
+//!   logged once, here, with the request's span (request id), never sent to the client;
+//! - secrets never appear in a message.
+
+use std::collections::BTreeMap;
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 422: the request was understood but its content is not acceptable.
+    #[error("{message}")]
+    Validation {
+        message: String,
+        fields: BTreeMap<String, String>,
+    },
+    /// 400: the request could not be read (malformed JSON, a bad header).
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        fields: BTreeMap<String, String>,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: lost a race for an aggregate on every retry.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 503: the read models did not reach the requested position in time.
+    #[error("the read models have not reached the requested position yet")]
+    NotCaughtUp,
+    /// 503: a dependency is down.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: logged, never shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The error envelope (also documented in the OpenAPI document).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub code: u16,
+    pub message: String,
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<()>,
+    /// Stable machine-readable kind: `validation`, `not_found`, `conflict`, ...
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<BTreeMap<String, String>>,
+}
+
+impl ApiError {
+    pub fn validation(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self::Validation {
+            message: format!("{field}: {message}"),
+            fields: BTreeMap::from([(field.to_owned(), message)]),
+        }
+    }
+
+    pub fn bad_request(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self::BadRequest {
+            message: format!("{field}: {message}"),
+            fields: BTreeMap::from([(field.to_owned(), message)]),
+        }
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Self::Internal(e.to_string())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotCaughtUp | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Validation { .. } | Self::BadRequest { .. } => "validation",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::NotCaughtUp => "not_caught_up",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+/// An error envelope for any status and kind (used by middleware for errors axum makes).
+pub fn error_response(status: StatusCode, kind: &str, message: &str, fields: Option<BTreeMap<String, String>>) -> Response {
+    let body = ErrorBody {
+        code: status.as_u16(),
+        message: message.to_owned(),
+        data: None,
+        error: kind.to_owned(),
+        fields,
+    };
+    (status, Json(body)).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let kind = self.kind();
+        let (message, fields) = match self {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %cause, "Request failed");
+                ("an unexpected error occurred".to_owned(), None)
+            }
+            ApiError::Validation { message, fields } | ApiError::BadRequest { message, fields } => {
+                (message, Some(fields))
+            }
+            other => (other.to_string(), None),
+        };
+        let mut response = error_response(status, kind, &message, fields);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::warn!(error = %e, "PostgreSQL unavailable");
+                Self::Unavailable("the database is unavailable; try again shortly".into())
+            }
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Chronicle's HTTP API (axum): command and query handlers, the error envelope,
+//! extractors, middleware, health, metrics and the OpenAPI document.
+//!
+//! Commands go through [`eventstore::CommandBus`]; queries read read models through the
+//! query functions of [`projections`] only, never the event log.
+//!
+//! # Layout
+//! - [`state`]: [`AppState`] and [`ApiConfig`], what every handler can reach.
+//! - [`error`]: [`ApiError`], the one error type, and its envelope (the error policy).
+//! - [`envelope`]: the success envelope and command answers (`data.position`, `X-Position`).
+//! - [`extract`]: extractors that turn bad input into our 4xx envelope (JSON, forms, query
+//!   strings, request metadata, `X-Min-Position`).
+//! - [`middleware`]: request ids, HTTP metrics, and the envelope for errors axum makes itself.
+//! - [`routes`]: one module per resource, each with its `router()`.
+//! - [`openapi`]: the OpenAPI document and Swagger UI.
+
+pub mod envelope;
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+
+pub use error::ApiError;
+pub use state::{ApiConfig, AppState};
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+/// The whole HTTP app.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.body_limit;
+    let cors = middleware::cors(&state.config.allowed_origins);
+    Router::new()
+        .merge(routes::auth::router())
+        .merge(routes::users::router())
+        .merge(routes::health::router())
+        .merge(openapi::router())
+        .fallback(middleware::not_found)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(middleware::envelope_for_bare_errors))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(CompressionLayer::new())
+        .layer(cors)
+        .layer(axum::middleware::from_fn(middleware::http_metrics))
+        .layer(TraceLayer::new_for_http().make_span_with(middleware::request_span))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}

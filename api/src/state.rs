@@ -1,0 +1,58 @@
+//! What every handler can reach.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aggregates::user::User;
+use eventstore::passwords::PasswordHasher;
+use eventstore::CommandBus;
+use metrics_exporter_prometheus::PrometheusHandle;
+use projections::CheckpointWatch;
+use sqlx::PgPool;
+
+/// The API's part of the configuration.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// How long a command waits for the read models it names to reach its events, and a
+    /// GET with `X-Min-Position` for its read models.
+    pub read_your_writes_timeout: Duration,
+    /// The largest request body accepted (bytes).
+    pub body_limit: usize,
+    /// Origins allowed by CORS (empty: same origin only).
+    pub allowed_origins: Vec<String>,
+    /// Whether `GET /api/v1/users/status` answers (it tells whether an email has an account).
+    pub status_endpoint_enabled: bool,
+    /// The relay's checkpoint name, for lag in health and metrics.
+    pub relay_name: String,
+    /// Readiness fails when the relay or a read model is this many events behind...
+    pub ready_max_lag_events: i64,
+    /// ...or its oldest unprocessed event is this old.
+    pub ready_max_lag: Duration,
+    pub app_env: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            read_your_writes_timeout: Duration::from_secs(2),
+            body_limit: 256 * 1024,
+            allowed_origins: vec![],
+            status_endpoint_enabled: true,
+            relay_name: "default".into(),
+            ready_max_lag_events: 10_000,
+            ready_max_lag: Duration::from_secs(30),
+            app_env: "development".into(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub users: Arc<CommandBus<User>>,
+    pub passwords: PasswordHasher,
+    pub checkpoints: CheckpointWatch,
+    pub nats: Option<async_nats::Client>,
+    pub metrics: PrometheusHandle,
+    pub config: Arc<ApiConfig>,
+}

@@ -1,0 +1,85 @@
+//! Connecting to PostgreSQL, creating the database when it is missing, and migrations.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+
+/// The migrations in the workspace's `migrations/` folder, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    #[error("DATABASE_URL is not a PostgreSQL URL: {0}")]
+    BadUrl(#[source] sqlx::Error),
+    #[error("cannot reach PostgreSQL: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot create database {name}: {source}")]
+    Create {
+        name: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Parse `DATABASE_URL` with statement logging turned down: statements are traced at
+/// debug level, never at info (they may carry personal data as parameters).
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, DatabaseError> {
+    let options = PgConnectOptions::from_str(url).map_err(DatabaseError::BadUrl)?;
+    Ok(options
+        .log_statements(log::LevelFilter::Debug)
+        .log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(1)))
+}
+
+/// Create the database named in `url` when it does not exist yet.
+pub async fn ensure_database(url: &str) -> Result<(), DatabaseError> {
+    let options = connect_options(url)?;
+    let name = options.get_database().unwrap_or("postgres").to_owned();
+    match PgConnection::connect_with(&options).await {
+        Ok(conn) => {
+            let _ = conn.close().await;
+            return Ok(());
+        }
+        // 3D000: invalid_catalog_name (the database does not exist)
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {}
+        Err(e) => return Err(DatabaseError::Connect(e)),
+    }
+    let mut admin = PgConnection::connect_with(&options.clone().database("postgres"))
+        .await
+        .map_err(DatabaseError::Connect)?;
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    let created = sqlx::query(&format!("create database {quoted}"))
+        .execute(&mut admin)
+        .await;
+    let _ = admin.close().await;
+    match created {
+        Ok(_) => {
+            tracing::info!(database = %name, "Created the database");
+            Ok(())
+        }
+        // 42P04: duplicate_database (another instance created it meanwhile)
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(()),
+        Err(source) => Err(DatabaseError::Create { name, source }),
+    }
+}
+
+/// A pool for the app. Connections are made lazily so that a process starts while
+/// PostgreSQL is briefly away; health checks report it.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DatabaseError> {
+    let options = connect_options(url)?;
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .map_err(DatabaseError::Connect)
+}
+
+/// Apply every pending migration.
+pub async fn migrate(pool: &PgPool) -> Result<(), DatabaseError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! Chronicle's write side and its access to the log, shared by the API and the workers so
+//! that neither depends on the other (ARCHITECTURE decision 9).
+//!
+//! # Layout
+//! - [`database`]: connecting, creating the database when it is missing, migrations.
+//! - [`command_bus`]: executing a command through cqrs-es over the plain postgres-es
+//!   event store, with request metadata, conflict retry and the log cursor of the result.
+//! - [`log`]: reading the log in its global order, `(transaction_id, position)`, without
+//!   ever skipping a slow transaction.
+//! - [`email_claims`]: one account per email, enforced before the append.
+//! - [`passwords`]: argon2id hashing on the blocking pool, bounded by a semaphore.
+//! - [`relay_checkpoint`]: where the relay has got to in the log.
+
+pub mod command_bus;
+pub mod database;
+pub mod email_claims;
+pub mod log;
+pub mod passwords;
+pub mod relay_checkpoint;
+
+pub use command_bus::{CommandBus, CommandError, CommandOutcome};
+pub use log::StoredEvent;

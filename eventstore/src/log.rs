@@ -1,0 +1,172 @@
+//! Reading the log in its global order.
+//!
+//! The order of the log is `(transaction_id, position)`. A reader only reads events whose
+//! writing transaction is below `pg_snapshot_xmin(pg_current_snapshot())`: every such
+//! transaction has finished, so nothing can later appear behind the reader's cursor. A
+//! long transaction anywhere in the cluster holds readers back (nothing is lost); the
+//! relay exposes that as lag.
+
+use aggregates::{EventMetadata, LogCursor, StreamEnvelope};
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgExecutor, Row};
+use uuid::Uuid;
+
+/// One event as stored in the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub cursor: LogCursor,
+    pub event_id: Uuid,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: u64,
+    pub event_type: String,
+    pub event_version: String,
+    pub recorded_at: DateTime<Utc>,
+    pub metadata: EventMetadata,
+    pub payload: serde_json::Value,
+}
+
+impl StoredEvent {
+    pub fn into_envelope(self) -> StreamEnvelope {
+        StreamEnvelope {
+            transaction_id: self.cursor.transaction_id,
+            position: self.cursor.position,
+            cursor: self.cursor,
+            event_id: self.event_id,
+            aggregate_type: self.aggregate_type,
+            aggregate_id: self.aggregate_id,
+            sequence: self.sequence,
+            event_type: self.event_type,
+            event_version: self.event_version,
+            recorded_at: self.recorded_at,
+            metadata: self.metadata,
+            payload: self.payload,
+        }
+    }
+
+    pub fn from_envelope(e: StreamEnvelope) -> Self {
+        Self {
+            cursor: e.cursor,
+            event_id: e.event_id,
+            aggregate_type: e.aggregate_type,
+            aggregate_id: e.aggregate_id,
+            sequence: e.sequence,
+            event_type: e.event_type,
+            event_version: e.event_version,
+            recorded_at: e.recorded_at,
+            metadata: e.metadata,
+            payload: e.payload,
+        }
+    }
+
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        let metadata: serde_json::Value = row.try_get("metadata")?;
+        let metadata = serde_json::from_value::<std::collections::HashMap<String, String>>(
+            metadata,
+        )
+        .map(|m| EventMetadata::from_map(&m))
+        .unwrap_or_default();
+        Ok(Self {
+            cursor: cursor_from_row(row)?,
+            event_id: row.try_get("event_id")?,
+            aggregate_type: row.try_get("aggregate_type")?,
+            aggregate_id: row.try_get("aggregate_id")?,
+            sequence: row.try_get::<i64, _>("sequence")?.max(0) as u64,
+            event_type: row.try_get("event_type")?,
+            event_version: row.try_get("event_version")?,
+            recorded_at: row.try_get("recorded_at")?,
+            metadata,
+            payload: row.try_get("payload")?,
+        })
+    }
+}
+
+/// Read a cursor from a row with columns `transaction_id` (selected as text) and `position`.
+pub fn cursor_from_row(row: &PgRow) -> Result<LogCursor, sqlx::Error> {
+    let tx: String = row.try_get("transaction_id")?;
+    let transaction_id = tx.parse::<u64>().map_err(|e| sqlx::Error::ColumnDecode {
+        index: "transaction_id".into(),
+        source: Box::new(e),
+    })?;
+    let position: i64 = row.try_get("position")?;
+    Ok(LogCursor::new(transaction_id, position.max(0) as u64))
+}
+
+/// The transaction id as the text PostgreSQL casts to `xid8` (`$n::text::xid8`).
+pub fn xid8_param(cursor: &LogCursor) -> String {
+    cursor.transaction_id.to_string()
+}
+
+/// The position as PostgreSQL's `bigint`.
+pub fn position_param(cursor: &LogCursor) -> i64 {
+    i64::try_from(cursor.position).unwrap_or(i64::MAX)
+}
+
+const SELECT_EVENT: &str = "select transaction_id::text as transaction_id, position, event_id, \
+     aggregate_type, aggregate_id, sequence, event_type, event_version, recorded_at, payload, metadata \
+     from events";
+
+/// The next `limit` events after `after`, in log order, from finished transactions only.
+pub async fn read_after<'e>(
+    db: impl PgExecutor<'e>,
+    after: LogCursor,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "{SELECT_EVENT} where (transaction_id, position) > ($1::text::xid8, $2) \
+         and transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         order by transaction_id, position limit $3"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(xid8_param(&after))
+        .bind(position_param(&after))
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(StoredEvent::from_row).collect()
+}
+
+/// The cursor of the last event a reader of the global order can see now (the head of the
+/// readable log), or `None` when it is empty.
+pub async fn head<'e>(db: impl PgExecutor<'e>) -> Result<Option<LogCursor>, sqlx::Error> {
+    let row = sqlx::query(
+        "select transaction_id::text as transaction_id, position from events \
+         where transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         order by transaction_id desc, position desc limit 1",
+    )
+    .fetch_optional(db)
+    .await?;
+    row.as_ref().map(cursor_from_row).transpose()
+}
+
+/// How many readable events lie after `after`, and when the oldest of them was recorded.
+pub async fn backlog<'e>(
+    db: impl PgExecutor<'e>,
+    after: LogCursor,
+) -> Result<(i64, Option<DateTime<Utc>>), sqlx::Error> {
+    let row = sqlx::query(
+        "select count(*) as n, min(recorded_at) as oldest from events \
+         where (transaction_id, position) > ($1::text::xid8, $2) \
+         and transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
+    )
+    .bind(xid8_param(&after))
+    .bind(position_param(&after))
+    .fetch_one(db)
+    .await?;
+    Ok((row.try_get("n")?, row.try_get("oldest")?))
+}
+
+/// The total number of events in the log that a global reader can see.
+pub async fn count_before<'e>(
+    db: impl PgExecutor<'e>,
+    upto: LogCursor,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "select count(*) from events where (transaction_id, position) <= ($1::text::xid8, $2)",
+    )
+    .bind(xid8_param(&upto))
+    .bind(position_param(&upto))
+    .fetch_one(db)
+    .await
+}

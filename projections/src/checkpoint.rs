@@ -1,0 +1,148 @@
+//! A read model's checkpoint: its place in the log, kept in `projection_checkpoints` in the
+//! same transaction as its rows.
+
+use aggregates::LogCursor;
+use chrono::{DateTime, Utc};
+use eventstore::log::{cursor_from_row, position_param, xid8_param};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgExecutor, Row};
+use uuid::Uuid;
+
+use crate::ReadModel;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    pub name: String,
+    pub cursor: LogCursor,
+    /// The last JetStream stream sequence this read model has consumed.
+    pub stream_sequence: u64,
+    pub events_applied: u64,
+    /// `running`, `failed` or `rebuilding`.
+    pub status: String,
+    pub failed_event_id: Option<Uuid>,
+    pub last_error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub const RUNNING: &str = "running";
+pub const FAILED: &str = "failed";
+
+const SELECT: &str = "select name, transaction_id::text as transaction_id, position, stream_sequence, \
+     events_applied, status, failed_event_id, last_error, updated_at from projection_checkpoints";
+
+fn from_row(row: &PgRow) -> Result<Checkpoint, sqlx::Error> {
+    Ok(Checkpoint {
+        name: row.try_get("name")?,
+        cursor: cursor_from_row(row)?,
+        stream_sequence: row.try_get::<i64, _>("stream_sequence")?.max(0) as u64,
+        events_applied: row.try_get::<i64, _>("events_applied")?.max(0) as u64,
+        status: row.try_get("status")?,
+        failed_event_id: row.try_get("failed_event_id")?,
+        last_error: row.try_get("last_error")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// Make sure every read model has a checkpoint row.
+pub async fn ensure_all<'e>(db: impl PgExecutor<'e> + Copy) -> Result<(), sqlx::Error> {
+    for model in ReadModel::ALL {
+        sqlx::query("insert into projection_checkpoints (name) values ($1) on conflict do nothing")
+            .bind(model.name())
+            .execute(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Lock the read model's checkpoint row for this transaction: the projector and a rebuild
+/// of the same read model take turns, never interleave.
+pub async fn lock(conn: &mut PgConnection, model: ReadModel) -> Result<Checkpoint, sqlx::Error> {
+    sqlx::query("insert into projection_checkpoints (name) values ($1) on conflict do nothing")
+        .bind(model.name())
+        .execute(&mut *conn)
+        .await?;
+    let row = sqlx::query(&format!("{SELECT} where name = $1 for update"))
+        .bind(model.name())
+        .fetch_one(&mut *conn)
+        .await?;
+    from_row(&row)
+}
+
+pub async fn load<'e>(
+    db: impl PgExecutor<'e>,
+    model: ReadModel,
+) -> Result<Option<Checkpoint>, sqlx::Error> {
+    let row = sqlx::query(&format!("{SELECT} where name = $1"))
+        .bind(model.name())
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+pub async fn all<'e>(db: impl PgExecutor<'e>) -> Result<Vec<Checkpoint>, sqlx::Error> {
+    let rows = sqlx::query(&format!("{SELECT} order by name"))
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Move the checkpoint (inside the transaction that applied the events) and wake whoever
+/// waits on it (NOTIFY is delivered at commit).
+pub async fn advance(
+    conn: &mut PgConnection,
+    model: ReadModel,
+    cursor: LogCursor,
+    stream_sequence: u64,
+    newly_applied: u64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update projection_checkpoints set transaction_id = $2::text::xid8, position = $3, \
+         stream_sequence = greatest(stream_sequence, $4), events_applied = events_applied + $5, \
+         status = 'running', failed_event_id = null, last_error = null, updated_at = now() \
+         where name = $1",
+    )
+    .bind(model.name())
+    .bind(xid8_param(&cursor))
+    .bind(position_param(&cursor))
+    .bind(stream_sequence as i64)
+    .bind(newly_applied as i64)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("select pg_notify('chronicle_checkpoints', $1)")
+        .bind(model.name())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Stop the read model: an event keeps failing. It stays stopped (and health says so)
+/// until a rebuild or a restart of the projector.
+pub async fn mark_failed<'e>(
+    db: impl PgExecutor<'e>,
+    model: ReadModel,
+    event_id: Option<Uuid>,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update projection_checkpoints set status = 'failed', failed_event_id = $2, \
+         last_error = $3, updated_at = now() where name = $1",
+    )
+    .bind(model.name())
+    .bind(event_id)
+    .bind(error)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Let a failed read model try again (the projector does this when it starts).
+pub async fn clear_failure<'e>(db: impl PgExecutor<'e>, model: ReadModel) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update projection_checkpoints set status = 'running', updated_at = now() \
+         where name = $1 and status = 'failed'",
+    )
+    .bind(model.name())
+    .execute(db)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! Accounts (`users` table), keyed by user id, and the queries the API runs on them.
+//!
+//! Rows are guarded by the user's event sequence (`last_sequence`): event n of a user is
+//! applied only on top of n-1, so applying an event twice changes nothing, and a gap is
+//! reported instead of papered over.
+
+use aggregates::user::{UserEvent, AGGREGATE_TYPE};
+use chrono::{DateTime, Utc};
+use eventstore::StoredEvent;
+use serde::Serialize;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::ProjectionError;
+
+pub const STATUS_PENDING: &str = "pending_verification";
+
+pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    if event.aggregate_type != AGGREGATE_TYPE {
+        return Ok(());
+    }
+    let user_event: UserEvent = serde_json::from_value(event.payload.clone())
+        .map_err(|e| ProjectionError::poison(event, format!("payload: {e}")))?;
+    let user_id: Uuid = event
+        .aggregate_id
+        .parse()
+        .map_err(|e| ProjectionError::poison(event, format!("aggregate id: {e}")))?;
+    let sequence = event.sequence as i64;
+
+    let last: Option<i64> = sqlx::query_scalar("select last_sequence from users where id = $1")
+        .bind(user_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match last {
+        Some(last) if last >= sequence => return Ok(()), // seen already
+        Some(last) if last != sequence - 1 => {
+            return Err(ProjectionError::poison(
+                event,
+                format!("user {user_id} is at sequence {last}, event is {sequence}"),
+            ))
+        }
+        None if sequence != 1 => {
+            return Err(ProjectionError::poison(
+                event,
+                format!("user {user_id} has no row, event is sequence {sequence}"),
+            ))
+        }
+        _ => {}
+    }
+
+    match user_event {
+        UserEvent::UserRegistered {
+            email,
+            display_name,
+            password_hash,
+            role,
+            plan,
+            ..
+        } => {
+            sqlx::query(
+                "insert into users (id, email, display_name, role, plan, status, email_verified, \
+                 has_password, created_at, updated_at, last_sequence) \
+                 values ($1, $2, $3, $4, $5, $6, false, $7, $8, $8, $9)",
+            )
+            .bind(user_id)
+            .bind(&email)
+            .bind(&display_name)
+            .bind(&role)
+            .bind(&plan)
+            .bind(STATUS_PENDING)
+            .bind(password_hash.is_some())
+            .bind(event.recorded_at)
+            .bind(sequence)
+            .execute(&mut *conn)
+            .await?;
+        }
+        UserEvent::DuplicateRegistrationAttempted {} => {
+            touch(conn, user_id, event).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Record that an event of this user was seen without changing what the row shows.
+async fn touch(conn: &mut PgConnection, id: Uuid, event: &StoredEvent) -> Result<(), sqlx::Error> {
+    sqlx::query("update users set last_sequence = $2 where id = $1")
+        .bind(id)
+        .bind(event.sequence as i64)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn clear(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("delete from users").execute(conn).await?;
+    Ok(())
+}
+
+/// What anyone may learn about an email (`GET /api/v1/users/status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct EmailStatus {
+    pub exists: bool,
+    pub email_verified: bool,
+    /// `pending_verification`, `active`, `disabled`, or null when there is no account.
+    pub status: Option<String>,
+}
+
+pub async fn status_by_email<'e>(
+    db: impl PgExecutor<'e>,
+    email: &str,
+) -> Result<EmailStatus, sqlx::Error> {
+    let row: Option<(bool, String)> =
+        sqlx::query_as("select email_verified, status from users where email = $1")
+            .bind(email)
+            .fetch_optional(db)
+            .await?;
+    Ok(match row {
+        Some((email_verified, status)) => EmailStatus {
+            exists: true,
+            email_verified,
+            status: Some(status),
+        },
+        None => EmailStatus {
+            exists: false,
+            email_verified: false,
+            status: None,
+        },
+    })
+}
+
+/// A user as the read model holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub email: String,
+    pub display_name: Option<String>,
+    pub role: String,
+    pub plan: String,
+    pub status: String,
+    pub email_verified: bool,
+    pub has_password: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_login_at: Option<DateTime<Utc>>,
+    pub avatar_url: Option<String>,
+    pub last_sequence: i64,
+}
+
+const SELECT_USER: &str = "select id, email, display_name, role, plan, status, email_verified, \
+     has_password, created_at, updated_at, last_login_at, avatar_url, last_sequence from users";
+
+pub async fn by_id<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as(&format!("{SELECT_USER} where id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Every user, in id order (tests compare a rebuilt read model with the live one).
+pub async fn all<'e>(db: impl PgExecutor<'e>) -> Result<Vec<UserRow>, sqlx::Error> {
+    sqlx::query_as(&format!("{SELECT_USER} order by id"))
+        .fetch_all(db)
+        .await
+}

@@ -1,0 +1,264 @@
+//! [`Application`]: everything Chronicle runs in one process, or the parts `--roles` names.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use aggregates::user::User;
+use anyhow::Context;
+use api::{ApiConfig, AppState};
+use eventstore::passwords::PasswordHasher;
+use eventstore::{database, CommandBus};
+use projections::{checkpoint, CheckpointWatch, ReadModel};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use workers::projector::ProjectorConfig;
+use workers::relay::RelayConfig;
+use workers::{BusConfig, EventBus, Projector, Relay};
+
+use crate::config::Config;
+
+/// A part of Chronicle that a process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// The HTTP API.
+    Api,
+    /// Event store → JetStream (one active per deployment; others stand by).
+    Relay,
+    /// JetStream → read models.
+    Projector,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Api, Role::Relay, Role::Projector];
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Api => "api",
+            Role::Relay => "relay",
+            Role::Projector => "projector",
+        })
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.to_string() == s.trim())
+            .ok_or_else(|| format!("unknown role {s:?} (known: api, relay, projector)"))
+    }
+}
+
+/// The roles of one process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roles(pub BTreeSet<Role>);
+
+impl Roles {
+    pub fn all() -> Self {
+        Self(Role::ALL.into_iter().collect())
+    }
+
+    pub fn only(roles: &[Role]) -> Self {
+        Self(roles.iter().copied().collect())
+    }
+
+    pub fn has(&self, role: Role) -> bool {
+        self.0.contains(&role)
+    }
+}
+
+impl FromStr for Roles {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let roles = s
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(Role::from_str)
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        if roles.is_empty() {
+            return Err("name at least one role".into());
+        }
+        Ok(Self(roles))
+    }
+}
+
+/// Chronicle, built and ready to run.
+pub struct Application {
+    listener: Option<TcpListener>,
+    router: Option<axum::Router>,
+    pool: PgPool,
+    bus: Option<EventBus>,
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Application {
+    /// Create the database if missing, migrate, connect to NATS, bind the port (when the
+    /// API runs) and start the workers this process runs.
+    pub async fn build(config: Config, roles: Roles) -> anyhow::Result<Self> {
+        database::ensure_database(&config.database_url).await?;
+        let pool = database::connect(&config.database_url, config.database_max_connections).await?;
+        database::migrate(&pool).await?;
+        checkpoint::ensure_all(&pool).await?;
+
+        let bus_config = BusConfig {
+            nats_url: config.nats_url.clone(),
+            stream: config.stream.clone(),
+            subject_prefix: config.subject_prefix.clone(),
+            duplicate_window: config.duplicate_window,
+        };
+        let bus = EventBus::connect(bus_config)
+            .await
+            .with_context(|| format!("NATS_URL={}: cannot connect", config.nats_url))?;
+
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+
+        if roles.has(Role::Relay) {
+            let relay = Relay::new(
+                pool.clone(),
+                bus.clone(),
+                RelayConfig {
+                    batch_size: config.relay_batch_size,
+                    poll_interval: config.relay_poll_interval,
+                    ..RelayConfig::default()
+                },
+            );
+            tasks.spawn(relay.run(stop.clone()));
+        }
+        if roles.has(Role::Projector) {
+            if !roles.has(Role::Relay) {
+                // the stream must exist before consumers can be made
+                let _ = bus.ensure_stream().await;
+            }
+            for model in ReadModel::ALL {
+                let projector = Projector::new(
+                    pool.clone(),
+                    bus.clone(),
+                    model,
+                    ProjectorConfig {
+                        batch_size: config.projector_batch_size,
+                        max_attempts: config.projector_max_attempts,
+                        ..ProjectorConfig::default()
+                    },
+                );
+                tasks.spawn(projector.run(stop.clone()));
+            }
+        }
+
+        let (listener, router) = if roles.has(Role::Api) {
+            let listener = TcpListener::bind(config.bind)
+                .await
+                .with_context(|| format!("BIND={}: cannot listen", config.bind))?;
+            let state = AppState {
+                pool: pool.clone(),
+                users: Arc::new(CommandBus::<User>::new(pool.clone(), ())),
+                passwords: PasswordHasher::new(config.password_hash_concurrency),
+                checkpoints: CheckpointWatch::spawn(pool.clone(), stop.clone()),
+                nats: Some(bus.client.clone()),
+                metrics: crate::telemetry::metrics_handle(),
+                config: Arc::new(ApiConfig {
+                    read_your_writes_timeout: config.read_your_writes_timeout,
+                    body_limit: config.body_limit,
+                    allowed_origins: config.allowed_origins.clone(),
+                    status_endpoint_enabled: config.status_endpoint_enabled,
+                    relay_name: RelayConfig::default().name,
+                    ready_max_lag_events: config.ready_max_lag_events,
+                    ready_max_lag: config.ready_max_lag,
+                    app_env: format!("{:?}", config.app_env).to_lowercase(),
+                }),
+            };
+            (Some(listener), Some(api::router(state)))
+        } else {
+            (None, None)
+        };
+        tracing::info!(roles = ?roles.0, "Chronicle built");
+        Ok(Self {
+            listener,
+            router,
+            pool,
+            bus: Some(bus),
+            stop,
+            tasks,
+        })
+    }
+
+    /// The port the API listens on (when this process runs the API).
+    pub fn port(&self) -> Option<u16> {
+        self.local_addr().map(|a| a.port())
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn bus(&self) -> Option<&EventBus> {
+        self.bus.as_ref()
+    }
+
+    /// Cancelling this token stops the whole application gracefully.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Serve until the stop token is cancelled, then let in-flight requests finish and the
+    /// workers stop.
+    pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
+        let stop = self.stop.clone();
+        if let (Some(listener), Some(router)) = (self.listener.take(), self.router.take()) {
+            tracing::info!(addr = ?listener.local_addr().ok(), "Chronicle API listening");
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            let shutdown = stop.clone();
+            axum::serve(listener, service)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+                .context("the HTTP server failed")?;
+        } else {
+            stop.cancelled().await;
+        }
+        while self.tasks.join_next().await.is_some() {}
+        self.pool.close().await;
+        tracing::info!("Chronicle stopped");
+        Ok(())
+    }
+}
+
+/// Cancel `stop` on SIGTERM or Ctrl-C.
+pub fn stop_on_signals(stop: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    stop.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("Stopping (signal received)");
+        stop.cancel();
+    });
+}

@@ -1,0 +1,15 @@
+//! Chronicle, the binary's library: configuration, telemetry, and [`Application`], the one
+//! build path shared by `main` and the end-to-end tests (`build` → `port` →
+//! `run_until_stopped`).
+//!
+//! # Layout
+//! - [`config`]: [`Config`] from the environment, validated at start.
+//! - [`telemetry`]: JSON logs and the Prometheus recorder.
+//! - [`app`]: [`Application`] and [`Roles`]: which parts run in this process.
+
+pub mod app;
+pub mod config;
+pub mod telemetry;
+
+pub use app::{Application, Role, Roles};
+pub use config::Config;

@@ -1,0 +1,156 @@
+//! `chronicle`: the one binary. See `chronicle --help`.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use chronicle::app::stop_on_signals;
+use chronicle::{Application, Config, Roles};
+use clap::{Parser, Subcommand};
+use eventstore::database;
+use projections::{checkpoint, ReadModel};
+
+/// Chronicle: an event-sourced backend for accounts, usage and messages.
+///
+/// Every change is a command that appends events to PostgreSQL; a relay publishes them to
+/// NATS JetStream; projectors build the read models that the HTTP API serves.
+/// Configuration comes from the environment and `.env` (see .env.example).
+#[derive(Debug, Parser)]
+#[command(name = "chronicle", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run Chronicle: the API, the relay and the projectors in one process (by default).
+    ///
+    /// Creates the database if it is missing, applies migrations and creates the stream.
+    Serve {
+        /// Run only these parts, comma-separated: api, relay, projector.
+        #[arg(long, default_value = "api,relay,projector")]
+        roles: Roles,
+        /// Listen here instead of BIND.
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+    },
+    /// Run one background worker (the same as `serve --roles <role>`).
+    Worker {
+        /// relay or projector
+        role: chronicle::Role,
+    },
+    /// Create the database if it is missing and apply pending migrations, then exit.
+    Migrate,
+    /// Inspect and rebuild read models.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsCommand {
+    /// Each read model's position in the log, lag and state.
+    Status,
+    /// Drop a read model and replay it from the event log (readers see the old rows
+    /// until the new ones are complete).
+    Rebuild {
+        /// users or event_stats
+        name: ReadModel,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = dotenvy::dotenv();
+    chronicle::telemetry::init_logs();
+    if let Err(e) = run(Cli::parse()).await {
+        eprintln!("chronicle: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::from_env()?;
+    match cli.command {
+        Command::Serve { roles, bind } => {
+            if let Some(bind) = bind {
+                config.bind = bind;
+            }
+            serve(config, roles).await
+        }
+        Command::Worker { role } => serve(config, Roles::only(&[role])).await,
+        Command::Migrate => {
+            database::ensure_database(&config.database_url).await?;
+            let pool = database::connect(&config.database_url, 2).await?;
+            database::migrate(&pool).await?;
+            checkpoint::ensure_all(&pool).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Projections { command } => {
+            let pool = database::connect(&config.database_url, 2)
+                .await
+                .context("DATABASE_URL: cannot connect")?;
+            match command {
+                ProjectionsCommand::Status => projections_status(&pool).await,
+                ProjectionsCommand::Rebuild { name } => rebuild(&pool, name).await,
+            }
+        }
+    }
+}
+
+async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
+    metrics_touch();
+    let app = Application::build(config, roles).await?;
+    stop_on_signals(app.stop_token());
+    app.run_until_stopped().await
+}
+
+fn metrics_touch() {
+    let _ = chronicle::telemetry::metrics_handle();
+}
+
+async fn projections_status(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let all = checkpoint::all(pool).await?;
+    println!(
+        "{:<14} {:<11} {:>10} {:>10}  {:<33} error",
+        "read model", "state", "applied", "lag", "position"
+    );
+    for cp in all {
+        let (lag, _) = eventstore::log::backlog(pool, cp.cursor).await?;
+        println!(
+            "{:<14} {:<11} {:>10} {:>10}  {:<33} {}",
+            cp.name,
+            cp.status,
+            cp.events_applied,
+            lag,
+            cp.cursor,
+            cp.last_error.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+async fn rebuild(pool: &sqlx::PgPool, model: ReadModel) -> anyhow::Result<()> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} events ({per_sec}, {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("rebuilding {model}"));
+    let report = projections::rebuild::rebuild(pool, model, |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .await?;
+    bar.finish_and_clear();
+    println!(
+        "rebuilt {model}: {} events replayed, now at {}",
+        report.events_applied, report.cursor
+    );
+    Ok(())
+}

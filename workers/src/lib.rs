@@ -1,0 +1,16 @@
+//! Chronicle's background workers.
+//!
+//! # Layout
+//! - [`bus`]: the NATS connection, the stream's configuration and subjects.
+//! - [`relay`]: the event store → JetStream relay (one active, elected by an advisory lock).
+//! - [`projector`]: JetStream → read models, one durable pull consumer per read model.
+//! - [`backoff`]: the retry delay every worker loop uses.
+
+pub mod backoff;
+pub mod bus;
+pub mod projector;
+pub mod relay;
+
+pub use bus::{BusConfig, EventBus};
+pub use projector::Projector;
+pub use relay::Relay;

@@ -1,0 +1,357 @@
+//! The projector: JetStream → one read model, through a durable pull consumer of its own.
+//!
+//! Each batch is applied in one PostgreSQL transaction together with the read model's
+//! checkpoint, then acknowledged. Two guards keep it exact:
+//! - the **log cursor** `(transaction_id, position)`: an event at or before the checkpoint
+//!   has been applied already (a redelivery, a republished duplicate, or a rebuild got
+//!   there first) and is skipped;
+//! - the **stream sequence**: messages are applied in stream order only. A message that
+//!   arrives ahead of one not yet applied (a redelivery can overtake) is not applied but
+//!   handed back, so a later event can never move the checkpoint past an earlier one.
+//!
+//! Failures: PostgreSQL trouble is retried with backoff for as long as it lasts. An event
+//! that cannot be applied (bad payload, broken invariant) is retried a few times; then the
+//! read model stops and is marked failed (health and metrics show it, with the event id).
+//! It is never skipped.
+
+use std::time::{Duration, Instant};
+
+use aggregates::StreamEnvelope;
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::Message;
+use eventstore::StoredEvent;
+use futures::{FutureExt, StreamExt};
+use projections::{checkpoint, ProjectionError, ReadModel};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::EventBus;
+
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    pub batch_size: usize,
+    /// How many times an event that cannot be applied is tried before the read model stops.
+    pub max_attempts: u32,
+    pub ack_wait: Duration,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 200,
+            max_attempts: 5,
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What applying one batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// How many messages, from the start of the batch, were consumed (applied or skipped)
+    /// and may be acknowledged. The rest arrived out of order and go back.
+    pub consumed: usize,
+    pub applied: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    #[error("the read model is marked failed")]
+    Stopped,
+}
+
+impl From<sqlx::Error> for ApplyError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Projection(ProjectionError::Database(e))
+    }
+}
+
+/// A message decoded for applying.
+pub struct Delivered {
+    pub stream_sequence: u64,
+    pub event: Result<StoredEvent, String>,
+}
+
+impl Delivered {
+    pub fn from_message(message: &Message) -> Self {
+        let stream_sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let event = serde_json::from_slice::<StreamEnvelope>(&message.payload)
+            .map(StoredEvent::from_envelope)
+            .map_err(|e| format!("undecodable envelope: {e}"));
+        Self {
+            stream_sequence,
+            event,
+        }
+    }
+}
+
+pub struct Projector {
+    pool: PgPool,
+    bus: EventBus,
+    model: ReadModel,
+    config: ProjectorConfig,
+}
+
+impl Projector {
+    pub fn new(pool: PgPool, bus: EventBus, model: ReadModel, config: ProjectorConfig) -> Self {
+        Self {
+            pool,
+            bus,
+            model,
+            config,
+        }
+    }
+
+    /// The durable consumer's name for this read model.
+    pub fn consumer_name(model: ReadModel) -> String {
+        format!("projection_{}", model.name())
+    }
+
+    async fn consumer(&self) -> Result<(PullConsumer, u64), anyhow::Error> {
+        let mut stream = self
+            .bus
+            .jetstream
+            .get_stream(&self.bus.config.stream)
+            .await?;
+        let first_sequence = stream.info().await?.state.first_sequence;
+        let name = Self::consumer_name(self.model);
+        let consumer = stream
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    description: Some(format!("Chronicle read model {}", self.model)),
+                    deliver_policy: DeliverPolicy::All,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: self.config.ack_wait,
+                    filter_subject: self.bus.config.all_subjects(),
+                    max_ack_pending: (self.config.batch_size * 4) as i64,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok((consumer, first_sequence))
+    }
+
+    /// Apply a batch in one transaction with the checkpoint. `first_sequence` is the
+    /// stream's first sequence, where a read model with no stream position starts.
+    pub async fn apply_batch(
+        &self,
+        batch: &[Delivered],
+        first_sequence: u64,
+    ) -> Result<BatchOutcome, ApplyError> {
+        let mut tx = self.pool.begin().await?;
+        let cp = checkpoint::lock(&mut tx, self.model).await?;
+        if cp.status == checkpoint::FAILED {
+            return Err(ApplyError::Stopped);
+        }
+        let mut cursor = cp.cursor;
+        let mut stream_sequence = cp.stream_sequence;
+        let mut consumed = 0;
+        let mut applied = 0;
+        let mut oldest_applied = None;
+        for delivered in batch {
+            if delivered.stream_sequence <= stream_sequence {
+                consumed += 1; // delivered again; consumed before
+                continue;
+            }
+            let expected = if stream_sequence == 0 {
+                first_sequence.max(1)
+            } else {
+                stream_sequence + 1
+            };
+            if delivered.stream_sequence > expected {
+                break; // overtook an earlier message: hand it back
+            }
+            let event = match &delivered.event {
+                Ok(e) => e,
+                Err(reason) => {
+                    return Err(ProjectionError::Poison {
+                        event_id: uuid::Uuid::nil(),
+                        event_type: format!("stream sequence {}", delivered.stream_sequence),
+                        reason: reason.clone(),
+                    }
+                    .into())
+                }
+            };
+            if event.cursor > cursor {
+                self.model.apply(&mut tx, event).await?;
+                cursor = event.cursor;
+                applied += 1;
+                oldest_applied.get_or_insert(event.recorded_at);
+            }
+            stream_sequence = delivered.stream_sequence;
+            consumed += 1;
+        }
+        if consumed > 0 {
+            checkpoint::advance(&mut tx, self.model, cursor, stream_sequence, applied as u64)
+                .await?;
+        }
+        tx.commit().await?;
+        if applied > 0 {
+            metrics::counter!("chronicle_projection_events_total", "read_model" => self.model.name())
+                .increment(applied as u64);
+            metrics::gauge!("chronicle_projection_position", "read_model" => self.model.name())
+                .set(cursor.position as f64);
+            if let Some(t) = oldest_applied {
+                let lag = (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0;
+                metrics::histogram!("chronicle_projection_lag_seconds", "read_model" => self.model.name())
+                    .record(lag);
+            }
+        }
+        Ok(BatchOutcome { consumed, applied })
+    }
+
+    /// Run until `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        // A restart is a retry: a read model that failed before gets another chance.
+        if let Err(e) = checkpoint::clear_failure(&self.pool, self.model).await {
+            tracing::warn!(read_model = %self.model, error = %e, "Cannot reset the read model's state");
+        }
+        metrics::gauge!("chronicle_projection_failed", "read_model" => self.model.name()).set(0.0);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        while !stop.is_cancelled() {
+            match self.consume(&stop).await {
+                Ok(()) => backoff.reset(),
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(read_model = %self.model, error = %e, retry_in_ms = delay.as_millis() as u64, "Projector cannot consume");
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        tracing::info!(read_model = %self.model, "Projector stopped");
+    }
+
+    async fn consume(&self, stop: &CancellationToken) -> Result<(), anyhow::Error> {
+        let (consumer, first_sequence) = self.consumer().await?;
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(self.config.batch_size)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await?;
+        tracing::info!(read_model = %self.model, "Projector is consuming");
+        loop {
+            let first = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                m = messages.next() => m,
+            };
+            let first = match first {
+                None => return Ok(()), // stream ended: make a new one
+                Some(Err(e)) => {
+                    tracing::debug!(read_model = %self.model, error = %e, "Consumer stream hiccup");
+                    continue;
+                }
+                Some(Ok(m)) => m,
+            };
+            // Take what is already buffered, up to a batch, without waiting.
+            let mut batch = vec![first];
+            while batch.len() < self.config.batch_size {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(m))) => batch.push(m),
+                    _ => break,
+                }
+            }
+            if !self.handle(batch, first_sequence, stop).await {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Apply a batch until it succeeds, the read model stops, or `stop`. Returns false
+    /// when the projector should stop consuming.
+    async fn handle(&self, batch: Vec<Message>, first_sequence: u64, stop: &CancellationToken) -> bool {
+        let delivered: Vec<Delivered> = batch.iter().map(Delivered::from_message).collect();
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut poison_attempts = 0;
+        let mut last_progress = Instant::now();
+        loop {
+            match self.apply_batch(&delivered, first_sequence).await {
+                Ok(outcome) => {
+                    for m in &batch[..outcome.consumed] {
+                        let _ = m.ack().await;
+                    }
+                    for m in &batch[outcome.consumed..] {
+                        let _ = m.ack_with(AckKind::Nak(Some(Duration::from_millis(50)))).await;
+                    }
+                    return true;
+                }
+                Err(ApplyError::Stopped) => {
+                    self.hand_back(&batch).await;
+                    return self.wait_until_running(stop).await;
+                }
+                Err(ApplyError::Projection(e)) => {
+                    if !e.is_transient() {
+                        poison_attempts += 1;
+                        tracing::warn!(read_model = %self.model, attempt = poison_attempts, error = %e, "Cannot apply event");
+                        if poison_attempts >= self.config.max_attempts {
+                            self.fail(&e).await;
+                            self.hand_back(&batch).await;
+                            return self.wait_until_running(stop).await;
+                        }
+                    } else {
+                        tracing::warn!(read_model = %self.model, error = %e, "Read model store unavailable; retrying");
+                    }
+                    if last_progress.elapsed() > self.config.ack_wait / 3 {
+                        // Keep the messages ours while we retry, so they are not redelivered
+                        // elsewhere meanwhile.
+                        for m in &batch {
+                            let _ = m.ack_with(AckKind::Progress).await;
+                        }
+                        last_progress = Instant::now();
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => { self.hand_back(&batch).await; return false; }
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn hand_back(&self, batch: &[Message]) {
+        for m in batch {
+            let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+        }
+    }
+
+    async fn fail(&self, error: &ProjectionError) {
+        let event_id = match error {
+            ProjectionError::Poison { event_id, .. } if !event_id.is_nil() => Some(*event_id),
+            _ => None,
+        };
+        tracing::error!(read_model = %self.model, error = %error, "Read model stopped: an event keeps failing");
+        metrics::gauge!("chronicle_projection_failed", "read_model" => self.model.name()).set(1.0);
+        if let Err(e) =
+            checkpoint::mark_failed(&self.pool, self.model, event_id, &error.to_string()).await
+        {
+            tracing::error!(read_model = %self.model, error = %e, "Cannot record the failure");
+        }
+    }
+
+    /// Idle while the read model is failed; resume when a rebuild (or an operator) sets it
+    /// running again.
+    async fn wait_until_running(&self, stop: &CancellationToken) -> bool {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            if let Ok(Some(cp)) = checkpoint::load(&self.pool, self.model).await {
+                if cp.status != checkpoint::FAILED {
+                    metrics::gauge!("chronicle_projection_failed", "read_model" => self.model.name()).set(0.0);
+                    return true;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! The relay: event store → JetStream.
+//!
+//! One relay is active at a time: it holds a PostgreSQL advisory lock on a dedicated
+//! connection; others wait for it. It wakes on LISTEN/NOTIFY (`chronicle_events`) and on a
+//! timer, reads the next batch of the log in global order (only finished transactions, so
+//! it can never skip a slow one), publishes each event with `Nats-Msg-Id` = the event id,
+//! awaits every ack, and only then moves its checkpoint. A crash between publish and
+//! checkpoint republishes on restart; JetStream drops the duplicates within its duplicate
+//! window, and projections skip anything at or before their own checkpoint anyway.
+
+use std::time::{Duration, Instant};
+
+use aggregates::LogCursor;
+use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::message::PublishMessage;
+use eventstore::{log, relay_checkpoint, StoredEvent};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgListener;
+use sqlx::{PgPool, Postgres};
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::EventBus;
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// The checkpoint's name (one relay per deployment: `default`).
+    pub name: String,
+    pub batch_size: i64,
+    /// The fallback wake-up when no NOTIFY arrives.
+    pub poll_interval: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            name: "default".into(),
+            batch_size: 500,
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("PostgreSQL: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("publishing to JetStream: {0}")]
+    Publish(String),
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepReport {
+    pub published: usize,
+    pub duplicates: usize,
+    pub checkpoint: LogCursor,
+}
+
+pub struct Relay {
+    pool: PgPool,
+    bus: EventBus,
+    config: RelayConfig,
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, bus: EventBus, config: RelayConfig) -> Self {
+        Self { pool, bus, config }
+    }
+
+    pub async fn checkpoint(&self) -> Result<LogCursor, sqlx::Error> {
+        relay_checkpoint::load(&self.pool, &self.config.name).await
+    }
+
+    /// Read the next batch after the checkpoint, publish it, and move the checkpoint over
+    /// the events JetStream acknowledged (a prefix of the batch: order is kept).
+    pub async fn step(&self) -> Result<StepReport, RelayError> {
+        let from = self.checkpoint().await?;
+        let batch = log::read_after(&self.pool, from, self.config.batch_size).await?;
+        if batch.is_empty() {
+            return Ok(StepReport {
+                published: 0,
+                duplicates: 0,
+                checkpoint: from,
+            });
+        }
+        let (acked, duplicates, failure) = self.publish(&batch).await;
+        let mut checkpoint = from;
+        if acked > 0 {
+            checkpoint = batch[acked - 1].cursor;
+            relay_checkpoint::advance(&self.pool, &self.config.name, checkpoint).await?;
+            metrics::counter!("chronicle_relay_published_total").increment(acked as u64);
+            metrics::gauge!("chronicle_relay_checkpoint_position").set(checkpoint.position as f64);
+        }
+        match failure {
+            Some(e) => Err(RelayError::Publish(e)),
+            None => Ok(StepReport {
+                published: acked,
+                duplicates,
+                checkpoint,
+            }),
+        }
+    }
+
+    /// Publish every event of `batch` and await the acks. Returns how many events, from
+    /// the start of the batch, JetStream acknowledged; how many of those it had already;
+    /// and the first failure, if any. Public so tests can publish without checkpointing
+    /// (a crash between the two).
+    pub async fn publish(&self, batch: &[StoredEvent]) -> (usize, usize, Option<String>) {
+        let mut pending: Vec<Result<PublishAckFuture, String>> = Vec::with_capacity(batch.len());
+        for event in batch {
+            pending.push(self.send(event).await);
+        }
+        let mut acked = 0;
+        let mut duplicates = 0;
+        for ack in pending {
+            let result = match ack {
+                Ok(future) => future.await.map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(ack) => {
+                    acked += 1;
+                    if ack.duplicate {
+                        duplicates += 1;
+                    }
+                }
+                Err(e) => return (acked, duplicates, Some(e)),
+            }
+        }
+        (acked, duplicates, None)
+    }
+
+    async fn send(&self, event: &StoredEvent) -> Result<PublishAckFuture, String> {
+        let subject = self
+            .bus
+            .config
+            .subject(&event.aggregate_type, &event.event_type);
+        let envelope = event.clone().into_envelope();
+        let payload = serde_json::to_vec(&envelope).map_err(|e| e.to_string())?;
+        let message = PublishMessage::build()
+            .payload(payload.into())
+            .message_id(event.event_id.to_string())
+            .header("Chronicle-Cursor", event.cursor.to_string().as_str())
+            .header("Chronicle-Event-Type", event.event_type.as_str());
+        self.bus
+            .jetstream
+            .send_publish(subject, message)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Run until `stop`: wait to be the active relay, then relay for as long as the lock
+    /// is held.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        while !stop.is_cancelled() {
+            let lock = match self.acquire_leadership(&stop).await {
+                Some(lock) => lock,
+                None => break,
+            };
+            tracing::info!(relay = %self.config.name, "Relay is active");
+            if let Err(e) = self.relay_while_leader(lock, &stop).await {
+                tracing::warn!(error = %e, "Relay lost its footing; electing again");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                }
+            }
+        }
+        tracing::info!("Relay stopped");
+    }
+
+    /// Block until this process holds the relay's advisory lock (on a connection of its
+    /// own, which must stay open while relaying).
+    async fn acquire_leadership(&self, stop: &CancellationToken) -> Option<PoolConnection<Postgres>> {
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+        let mut said_standby = false;
+        loop {
+            if stop.is_cancelled() {
+                return None;
+            }
+            let attempt = async {
+                let mut conn = self.pool.acquire().await?;
+                let got: bool =
+                    sqlx::query_scalar("select pg_try_advisory_lock(hashtextextended($1, 0))")
+                        .bind(format!("chronicle-relay:{}", self.config.name))
+                        .fetch_one(&mut *conn)
+                        .await?;
+                Ok::<_, sqlx::Error>(got.then_some(conn))
+            };
+            match attempt.await {
+                Ok(Some(conn)) => return Some(conn),
+                Ok(None) => {
+                    if !said_standby {
+                        tracing::info!("Another relay is active; standing by");
+                        said_standby = true;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "Relay cannot reach PostgreSQL"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    }
+
+    async fn relay_while_leader(
+        &self,
+        mut lock: PoolConnection<Postgres>,
+        stop: &CancellationToken,
+    ) -> Result<(), RelayError> {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        self.ensure_stream(stop).await;
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen("chronicle_events").await?;
+        let mut last_lock_check = Instant::now();
+        loop {
+            if stop.is_cancelled() {
+                let _ = sqlx::query("select pg_advisory_unlock_all()").execute(&mut *lock).await;
+                return Ok(());
+            }
+            if last_lock_check.elapsed() > Duration::from_secs(5) {
+                // The lock lives as long as its connection; if that is gone, so is the lock.
+                sqlx::query("select 1").execute(&mut *lock).await?;
+                last_lock_check = Instant::now();
+            }
+            match self.step().await {
+                Ok(report) => {
+                    backoff.reset();
+                    if report.published as i64 >= self.config.batch_size {
+                        continue; // more is waiting
+                    }
+                }
+                Err(RelayError::Database(e)) => return Err(RelayError::Database(e)),
+                Err(e) => {
+                    metrics::counter!("chronicle_relay_errors_total").increment(1);
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Relay could not publish");
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                n = listener.recv() => { n?; }
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Create or update the stream, retrying while NATS is away (commands keep working
+    /// meanwhile; the relay catches up).
+    async fn ensure_stream(&self, stop: &CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        loop {
+            match self.bus.ensure_stream().await {
+                Ok(_) => return,
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Cannot set up the JetStream stream");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}
