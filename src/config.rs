@@ -70,7 +70,10 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
     where
         T::Err: std::fmt::Display,
     {
-        match self.0(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) {
+        match self.0(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+        {
             None => Ok(default),
             Some(v) => v
                 .parse()
@@ -97,19 +100,29 @@ impl Config {
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let v = Vars(get);
-        let app_env = match v.string("APP_ENV", "development").to_ascii_lowercase().as_str() {
+        let app_env = match v
+            .string("APP_ENV", "development")
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "development" | "dev" => AppEnv::Development,
             "test" => AppEnv::Test,
             "production" | "prod" => AppEnv::Production,
             other => bail!("APP_ENV={other:?} is invalid: use development, test or production"),
         };
-        let database_url = v.string("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chronicle");
+        let database_url = v.string(
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/chronicle",
+        );
         if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
             bail!("DATABASE_URL must be a postgres:// URL");
         }
         let nats_url = v.string("NATS_URL", "nats://127.0.0.1:4222");
         let stream = v.string("CHRONICLE_STREAM", "CHRONICLE_EVENTS");
-        if !stream.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if !stream
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             bail!("CHRONICLE_STREAM={stream:?} is invalid: letters, digits, '_' and '-' only");
         }
         let subject_prefix = v.string("CHRONICLE_SUBJECT_PREFIX", "chronicle");
@@ -150,27 +163,48 @@ impl Config {
         Ok(Self {
             app_env,
             database_url,
-            database_max_connections: positive("DATABASE_MAX_CONNECTIONS", v.parse("DATABASE_MAX_CONNECTIONS", 20)?)? as u32,
+            database_max_connections: positive(
+                "DATABASE_MAX_CONNECTIONS",
+                v.parse("DATABASE_MAX_CONNECTIONS", 20)?,
+            )? as u32,
             nats_url,
             stream,
             subject_prefix,
-            duplicate_window: Duration::from_secs(positive("NATS_DUPLICATE_WINDOW_SECS", v.parse("NATS_DUPLICATE_WINDOW_SECS", 600)?)?),
+            duplicate_window: Duration::from_secs(positive(
+                "NATS_DUPLICATE_WINDOW_SECS",
+                v.parse("NATS_DUPLICATE_WINDOW_SECS", 600)?,
+            )?),
             bind,
             data_dir,
             secret_key,
             allowed_origins,
-            read_your_writes_timeout: Duration::from_millis(v.parse("READ_YOUR_WRITES_TIMEOUT_MS", 2000)?),
-            body_limit: positive("BODY_LIMIT_BYTES", v.parse("BODY_LIMIT_BYTES", 256 * 1024)?)? as usize,
+            read_your_writes_timeout: Duration::from_millis(
+                v.parse("READ_YOUR_WRITES_TIMEOUT_MS", 2000)?,
+            ),
+            body_limit: positive("BODY_LIMIT_BYTES", v.parse("BODY_LIMIT_BYTES", 256 * 1024)?)?
+                as usize,
             status_endpoint_enabled: v.flag("USERS_STATUS_ENDPOINT", true)?,
-            relay_batch_size: positive("RELAY_BATCH_SIZE", v.parse("RELAY_BATCH_SIZE", 500)?)? as i64,
-            relay_poll_interval: Duration::from_millis(positive("RELAY_POLL_INTERVAL_MS", v.parse("RELAY_POLL_INTERVAL_MS", 500)?)?),
-            projector_batch_size: positive("PROJECTOR_BATCH_SIZE", v.parse("PROJECTOR_BATCH_SIZE", 200)?)? as usize,
-            projector_max_attempts: positive("PROJECTOR_MAX_ATTEMPTS", v.parse("PROJECTOR_MAX_ATTEMPTS", 5)?)? as u32,
+            relay_batch_size: positive("RELAY_BATCH_SIZE", v.parse("RELAY_BATCH_SIZE", 500)?)?
+                as i64,
+            relay_poll_interval: Duration::from_millis(positive(
+                "RELAY_POLL_INTERVAL_MS",
+                v.parse("RELAY_POLL_INTERVAL_MS", 500)?,
+            )?),
+            projector_batch_size: positive(
+                "PROJECTOR_BATCH_SIZE",
+                v.parse("PROJECTOR_BATCH_SIZE", 200)?,
+            )? as usize,
+            projector_max_attempts: positive(
+                "PROJECTOR_MAX_ATTEMPTS",
+                v.parse("PROJECTOR_MAX_ATTEMPTS", 5)?,
+            )? as u32,
             ready_max_lag_events: v.parse("READY_MAX_LAG_EVENTS", 10_000)?,
             ready_max_lag: Duration::from_secs(v.parse("READY_MAX_LAG_SECS", 30)?),
             password_hash_concurrency: v.parse(
                 "PASSWORD_HASH_CONCURRENCY",
-                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2),
             )?,
         })
     }
@@ -191,8 +225,12 @@ fn dev_secret(data_dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     let mut bytes = [0u8; 32];
     rand::Rng::fill(&mut rand::thread_rng(), &mut bytes);
     let secret = hex::encode(bytes);
-    std::fs::write(&path, &secret)
-        .with_context(|| format!("DATA_DIR={}: cannot write the secret key", data_dir.display()))?;
+    std::fs::write(&path, &secret).with_context(|| {
+        format!(
+            "DATA_DIR={}: cannot write the secret key",
+            data_dir.display()
+        )
+    })?;
     tracing::info!(path = %path.display(), "Generated a development secret key");
     Ok(secret.into_bytes())
 }
@@ -204,15 +242,24 @@ mod tests {
     use super::*;
 
     fn config(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
     #[test]
     fn production_requires_a_long_secret_key() {
-        let err = config(&[("APP_ENV", "production")]).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = config(&[("APP_ENV", "production")])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("SECRET_KEY"), "{err}");
-        let err = config(&[("APP_ENV", "production"), ("SECRET_KEY", "short")]).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = config(&[("APP_ENV", "production"), ("SECRET_KEY", "short")])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("SECRET_KEY"), "{err}");
         assert!(config(&[("APP_ENV", "production"), ("SECRET_KEY", &"k".repeat(32))]).is_ok());
     }

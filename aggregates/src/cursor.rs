@@ -97,14 +97,20 @@ mod tests {
         v.sort();
         assert_eq!(v, vec![a13, a15, b14]);
         // and the strings sort the same way
-        let mut s: Vec<String> = vec![b14, a15, a13].iter().map(|c| c.to_string()).collect();
+        let mut s: Vec<String> = [b14, a15, a13].iter().map(|c| c.to_string()).collect();
         s.sort();
         assert_eq!(s, vec![a13.to_string(), a15.to_string(), b14.to_string()]);
     }
 
     #[test]
     fn garbage_is_not_a_cursor() {
-        for bad in ["", "12", "x-y", "0000000000001234", "000000000000123g-0000000000000063"] {
+        for bad in [
+            "",
+            "12",
+            "x-y",
+            "0000000000001234",
+            "000000000000123g-0000000000000063",
+        ] {
             assert_eq!(bad.parse::<LogCursor>(), Err(InvalidCursor), "{bad}");
         }
     }

@@ -45,11 +45,7 @@ impl<T: Serialize> IntoResponse for Reply<T> {
     fn into_response(self) -> Response {
         let body = Envelope {
             code: self.status.as_u16(),
-            message: self
-                .status
-                .canonical_reason()
-                .unwrap_or("OK")
-                .to_owned(),
+            message: self.status.canonical_reason().unwrap_or("OK").to_owned(),
             data: self.data,
         };
         let mut response = (self.status, Json(body)).into_response();

@@ -112,7 +112,12 @@ impl ApiError {
 }
 
 /// An error envelope for any status and kind (used by middleware for errors axum makes).
-pub fn error_response(status: StatusCode, kind: &str, message: &str, fields: Option<BTreeMap<String, String>>) -> Response {
+pub fn error_response(
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+    fields: Option<BTreeMap<String, String>>,
+) -> Response {
     let body = ErrorBody {
         code: status.as_u16(),
         message: message.to_owned(),

@@ -44,7 +44,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(middleware::not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn(middleware::envelope_for_bare_errors))
+        .layer(axum::middleware::from_fn(
+            middleware::envelope_for_bare_errors,
+        ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(CompressionLayer::new())
         .layer(cors)

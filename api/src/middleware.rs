@@ -41,7 +41,9 @@ pub async fn envelope_for_bare_errors(req: Request, next: Next) -> Response {
         StatusCode::NOT_FOUND => ("not_found", "no such route"),
         StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this method is not allowed here"),
         StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "unsupported content type"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("unsupported_media_type", "unsupported content type")
+        }
         StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long"),
         StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "too many requests"),
         s if s.is_server_error() => ("internal", "an unexpected error occurred"),
@@ -104,7 +106,13 @@ pub fn cors(origins: &[String]) -> CorsLayer {
         .collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(allowed))
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allow_headers([
             CONTENT_TYPE,
             axum::http::header::AUTHORIZATION,

@@ -97,7 +97,7 @@ where
                 Err(CommandError::Conflict) if attempt < self.max_attempts => {
                     metrics::counter!("chronicle_command_conflicts_total", "aggregate" => A::TYPE, "outcome" => "retried").increment(1);
                     // Back off a little, with jitter, so racing commands spread out.
-                    let base = 2u64.pow(attempt.min(6)) ;
+                    let base = 2u64.pow(attempt.min(6));
                     let jitter = rand::thread_rng().gen_range(0..=base * 2);
                     tokio::time::sleep(Duration::from_millis(base + jitter)).await;
                 }
@@ -144,7 +144,10 @@ where
             .store
             .commit(events, context, metadata.to_map())
             .await?;
-        let last = committed.last().map(|e| e.sequence as u64).unwrap_or(before);
+        let last = committed
+            .last()
+            .map(|e| e.sequence as u64)
+            .unwrap_or(before);
         self.read_back(aggregate_id, before, last).await
     }
 

@@ -62,11 +62,10 @@ impl StoredEvent {
 
     fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
         let metadata: serde_json::Value = row.try_get("metadata")?;
-        let metadata = serde_json::from_value::<std::collections::HashMap<String, String>>(
-            metadata,
-        )
-        .map(|m| EventMetadata::from_map(&m))
-        .unwrap_or_default();
+        let metadata =
+            serde_json::from_value::<std::collections::HashMap<String, String>>(metadata)
+                .map(|m| EventMetadata::from_map(&m))
+                .unwrap_or_default();
         Ok(Self {
             cursor: cursor_from_row(row)?,
             event_id: row.try_get("event_id")?,

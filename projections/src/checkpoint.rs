@@ -27,7 +27,8 @@ pub struct Checkpoint {
 pub const RUNNING: &str = "running";
 pub const FAILED: &str = "failed";
 
-const SELECT: &str = "select name, transaction_id::text as transaction_id, position, stream_sequence, \
+const SELECT: &str =
+    "select name, transaction_id::text as transaction_id, position, stream_sequence, \
      events_applied, status, failed_event_id, last_error, updated_at from projection_checkpoints";
 
 fn from_row(row: &PgRow) -> Result<Checkpoint, sqlx::Error> {
@@ -136,7 +137,10 @@ pub async fn mark_failed<'e>(
 }
 
 /// Let a failed read model try again (the projector does this when it starts).
-pub async fn clear_failure<'e>(db: impl PgExecutor<'e>, model: ReadModel) -> Result<(), sqlx::Error> {
+pub async fn clear_failure<'e>(
+    db: impl PgExecutor<'e>,
+    model: ReadModel,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "update projection_checkpoints set status = 'running', updated_at = now() \
          where name = $1 and status = 'failed'",

@@ -25,7 +25,9 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
 }
 
 pub async fn clear(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("delete from event_type_counts").execute(conn).await?;
+    sqlx::query("delete from event_type_counts")
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -32,7 +32,10 @@ pub async fn rebuild(
 ) -> Result<RebuildReport, ProjectionError> {
     let mut tx = pool.begin().await?;
     let before = checkpoint::lock(&mut tx, model).await?;
-    let total = eventstore::log::backlog(&mut *tx, LogCursor::START).await?.0.max(0) as u64;
+    let total = eventstore::log::backlog(&mut *tx, LogCursor::START)
+        .await?
+        .0
+        .max(0) as u64;
     model.clear(&mut tx).await?;
     let mut cursor = LogCursor::START;
     let mut applied = 0u64;

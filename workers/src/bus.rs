@@ -108,7 +108,13 @@ impl EventBus {
                 }
                 Ok(info)
             }
-            Err(_) => Ok(self.jetstream.create_stream(config).await?.info().await?.clone()),
+            Err(_) => Ok(self
+                .jetstream
+                .create_stream(config)
+                .await?
+                .info()
+                .await?
+                .clone()),
         }
     }
 }
@@ -125,7 +131,10 @@ mod tests {
             subject_prefix: "chronicle".into(),
             duplicate_window: Duration::from_secs(120),
         };
-        assert_eq!(c.subject("user", "UserRegistered"), "chronicle.events.user.UserRegistered");
+        assert_eq!(
+            c.subject("user", "UserRegistered"),
+            "chronicle.events.user.UserRegistered"
+        );
         assert_eq!(c.subject("a.b", "x y*"), "chronicle.events.a_b.x_y_");
         assert_eq!(c.all_subjects(), "chronicle.events.>");
     }

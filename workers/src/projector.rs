@@ -269,7 +269,12 @@ impl Projector {
 
     /// Apply a batch until it succeeds, the read model stops, or `stop`. Returns false
     /// when the projector should stop consuming.
-    async fn handle(&self, batch: Vec<Message>, first_sequence: u64, stop: &CancellationToken) -> bool {
+    async fn handle(
+        &self,
+        batch: Vec<Message>,
+        first_sequence: u64,
+        stop: &CancellationToken,
+    ) -> bool {
         let delivered: Vec<Delivered> = batch.iter().map(Delivered::from_message).collect();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut poison_attempts = 0;
@@ -281,7 +286,9 @@ impl Projector {
                         let _ = m.ack().await;
                     }
                     for m in &batch[outcome.consumed..] {
-                        let _ = m.ack_with(AckKind::Nak(Some(Duration::from_millis(50)))).await;
+                        let _ = m
+                            .ack_with(AckKind::Nak(Some(Duration::from_millis(50))))
+                            .await;
                     }
                     return true;
                 }

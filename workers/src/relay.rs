@@ -173,7 +173,10 @@ impl Relay {
 
     /// Block until this process holds the relay's advisory lock (on a connection of its
     /// own, which must stay open while relaying).
-    async fn acquire_leadership(&self, stop: &CancellationToken) -> Option<PoolConnection<Postgres>> {
+    async fn acquire_leadership(
+        &self,
+        stop: &CancellationToken,
+    ) -> Option<PoolConnection<Postgres>> {
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
         let mut said_standby = false;
         loop {
@@ -218,7 +221,9 @@ impl Relay {
         let mut last_lock_check = Instant::now();
         loop {
             if stop.is_cancelled() {
-                let _ = sqlx::query("select pg_advisory_unlock_all()").execute(&mut *lock).await;
+                let _ = sqlx::query("select pg_advisory_unlock_all()")
+                    .execute(&mut *lock)
+                    .await;
                 return Ok(());
             }
             if last_lock_check.elapsed() > Duration::from_secs(5) {

@@ -48,10 +48,16 @@ impl RegisterRequest {
         if let Some(password) = &self.password {
             let n = password.chars().count();
             if n < PASSWORD_MIN {
-                return Err(ApiError::validation("password", format!("must be at least {PASSWORD_MIN} characters")));
+                return Err(ApiError::validation(
+                    "password",
+                    format!("must be at least {PASSWORD_MIN} characters"),
+                ));
             }
             if n > PASSWORD_MAX {
-                return Err(ApiError::validation("password", format!("must be at most {PASSWORD_MAX} characters")));
+                return Err(ApiError::validation(
+                    "password",
+                    format!("must be at most {PASSWORD_MAX} characters"),
+                ));
             }
             if normalize_email(password) == email {
                 return Err(ApiError::validation("password", "must not be the email"));
@@ -59,7 +65,10 @@ impl RegisterRequest {
         }
         if let Some(name) = &self.display_name {
             if name.trim().is_empty() || name.chars().count() > DISPLAY_NAME_MAX {
-                return Err(ApiError::validation("display_name", format!("must be 1 to {DISPLAY_NAME_MAX} characters")));
+                return Err(ApiError::validation(
+                    "display_name",
+                    format!("must be 1 to {DISPLAY_NAME_MAX} characters"),
+                ));
             }
         }
         Ok(email)
@@ -99,7 +108,10 @@ pub async fn register(
                 password_hash,
                 display_name: req.display_name.map(|n| n.trim().to_owned()),
             };
-            let result = state.users.execute(&user_id.to_string(), command, &meta).await;
+            let result = state
+                .users
+                .execute(&user_id.to_string(), command, &meta)
+                .await;
             if result.is_err() {
                 // the account was not opened: give the email back
                 email_claims::release(&state.pool, &email, user_id).await?;
@@ -108,7 +120,11 @@ pub async fn register(
         }
         Claim::TakenBy(owner) => state
             .users
-            .execute(&owner.to_string(), UserCommand::RecordDuplicateRegistration, &meta)
+            .execute(
+                &owner.to_string(),
+                UserCommand::RecordDuplicateRegistration,
+                &meta,
+            )
             .await
             .or_else(|e| match e {
                 // claimed by a registration still in flight: nothing to tell its owner yet
@@ -134,10 +150,18 @@ pub async fn register(
 /// How a failed user command answers.
 pub fn command_error(e: CommandError<UserError>) -> ApiError {
     match e {
-        CommandError::Domain(UserError::Invalid { field, message }) => ApiError::validation(field, message),
-        CommandError::Domain(UserError::AlreadyRegistered) => ApiError::Conflict("the account exists already".into()),
-        CommandError::Domain(UserError::NotRegistered) => ApiError::NotFound("no such account".into()),
-        CommandError::Conflict => ApiError::Conflict("the account was changed by another request; try again".into()),
+        CommandError::Domain(UserError::Invalid { field, message }) => {
+            ApiError::validation(field, message)
+        }
+        CommandError::Domain(UserError::AlreadyRegistered) => {
+            ApiError::Conflict("the account exists already".into())
+        }
+        CommandError::Domain(UserError::NotRegistered) => {
+            ApiError::NotFound("no such account".into())
+        }
+        CommandError::Conflict => {
+            ApiError::Conflict("the account was changed by another request; try again".into())
+        }
         CommandError::Store(e) => ApiError::internal(e),
     }
 }

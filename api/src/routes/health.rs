@@ -91,7 +91,9 @@ impl HealthReport {
 /// Look at every part of the pipeline.
 pub async fn inspect(state: &AppState) -> HealthReport {
     let started = Instant::now();
-    let pg = sqlx::query_scalar::<_, i32>("select 1").fetch_one(&state.pool).await;
+    let pg = sqlx::query_scalar::<_, i32>("select 1")
+        .fetch_one(&state.pool)
+        .await;
     let postgres = Check {
         ok: pg.is_ok(),
         detail: pg.err().map(|e| e.to_string()),
@@ -117,7 +119,9 @@ pub async fn inspect(state: &AppState) -> HealthReport {
     let lag = |cursor: LogCursor| {
         let pool = state.pool.clone();
         async move {
-            let (n, oldest) = eventstore::log::backlog(&pool, cursor).await.unwrap_or((0, None));
+            let (n, oldest) = eventstore::log::backlog(&pool, cursor)
+                .await
+                .unwrap_or((0, None));
             let secs = oldest
                 .map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0)
                 .unwrap_or(0.0);
@@ -127,7 +131,9 @@ pub async fn inspect(state: &AppState) -> HealthReport {
     let mut relay = None;
     let mut projections = vec![];
     if postgres.ok {
-        if let Ok(cursor) = eventstore::relay_checkpoint::load(&state.pool, &state.config.relay_name).await {
+        if let Ok(cursor) =
+            eventstore::relay_checkpoint::load(&state.pool, &state.config.relay_name).await
+        {
             let (n, secs) = lag(cursor).await;
             relay = Some(LagCheck {
                 name: state.config.relay_name.clone(),
@@ -214,11 +220,19 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
     for p in &report.projections {
         let name = p.name.clone();
-        metrics::gauge!("chronicle_projection_lag_events", "read_model" => name.clone()).set(p.lag_events as f64);
-        metrics::gauge!("chronicle_projection_lag_seconds_now", "read_model" => name.clone()).set(p.lag_seconds);
-        metrics::gauge!("chronicle_projection_failed", "read_model" => name.clone())
-            .set(if p.status == checkpoint::FAILED { 1.0 } else { 0.0 });
-        metrics::gauge!("chronicle_projection_position", "read_model" => name).set(p.position.position as f64);
+        metrics::gauge!("chronicle_projection_lag_events", "read_model" => name.clone())
+            .set(p.lag_events as f64);
+        metrics::gauge!("chronicle_projection_lag_seconds_now", "read_model" => name.clone())
+            .set(p.lag_seconds);
+        metrics::gauge!("chronicle_projection_failed", "read_model" => name.clone()).set(
+            if p.status == checkpoint::FAILED {
+                1.0
+            } else {
+                0.0
+            },
+        );
+        metrics::gauge!("chronicle_projection_position", "read_model" => name)
+            .set(p.position.position as f64);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -17,7 +17,12 @@ pub async fn settle(
 ) -> Vec<&'static str> {
     let Some(cursor) = cursor else { return vec![] };
     let timeout = state.config.read_your_writes_timeout;
-    if state.checkpoints.wait_for(models, cursor, timeout).await.is_ok() {
+    if state
+        .checkpoints
+        .wait_for(models, cursor, timeout)
+        .await
+        .is_ok()
+    {
         return vec![];
     }
     models
@@ -29,7 +34,11 @@ pub async fn settle(
 
 /// Honour `X-Min-Position` on a query: 503 `not_caught_up` if the read models do not reach
 /// it in time.
-pub async fn require(state: &AppState, min: MinPosition, models: &[ReadModel]) -> Result<(), ApiError> {
+pub async fn require(
+    state: &AppState,
+    min: MinPosition,
+    models: &[ReadModel],
+) -> Result<(), ApiError> {
     match min.0 {
         None => Ok(()),
         Some(cursor) => state

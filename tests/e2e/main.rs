@@ -1,0 +1,12 @@
+//! End-to-end tests: the whole application on a random port against the real PostgreSQL
+//! and NATS of the machine. Each test gets its own database and its own stream and subject
+//! prefix, so tests run in parallel. Logs are silent unless `TEST_LOG` is set.
+//!
+//! One test binary (modules below) keeps link time down.
+
+mod support;
+
+mod http_contract;
+mod operations;
+mod pipeline;
+mod resilience;

@@ -1,0 +1,193 @@
+//! Operations: health, metrics, the OpenAPI document, Swagger UI, and the CLI.
+
+use std::process::Command;
+
+use chronicle::{Role, Roles};
+use serde_json::Value;
+
+use crate::support::{json, TestEnv};
+
+#[tokio::test]
+async fn health_endpoints_report_every_part_of_the_pipeline() {
+    let env = TestEnv::new();
+    let app = env.spawn_all().await;
+    assert_eq!(app.register("h@example.com").await.status(), 202);
+    app.wait_for_projections("caught up").await;
+    for path in ["/healthz", "/health", "/health/live"] {
+        let (status, body) = json(app.client.get(app.url(path)).send().await.expect("sent")).await;
+        assert_eq!(
+            (status, body["data"]["status"].clone()),
+            (200, Value::from("ok")),
+            "{path}"
+        );
+    }
+    let (status, body) = json(
+        app.client
+            .get(app.url("/health/ready"))
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let data = &body["data"];
+    assert_eq!(data["postgres"]["ok"], true);
+    assert_eq!(data["nats"]["ok"], true);
+    assert_eq!(data["relay"]["lag_events"], 0);
+    let names: Vec<&str> = data["projections"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["event_stats", "users"]);
+    let (status, _) = json(
+        app.client
+            .get(app.url("/health/detailed"))
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn metrics_are_served_in_prometheus_format() {
+    let env = TestEnv::new();
+    let app = env.spawn_all().await;
+    assert_eq!(app.register("m@example.com").await.status(), 202);
+    let resp = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.expect("text");
+    for name in [
+        "chronicle_http_requests_total",
+        "chronicle_commands_total",
+        "chronicle_relay_lag_events",
+        "chronicle_projection_lag_events",
+        "chronicle_projection_position",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_and_swagger_ui_are_served_without_internet() {
+    let env = TestEnv::new();
+    let app = env.spawn(Roles::only(&[Role::Api])).await;
+    let (status, doc) = json(
+        app.client
+            .get(app.url("/openapi.json"))
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    for path in [
+        "/api/v1/auth/register",
+        "/api/v1/users/status",
+        "/health/ready",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    let page = app
+        .client
+        .get(app.url("/docs/"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    assert!(html.contains("swagger"), "{html}");
+    assert!(!html.contains("cdn"), "Swagger UI must not load from a CDN");
+    let js = app
+        .client
+        .get(app.url("/docs/swagger-ui-bundle.js"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        js.status(),
+        200,
+        "Swagger UI's assets are served by the app"
+    );
+    app.finish().await;
+}
+
+fn chronicle(env: &TestEnv, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_chronicle"))
+        .args(args)
+        .env_clear()
+        .envs(env.vars.iter())
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .expect("run chronicle");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn the_cli_migrates_reports_and_rebuilds() {
+    let env = TestEnv::new();
+    let (ok, help) = chronicle(&env, &["--help"]);
+    assert!(ok);
+    for word in ["serve", "migrate", "projections", "worker"] {
+        assert!(help.contains(word), "{word} missing from --help: {help}");
+    }
+    let (ok, out) = chronicle(&env, &["migrate"]);
+    assert!(ok, "{out}");
+    let app = env.spawn_all().await;
+    for i in 0..3 {
+        assert_eq!(
+            app.register(&format!("cli{i}@example.com")).await.status(),
+            202
+        );
+    }
+    app.wait_for_projections("caught up").await;
+    let (ok, out) = chronicle(&env, &["projections", "status"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("users") && out.contains("running"), "{out}");
+    let (ok, out) = chronicle(&env, &["projections", "rebuild", "users"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("3 events replayed"), "{out}");
+    assert_eq!(app.scalar_i64("select count(*) from users").await, 3);
+    let (ok, out) = chronicle(&env, &["projections", "rebuild", "nonsense"]);
+    assert!(!ok && out.contains("no read model named"), "{out}");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn invalid_configuration_stops_the_start_with_the_variable_named() {
+    let env = TestEnv::new().set("BIND", "not-an-address");
+    let (ok, out) = chronicle(&env, &["serve"]);
+    assert!(!ok);
+    assert!(out.contains("BIND"), "{out}");
+    let env = TestEnv::new().set("APP_ENV", "production");
+    let env = TestEnv {
+        vars: {
+            let mut v = env.vars.clone();
+            v.remove("SECRET_KEY");
+            v
+        },
+        ..env
+    };
+    let (ok, out) = chronicle(&env, &["serve"]);
+    assert!(!ok);
+    assert!(out.contains("SECRET_KEY"), "{out}");
+}

@@ -1,0 +1,334 @@
+//! The pipe from the log to the read models: the relay never skips or repeats, the
+//! projectors apply every event exactly once, whatever the order of commits.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use aggregates::user::{User, UserCommand};
+use aggregates::{EventMetadata, LogCursor};
+use async_nats::jetstream::message::PublishMessage;
+use chronicle::{Role, Roles};
+use eventstore::CommandBus;
+use futures::StreamExt;
+use projections::{event_stats, rebuild::rebuild, users, ReadModel};
+use sqlx::PgConnection;
+use uuid::Uuid;
+use workers::relay::{Relay, RelayConfig};
+
+use crate::support::{eventually, TestEnv};
+
+/// Append `UserRegistered` for a new user in the caller's transaction, the way postgres-es
+/// does (same columns), so a test can hold the transaction open.
+async fn insert_registered(conn: &mut PgConnection, user_id: Uuid, email: &str) {
+    let payload = serde_json::json!({"UserRegistered": {
+        "user_id": user_id, "email": email, "display_name": null, "password_hash": null,
+        "role": "user", "plan": "free"}});
+    insert_event(conn, user_id, 1, "UserRegistered", payload).await;
+}
+
+async fn insert_event(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    sequence: i64,
+    event_type: &str,
+    payload: serde_json::Value,
+) {
+    sqlx::query(
+        "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         values ('user', $1, $2, $3, '1.0', $4, '{}')",
+    )
+    .bind(user_id.to_string())
+    .bind(sequence)
+    .bind(event_type)
+    .bind(payload)
+    .execute(conn)
+    .await
+    .expect("insert event");
+}
+
+fn relay(app: &crate::support::TestApp, batch_size: i64) -> Relay {
+    Relay::new(
+        app.pool.clone(),
+        app.bus.clone(),
+        RelayConfig {
+            batch_size,
+            ..RelayConfig::default()
+        },
+    )
+}
+
+/// Step the relay until it has nothing more to publish; returns how many it published.
+async fn drain(relay: &Relay) -> usize {
+    let mut total = 0;
+    loop {
+        let report = relay.step().await.expect("relay step");
+        if report.published == 0 {
+            return total;
+        }
+        total += report.published;
+    }
+}
+
+async fn register_many(app: &crate::support::TestApp, n: usize) -> Vec<Uuid> {
+    let bus = CommandBus::<User>::new(app.pool.clone(), ());
+    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+    futures::stream::iter(ids.clone())
+        .map(|id| {
+            let bus = &bus;
+            async move {
+                bus.execute(
+                    &id.to_string(),
+                    UserCommand::RegisterUser {
+                        user_id: id,
+                        email: format!("{id}@example.com"),
+                        password_hash: None,
+                        display_name: None,
+                    },
+                    &EventMetadata::system("test"),
+                )
+                .await
+                .expect("registered")
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    ids
+}
+
+/// All events of the log sorted in log order, as (cursor, event id).
+async fn log_order(pool: &sqlx::PgPool) -> Vec<(LogCursor, Uuid)> {
+    eventstore::log::read_after(pool, LogCursor::START, 1_000_000)
+        .await
+        .expect("log")
+        .into_iter()
+        .map(|e| (e.cursor, e.event_id))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_relay_waits_for_a_slow_transaction_and_then_publishes_all_1001_events_once_in_log_order(
+) {
+    let env = TestEnv::new();
+    let app = env.spawn(Roles::only(&[Role::Projector])).await;
+    app.bus.ensure_stream().await.expect("stream");
+    let relay = relay(&app, 100);
+
+    // A transaction appends an event and stays open...
+    let mut slow = app.pool.begin().await.expect("begin");
+    let slow_user = Uuid::now_v7();
+    insert_registered(&mut slow, slow_user, "slow@example.com").await;
+
+    // ...while 1,000 other events commit.
+    register_many(&app, 1000).await;
+    assert_eq!(app.scalar_i64("select count(*) from events").await, 1000);
+
+    // Nothing behind the open transaction may be published yet: publishing the later
+    // events now would put the slow one behind the relay's checkpoint for ever.
+    assert_eq!(drain(&relay).await, 0);
+    assert_eq!(
+        relay.checkpoint().await.expect("checkpoint"),
+        LogCursor::START
+    );
+
+    slow.commit().await.expect("commit");
+    assert_eq!(drain(&relay).await, 1001);
+
+    let published = app.stream_envelopes().await;
+    assert_eq!(published.len(), 1001, "every event once");
+    let ids: HashSet<Uuid> = published.iter().map(|(_, e)| e.event_id).collect();
+    assert_eq!(ids.len(), 1001, "no event twice");
+    // The stream's order is the log's order, (transaction_id, position); the slow
+    // transaction started first, so its event leads although it committed last.
+    let expected = log_order(&app.pool).await;
+    let got: Vec<(LogCursor, Uuid)> = published
+        .iter()
+        .map(|(_, e)| (e.cursor, e.event_id))
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(published[0].1.aggregate_id, slow_user.to_string());
+    let mut sorted = got.clone();
+    sorted.sort();
+    assert_eq!(got, sorted, "cursors increase along the stream");
+
+    // ...and the read models have every user.
+    app.wait_for_projections("read models catch up").await;
+    assert_eq!(app.scalar_i64("select count(*) from users").await, 1001);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn interleaved_multi_event_commits_are_applied_exactly_once_by_every_projection() {
+    let env = TestEnv::new();
+    let app = env.spawn(Roles::only(&[Role::Projector])).await;
+    app.bus.ensure_stream().await.expect("stream");
+    let relay = relay(&app, 100);
+
+    // A appends a1; B appends b1 and commits; A appends a2 and commits.
+    // Positions: a1 < b1 < a2. Log order: a1, a2, b1. A projection that kept only a
+    // position would skip b1 after a2.
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut tx_a = app.pool.begin().await.expect("begin a");
+    insert_registered(&mut tx_a, a, "a@example.com").await;
+    let mut tx_b = app.pool.begin().await.expect("begin b");
+    insert_registered(&mut tx_b, b, "b@example.com").await;
+    tx_b.commit().await.expect("commit b");
+    insert_event(
+        &mut tx_a,
+        a,
+        2,
+        "DuplicateRegistrationAttempted",
+        serde_json::json!({"DuplicateRegistrationAttempted": {}}),
+    )
+    .await;
+    tx_a.commit().await.expect("commit a");
+
+    let order = log_order(&app.pool).await;
+    let positions: Vec<u64> = order.iter().map(|(c, _)| c.position).collect();
+    assert!(
+        positions[1] > positions[2],
+        "the log's order is not the positions' order: {positions:?}"
+    );
+
+    assert_eq!(drain(&relay).await, 3);
+    app.wait_for_projections("both read models apply all three")
+        .await;
+
+    let all = users::all(&app.pool).await.expect("users");
+    assert_eq!(all.len(), 2);
+    let a_row = all.iter().find(|u| u.id == a).expect("a");
+    assert_eq!(a_row.last_sequence, 2);
+    let counts = event_stats::counts(&app.pool).await.expect("counts");
+    let count_of = |t: &str| counts.iter().find(|c| c.event_type == t).map(|c| c.count);
+    assert_eq!(count_of("UserRegistered"), Some(2));
+    assert_eq!(count_of("DuplicateRegistrationAttempted"), Some(1));
+    for cp in projections::checkpoint::all(&app.pool)
+        .await
+        .expect("checkpoints")
+    {
+        assert_eq!(cp.events_applied, 3, "{}", cp.name);
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_relay_that_crashed_between_publish_and_checkpoint_republishes_and_nothing_is_counted_twice(
+) {
+    let env = TestEnv::new();
+    let app = env.spawn(Roles::only(&[Role::Projector])).await;
+    app.bus.ensure_stream().await.expect("stream");
+    register_many(&app, 20).await;
+
+    // Publish, then "crash" before the checkpoint moves.
+    let crashed = relay(&app, 100);
+    let batch = eventstore::log::read_after(&app.pool, LogCursor::START, 100)
+        .await
+        .expect("batch");
+    let (acked, duplicates, failure) = crashed.publish(&batch).await;
+    assert_eq!((acked, duplicates, failure), (20, 0, None));
+    assert_eq!(
+        crashed.checkpoint().await.expect("checkpoint"),
+        LogCursor::START
+    );
+
+    // The restarted relay publishes the same events again; JetStream drops them.
+    let restarted = relay(&app, 100);
+    let report = restarted.step().await.expect("step");
+    assert_eq!(report.published, 20);
+    assert_eq!(report.duplicates, 20);
+    assert_eq!(app.stream_envelopes().await.len(), 20);
+
+    app.wait_for_projections("read models catch up").await;
+    assert_eq!(app.scalar_i64("select count(*) from users").await, 20);
+    assert_eq!(
+        app.scalar_i64("select sum(count)::bigint from event_type_counts")
+            .await,
+        20
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_event_changes_nothing_and_a_rebuilt_read_model_equals_the_live_one() {
+    let env = TestEnv::new();
+    let app = env.spawn_all().await;
+    for i in 0..5 {
+        assert_eq!(
+            app.register(&format!("user{i}@example.com")).await.status(),
+            202
+        );
+    }
+    assert_eq!(app.register("user0@example.com").await.status(), 202); // a duplicate attempt
+    app.wait_for_projections("read models catch up").await;
+    let users_before = users::all(&app.pool).await.expect("users");
+    let stats_before = event_stats::counts(&app.pool).await.expect("stats");
+
+    // Put an already-applied event on the stream again under a new message id, as a
+    // republish after the duplicate window would.
+    let (_, first) = app
+        .stream_envelopes()
+        .await
+        .into_iter()
+        .next()
+        .expect("a message");
+    let subject = app
+        .bus
+        .config
+        .subject(&first.aggregate_type, &first.event_type);
+    let ack = app
+        .bus
+        .jetstream
+        .send_publish(
+            subject,
+            PublishMessage::build()
+                .payload(serde_json::to_vec(&first).expect("json").into())
+                .message_id(Uuid::new_v4().to_string()),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    let pool = app.pool.clone();
+    eventually(
+        "every projector consumed the redelivery",
+        Duration::from_secs(15),
+        || {
+            let pool = pool.clone();
+            async move {
+                let all = projections::checkpoint::all(&pool).await.ok()?;
+                all.iter()
+                    .all(|c| c.stream_sequence >= ack.sequence)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(users::all(&app.pool).await.expect("users"), users_before);
+    assert_eq!(
+        event_stats::counts(&app.pool).await.expect("stats"),
+        stats_before
+    );
+
+    // Rebuild both from the log: the same rows.
+    for model in ReadModel::ALL {
+        let report = rebuild(&app.pool, model, |_, _| {}).await.expect("rebuild");
+        assert_eq!(report.events_applied, 6);
+    }
+    assert_eq!(users::all(&app.pool).await.expect("users"), users_before);
+    assert_eq!(
+        event_stats::counts(&app.pool).await.expect("stats"),
+        stats_before
+    );
+
+    // And the live pipeline goes on after a rebuild without counting anything twice.
+    assert_eq!(app.register("after@example.com").await.status(), 202);
+    app.wait_for_projections("read models catch up after the rebuild")
+        .await;
+    assert_eq!(app.scalar_i64("select count(*) from users").await, 6);
+    assert_eq!(
+        app.scalar_i64("select sum(count)::bigint from event_type_counts")
+            .await,
+        7
+    );
+    app.finish().await;
+}
