@@ -41,6 +41,8 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::users::router())
         .merge(routes::health::router())
         .merge(openapi::router())
+        // route_layer: the route template (MatchedPath) is known only inside the router
+        .route_layer(axum::middleware::from_fn(middleware::http_metrics))
         .fallback(middleware::not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -50,7 +52,6 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(CompressionLayer::new())
         .layer(cors)
-        .layer(axum::middleware::from_fn(middleware::http_metrics))
         .layer(TraceLayer::new_for_http().make_span_with(middleware::request_span))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

@@ -16,7 +16,8 @@ use crate::error::error_response;
 use crate::ApiError;
 
 /// Unknown routes.
-pub async fn not_found() -> ApiError {
+pub async fn not_found(method: Method) -> ApiError {
+    metrics::counter!("chronicle_http_requests_total", "method" => method.as_str().to_owned(), "route" => "unmatched", "status" => "404").increment(1);
     ApiError::NotFound("no such route".into())
 }
 

@@ -14,21 +14,14 @@ async fn health_endpoints_report_every_part_of_the_pipeline() {
     assert_eq!(app.register("h@example.com").await.status(), 202);
     app.wait_for_projections("caught up").await;
     for path in ["/healthz", "/health", "/health/live"] {
-        let (status, body) = json(app.client.get(app.url(path)).send().await.expect("sent")).await;
+        let (status, body) = app.get_json(path).await;
         assert_eq!(
             (status, body["data"]["status"].clone()),
             (200, Value::from("ok")),
             "{path}"
         );
     }
-    let (status, body) = json(
-        app.client
-            .get(app.url("/health/ready"))
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
+    let (status, body) = app.get_json("/health/ready").await;
     assert_eq!(status, 200, "{body}");
     let data = &body["data"];
     assert_eq!(data["postgres"]["ok"], true);
@@ -41,14 +34,7 @@ async fn health_endpoints_report_every_part_of_the_pipeline() {
         .filter_map(|p| p["name"].as_str())
         .collect();
     assert_eq!(names, vec!["event_stats", "users"]);
-    let (status, _) = json(
-        app.client
-            .get(app.url("/health/detailed"))
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
+    let (status, _) = app.get_json("/health/detailed").await;
     assert_eq!(status, 200);
     app.finish().await;
 }
@@ -75,6 +61,13 @@ async fn metrics_are_served_in_prometheus_format() {
     ] {
         assert!(text.contains(name), "{name} missing from /metrics");
     }
+    // requests are labelled by route template and status
+    assert!(
+        text.lines().any(|l| l.starts_with("chronicle_http_requests_total")
+            && l.contains("route=\"/api/v1/auth/register\"")
+            && l.contains("status=\"202\"")),
+        "{text}"
+    );
     app.finish().await;
 }
 
@@ -82,14 +75,7 @@ async fn metrics_are_served_in_prometheus_format() {
 async fn the_openapi_document_and_swagger_ui_are_served_without_internet() {
     let env = TestEnv::new();
     let app = env.spawn(Roles::only(&[Role::Api])).await;
-    let (status, doc) = json(
-        app.client
-            .get(app.url("/openapi.json"))
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
+    let (status, doc) = app.get_json("/openapi.json").await;
     assert_eq!(status, 200);
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
     for path in [

@@ -43,14 +43,7 @@ async fn commands_keep_working_while_nats_is_down_and_every_event_arrives_after_
         );
     }
     // Readiness reports the outage.
-    let (status, body) = json(
-        app.client
-            .get(app.url("/health/ready"))
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
+    let (status, body) = app.get_json("/health/ready").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["data"]["nats"]["ok"], false);
 
@@ -72,14 +65,7 @@ async fn commands_keep_working_while_nats_is_down_and_every_event_arrives_after_
         25
     );
     assert_eq!(app.stream_envelopes().await.len(), 25);
-    let (status, _) = json(
-        app.client
-            .get(app.url("/api/v1/users/status?email=during19@example.com"))
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
+    let (status, _) = app.get_json("/api/v1/users/status?email=during19@example.com").await;
     assert_eq!(status, 200);
     app.finish().await;
 }
