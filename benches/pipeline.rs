@@ -18,7 +18,10 @@ use tokio_util::sync::CancellationToken;
 const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
 
 fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn config(db: &str, stream: &str, ryw_ms: u64) -> Config {
@@ -29,9 +32,15 @@ fn config(db: &str, stream: &str, ryw_ms: u64) -> Config {
         ("CHRONICLE_STREAM".into(), stream.into()),
         ("CHRONICLE_SUBJECT_PREFIX".into(), stream.to_lowercase()),
         ("BIND".into(), "127.0.0.1:0".into()),
-        ("SECRET_KEY".into(), "bench-secret-key-that-is-long-enough-0000".into()),
+        (
+            "SECRET_KEY".into(),
+            "bench-secret-key-that-is-long-enough-0000".into(),
+        ),
         ("READ_YOUR_WRITES_TIMEOUT_MS".into(), ryw_ms.to_string()),
-        ("DATA_DIR".into(), std::env::temp_dir().join(stream).display().to_string()),
+        (
+            "DATA_DIR".into(),
+            std::env::temp_dir().join(stream).display().to_string(),
+        ),
     ];
     Config::from_lookup(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
         .expect("bench config")
@@ -77,8 +86,13 @@ async fn http_run(ryw_ms: u64, clients: u64, secs: u64, label: &str, rate: Optio
     let started = Instant::now();
     let mut tasks = vec![];
     for c in 0..clients {
-        let (client, base, done, errors, watch) =
-            (client.clone(), base.clone(), done.clone(), errors.clone(), watch.clone());
+        let (client, base, done, errors, watch) = (
+            client.clone(),
+            base.clone(),
+            done.clone(),
+            errors.clone(),
+            watch.clone(),
+        );
         let label = label.to_owned();
         tasks.push(tokio::spawn(async move {
             let mut latencies = vec![];
@@ -96,7 +110,9 @@ async fn http_run(ryw_ms: u64, clients: u64, secs: u64, label: &str, rate: Optio
                 let t0 = Instant::now();
                 let resp = client
                     .post(format!("{base}/api/v1/auth/register"))
-                    .json(&serde_json::json!({"email": format!("{label}-{c}-{i}@bench.example.com")}))
+                    .json(
+                        &serde_json::json!({"email": format!("{label}-{c}-{i}@bench.example.com")}),
+                    )
                     .send()
                     .await;
                 let cursor = match resp {
@@ -154,7 +170,9 @@ async fn http_run(ryw_ms: u64, clients: u64, secs: u64, label: &str, rate: Optio
             .await;
     }
     if let Ok(client) = async_nats::connect("nats://127.0.0.1:4222").await {
-        let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
+        let _ = async_nats::jetstream::new(client)
+            .delete_stream(&stream)
+            .await;
     }
     HttpRun {
         commands: done.load(Ordering::Relaxed),
@@ -190,7 +208,15 @@ async fn pgbench_run(clients: u64, secs: u64) -> Option<(f64, String)> {
     std::fs::write(&script, PGBENCH_SCRIPT).ok()?;
     let out = Command::new("pgbench")
         .args(["-h", "127.0.0.1", "-U", "postgres", "-n", "-M", "prepared"])
-        .args(["-c", &clients.to_string(), "-j", "2", "-T", &secs.to_string(), "-f"])
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &secs.to_string(),
+            "-f",
+        ])
         .arg(&script)
         .arg(&db)
         .output()

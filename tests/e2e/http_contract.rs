@@ -27,7 +27,9 @@ async fn a_registered_user_is_visible_to_the_status_query_at_once() {
     assert_eq!(Some(cursor.clone()), position);
 
     // No sleep: the command waited for the users read model (read your writes).
-    let (status, body) = app.get_json("/api/v1/users/status?email=ada@example.com").await;
+    let (status, body) = app
+        .get_json("/api/v1/users/status?email=ada@example.com")
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["data"],

@@ -63,9 +63,10 @@ async fn metrics_are_served_in_prometheus_format() {
     }
     // requests are labelled by route template and status
     assert!(
-        text.lines().any(|l| l.starts_with("chronicle_http_requests_total")
-            && l.contains("route=\"/api/v1/auth/register\"")
-            && l.contains("status=\"202\"")),
+        text.lines()
+            .any(|l| l.starts_with("chronicle_http_requests_total")
+                && l.contains("route=\"/api/v1/auth/register\"")
+                && l.contains("status=\"202\"")),
         "{text}"
     );
     app.finish().await;

@@ -65,7 +65,9 @@ async fn commands_keep_working_while_nats_is_down_and_every_event_arrives_after_
         25
     );
     assert_eq!(app.stream_envelopes().await.len(), 25);
-    let (status, _) = app.get_json("/api/v1/users/status?email=during19@example.com").await;
+    let (status, _) = app
+        .get_json("/api/v1/users/status?email=during19@example.com")
+        .await;
     assert_eq!(status, 200);
     app.finish().await;
 }

@@ -170,7 +170,14 @@ impl TestApp {
 
     /// GET a path and read the envelope.
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
-        json(self.client.get(self.url(path)).send().await.expect("request sent")).await
+        json(
+            self.client
+                .get(self.url(path))
+                .send()
+                .await
+                .expect("request sent"),
+        )
+        .await
     }
 
     /// Stop gracefully and wait until everything has stopped.
