@@ -131,7 +131,7 @@ async fn http_run(ryw_ms: u64, clients: u64, secs: u64, label: &str, rate: Optio
                 done.fetch_add(1, Ordering::Relaxed);
                 // Lag: from the answer (the events are committed) until the users read
                 // model has them; sampled on every 10th command to keep the load honest.
-                if let (Some(cursor), true) = (cursor, i % 10 == 0) {
+                if let (Some(cursor), true) = (cursor, i.is_multiple_of(10)) {
                     let watch = watch.clone();
                     lags.push(tokio::spawn(async move {
                         watch

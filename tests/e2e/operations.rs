@@ -5,7 +5,7 @@ use std::process::Command;
 use chronicle::{Role, Roles};
 use serde_json::Value;
 
-use crate::support::{json, TestEnv};
+use crate::support::TestEnv;
 
 #[tokio::test]
 async fn health_endpoints_report_every_part_of_the_pipeline() {

@@ -7,7 +7,7 @@ use chronicle::{Role, Roles};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::support::{eventually, json, nats_server_available, OwnNats, TestEnv};
+use crate::support::{eventually, nats_server_available, OwnNats, TestEnv};
 
 #[tokio::test]
 async fn commands_keep_working_while_nats_is_down_and_every_event_arrives_after_it_returns() {
