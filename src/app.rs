@@ -6,16 +6,22 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use aggregates::user::User;
+use aggregates::session::{Session, SessionPolicy};
+use aggregates::user::{User, UserPolicy};
 use anyhow::Context;
+use api::auth::rate_limit::RateLimits;
+use api::auth::tokens::TokenKeys;
+use api::clock::{Clock, SystemClock};
 use api::{ApiConfig, AppState};
 use eventstore::passwords::PasswordHasher;
+use eventstore::secrets::{self, Secrets};
 use eventstore::{database, CommandBus};
 use projections::{checkpoint, CheckpointWatch, ReadModel};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use workers::mailer::{Mailer, MailerConfig};
 use workers::projector::ProjectorConfig;
 use workers::relay::RelayConfig;
 use workers::{BusConfig, EventBus, Projector, Relay};
@@ -31,10 +37,12 @@ pub enum Role {
     Relay,
     /// JetStream → read models.
     Projector,
+    /// JetStream → mail.
+    Mailer,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::Api, Role::Relay, Role::Projector];
+    pub const ALL: [Role; 4] = [Role::Api, Role::Relay, Role::Projector, Role::Mailer];
 }
 
 impl fmt::Display for Role {
@@ -43,6 +51,7 @@ impl fmt::Display for Role {
             Role::Api => "api",
             Role::Relay => "relay",
             Role::Projector => "projector",
+            Role::Mailer => "mailer",
         })
     }
 }
@@ -54,7 +63,7 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.to_string() == s.trim())
-            .ok_or_else(|| format!("unknown role {s:?} (known: api, relay, projector)"))
+            .ok_or_else(|| format!("unknown role {s:?} (known: api, relay, projector, mailer)"))
     }
 }
 
@@ -106,6 +115,15 @@ impl Application {
     /// Create the database if missing, migrate, connect to NATS, bind the port (when the
     /// API runs) and start the workers this process runs.
     pub async fn build(config: Config, roles: Roles) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, roles, Arc::new(SystemClock)).await
+    }
+
+    /// [`Application::build`] with a clock of the caller's (tests move time forward).
+    pub async fn build_with_clock(
+        config: Config,
+        roles: Roles,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         database::ensure_database(&config.database_url).await?;
         let pool = database::connect(&config.database_url, config.database_max_connections).await?;
         database::migrate(&pool).await?;
@@ -156,14 +174,65 @@ impl Application {
             }
         }
 
+        let secrets = Secrets::new(config.secret_key.expose());
+        let users = Arc::new(CommandBus::<User>::new(pool.clone(), user_policy(&config)));
+        if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
+            crate::seed::admin(&pool, &users, email, password, clock.now())
+                .await
+                .context("ADMIN_EMAIL: cannot seed the admin")?;
+        }
+        if roles.has(Role::Mailer) {
+            if !roles.has(Role::Relay) {
+                let _ = bus.ensure_stream().await;
+            }
+            let mailer = Mailer::new(
+                pool.clone(),
+                bus.clone(),
+                secrets.clone(),
+                MailerConfig {
+                    smtp_url: config.smtp_url.clone(),
+                    from: config.mail_from.clone(),
+                    public_url: config.public_url.clone(),
+                    frontend_url: config.frontend_url.clone(),
+                    data_dir: config.data_dir.clone(),
+                },
+            )
+            .context("the mailer cannot start")?;
+            tasks.spawn(mailer.run(stop.clone()));
+        }
+
         let (listener, router) = if roles.has(Role::Api) {
             let listener = TcpListener::bind(config.bind)
                 .await
                 .with_context(|| format!("BIND={}: cannot listen", config.bind))?;
+            let passwords = PasswordHasher::new(config.password_hash_concurrency);
+            let dummy_hash = passwords
+                .hash(secrets::random_token())
+                .await
+                .context("cannot hash the dummy password")?;
+            let limits = RateLimits::new(
+                config.rate_limit_auth_ip,
+                config.rate_limit_auth_account,
+                config.rate_limit_status_ip,
+            );
+            limits.spawn_cleanup(stop.clone());
             let state = AppState {
                 pool: pool.clone(),
-                users: Arc::new(CommandBus::<User>::new(pool.clone(), ())),
-                passwords: PasswordHasher::new(config.password_hash_concurrency),
+                users: users.clone(),
+                sessions: Arc::new(CommandBus::<Session>::new(
+                    pool.clone(),
+                    SessionPolicy::default(),
+                )),
+                passwords,
+                dummy_hash: Arc::new(dummy_hash),
+                secrets: secrets.clone(),
+                tokens: TokenKeys::new(
+                    config.secret_key.expose(),
+                    &config.jwt_issuer,
+                    &config.jwt_audience,
+                ),
+                clock: clock.clone(),
+                limits,
                 checkpoints: CheckpointWatch::spawn(pool.clone(), stop.clone()),
                 nats: Some(bus.client.clone()),
                 metrics: crate::telemetry::metrics_handle(),
@@ -176,6 +245,12 @@ impl Application {
                     ready_max_lag_events: config.ready_max_lag_events,
                     ready_max_lag: config.ready_max_lag,
                     app_env: format!("{:?}", config.app_env).to_lowercase(),
+                    frontend_url: config.frontend_url.clone(),
+                    access_token_ttl: config.access_token_ttl,
+                    refresh_token_ttl: config.refresh_token_ttl,
+                    cookie_secure: config.cookie_secure,
+                    data_dir: config.data_dir.clone(),
+                    avatar_max_bytes: config.avatar_max_bytes,
                 }),
             };
             (Some(listener), Some(api::router(state)))
@@ -234,6 +309,17 @@ impl Application {
         self.pool.close().await;
         tracing::info!("Chronicle stopped");
         Ok(())
+    }
+}
+
+/// The user rules' numbers from the configuration.
+fn user_policy(config: &Config) -> UserPolicy {
+    let secs = |d: std::time::Duration| chrono::Duration::seconds(d.as_secs() as i64);
+    UserPolicy {
+        max_login_failures: config.login_max_failures,
+        lock_base: secs(config.login_lock),
+        lock_max: secs(config.login_lock_max),
+        ..UserPolicy::default()
     }
 }
 

@@ -53,6 +53,31 @@ pub struct Config {
     pub ready_max_lag_events: i64,
     pub ready_max_lag: Duration,
     pub password_hash_concurrency: usize,
+    /// The base URL people reach the API at (links in mails).
+    pub public_url: String,
+    /// Where the verification link redirects, and where reset links point; None: the API
+    /// shows its own short pages.
+    pub frontend_url: Option<String>,
+    /// `smtp://user:pass@host:port` (STARTTLS when offered), `smtps://...` (TLS), or with
+    /// `?tls=required`. None in development: mails are written as .eml files in DATA_DIR.
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub cookie_secure: bool,
+    pub login_max_failures: u32,
+    pub login_lock: Duration,
+    pub login_lock_max: Duration,
+    /// Requests per minute on auth endpoints, per client IP and per account (email).
+    pub rate_limit_auth_ip: u32,
+    pub rate_limit_auth_account: u32,
+    /// Requests per minute on the public status lookup, per client IP.
+    pub rate_limit_status_ip: u32,
+    pub admin_email: Option<String>,
+    pub admin_password: Option<String>,
+    pub avatar_max_bytes: usize,
 }
 
 /// Read a variable through `get` (the environment, or a map in tests).
@@ -160,7 +185,85 @@ impl Config {
             }
             Ok(n)
         };
+        let public_url = v
+            .string("PUBLIC_URL", &format!("http://{bind}"))
+            .trim_end_matches('/')
+            .to_owned();
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            bail!("PUBLIC_URL={public_url:?} is invalid: use http(s)://host[:port]");
+        }
+        let frontend_url = v.0("FRONTEND_URL")
+            .map(|u| u.trim().trim_end_matches('/').to_owned())
+            .filter(|u| !u.is_empty());
+        if let Some(u) = &frontend_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                bail!("FRONTEND_URL={u:?} is invalid: use http(s)://host[/path]");
+            }
+        }
+        let smtp_url = v.0("SMTP_URL")
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty());
+        if let Some(u) = &smtp_url {
+            if !(u.starts_with("smtp://") || u.starts_with("smtps://")) {
+                bail!("SMTP_URL is invalid: use smtp://[user:pass@]host[:port] or smtps://...");
+            }
+        } else if app_env == AppEnv::Production {
+            bail!("SMTP_URL is required in production");
+        }
+        let admin_email = v.0("ADMIN_EMAIL")
+            .map(|e| e.trim().to_lowercase())
+            .filter(|e| !e.is_empty());
+        let admin_password = v.0("ADMIN_PASSWORD").filter(|p| !p.is_empty());
+        if admin_email.is_some() != admin_password.is_some() {
+            bail!("ADMIN_EMAIL and ADMIN_PASSWORD go together: set both or neither");
+        }
         Ok(Self {
+            public_url,
+            frontend_url,
+            smtp_url,
+            mail_from: v.string("MAIL_FROM", "Chronicle <no-reply@chronicle.local>"),
+            access_token_ttl: Duration::from_secs(positive(
+                "ACCESS_TOKEN_TTL_SECS",
+                v.parse("ACCESS_TOKEN_TTL_SECS", 900)?,
+            )?),
+            refresh_token_ttl: Duration::from_secs(
+                86_400
+                    * positive(
+                        "REFRESH_TOKEN_TTL_DAYS",
+                        v.parse("REFRESH_TOKEN_TTL_DAYS", 30)?,
+                    )?,
+            ),
+            jwt_issuer: v.string("JWT_ISSUER", "chronicle"),
+            jwt_audience: v.string("JWT_AUDIENCE", "chronicle-api"),
+            cookie_secure: v.flag("COOKIE_SECURE", app_env == AppEnv::Production)?,
+            login_max_failures: positive("LOGIN_MAX_FAILURES", v.parse("LOGIN_MAX_FAILURES", 5)?)?
+                as u32,
+            login_lock: Duration::from_secs(positive(
+                "LOGIN_LOCK_SECS",
+                v.parse("LOGIN_LOCK_SECS", 60)?,
+            )?),
+            login_lock_max: Duration::from_secs(positive(
+                "LOGIN_LOCK_MAX_SECS",
+                v.parse("LOGIN_LOCK_MAX_SECS", 3600)?,
+            )?),
+            rate_limit_auth_ip: positive(
+                "RATE_LIMIT_AUTH_IP_PER_MINUTE",
+                v.parse("RATE_LIMIT_AUTH_IP_PER_MINUTE", 60)?,
+            )? as u32,
+            rate_limit_auth_account: positive(
+                "RATE_LIMIT_AUTH_ACCOUNT_PER_MINUTE",
+                v.parse("RATE_LIMIT_AUTH_ACCOUNT_PER_MINUTE", 10)?,
+            )? as u32,
+            rate_limit_status_ip: positive(
+                "RATE_LIMIT_STATUS_IP_PER_MINUTE",
+                v.parse("RATE_LIMIT_STATUS_IP_PER_MINUTE", 60)?,
+            )? as u32,
+            admin_email,
+            admin_password,
+            avatar_max_bytes: positive(
+                "AVATAR_MAX_BYTES",
+                v.parse("AVATAR_MAX_BYTES", 2 * 1024 * 1024)?,
+            )? as usize,
             app_env,
             database_url,
             database_max_connections: positive(
@@ -261,7 +364,12 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("SECRET_KEY"), "{err}");
-        assert!(config(&[("APP_ENV", "production"), ("SECRET_KEY", &"k".repeat(32))]).is_ok());
+        assert!(config(&[
+            ("APP_ENV", "production"),
+            ("SECRET_KEY", &"k".repeat(32)),
+            ("SMTP_URL", "smtp://mail.example.com:587")
+        ])
+        .is_ok());
     }
 
     #[test]
@@ -275,6 +383,9 @@ mod tests {
             ("CHRONICLE_SUBJECT_PREFIX", "a..b"),
             ("USERS_STATUS_ENDPOINT", "maybe"),
             ("RELAY_BATCH_SIZE", "0"),
+            ("PUBLIC_URL", "example.com"),
+            ("SMTP_URL", "mail.example.com"),
+            ("ADMIN_EMAIL", "root@example.com"),
         ] {
             let err = config(&[("SECRET_KEY", &"k".repeat(32)), (name, value)])
                 .err()

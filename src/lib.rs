@@ -6,9 +6,11 @@
 //! - [`config`]: [`Config`] from the environment, validated at start.
 //! - [`telemetry`]: JSON logs and the Prometheus recorder.
 //! - [`app`]: [`Application`] and [`Roles`]: which parts run in this process.
+//! - [`seed`]: the admin account from `ADMIN_EMAIL` / `ADMIN_PASSWORD`.
 
 pub mod app;
 pub mod config;
+pub mod seed;
 pub mod telemetry;
 
 pub use app::{Application, Role, Roles};

@@ -27,8 +27,8 @@ enum Command {
     ///
     /// Creates the database if it is missing, applies migrations and creates the stream.
     Serve {
-        /// Run only these parts, comma-separated: api, relay, projector.
-        #[arg(long, default_value = "api,relay,projector")]
+        /// Run only these parts, comma-separated: api, relay, projector, mailer.
+        #[arg(long, default_value = "api,relay,projector,mailer")]
         roles: Roles,
         /// Listen here instead of BIND.
         #[arg(long)]
@@ -36,7 +36,7 @@ enum Command {
     },
     /// Run one background worker (the same as `serve --roles <role>`).
     Worker {
-        /// relay or projector
+        /// relay, projector or mailer
         role: chronicle::Role,
     },
     /// Create the database if it is missing and apply pending migrations, then exit.

@@ -9,11 +9,13 @@
 //! - [`cursor`]: [`LogCursor`], the place of an event in the log's global order.
 //! - [`metadata`]: [`EventMetadata`], who caused an event, from where, in which request.
 //! - [`envelope`]: [`StreamEnvelope`], the JSON document every event travels in on NATS.
-//! - [`user`]: the `user` aggregate (registration for now).
+//! - [`user`]: the `user` aggregate: an account, its verification, password and sign-in rules.
+//! - [`session`]: the `session` aggregate: one sign-in, its refresh-token rotation.
 
 pub mod cursor;
 pub mod envelope;
 pub mod metadata;
+pub mod session;
 pub mod user;
 
 pub use cursor::LogCursor;

@@ -30,6 +30,35 @@ pub enum ApiError {
         message: String,
         fields: BTreeMap<String, String>,
     },
+    /// 401: no credentials.
+    #[error("sign in first")]
+    Unauthorized,
+    /// 401: the access token is not valid (forged, wrong audience, revoked session...).
+    #[error("the token is not valid")]
+    TokenInvalid,
+    #[error("the token has expired")]
+    TokenExpired,
+    /// 401: unknown email and wrong password alike.
+    #[error("the email or password is wrong")]
+    InvalidCredentials,
+    #[error("verify your email before signing in")]
+    EmailNotVerified,
+    #[error("the account is disabled")]
+    AccountDisabled,
+    /// 423 with Retry-After.
+    #[error("too many failed sign-ins; try again later")]
+    AccountLocked { retry_after_secs: u64 },
+    #[error("not allowed")]
+    Forbidden,
+    /// 429 with Retry-After.
+    #[error("too many requests; try again later")]
+    RateLimited { retry_after_secs: u64 },
+    /// 400: a one-time link or code that is wrong, used, or replaced by a newer one.
+    #[error("the link or code is not valid")]
+    LinkInvalid,
+    /// 400: a one-time link or code past its time.
+    #[error("the link or code has expired")]
+    LinkExpired,
     #[error("{0}")]
     NotFound(String),
     /// 409: lost a race for an aggregate on every retry.
@@ -88,6 +117,16 @@ impl ApiError {
         match self {
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized
+            | Self::TokenInvalid
+            | Self::TokenExpired
+            | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::EmailNotVerified | Self::AccountDisabled | Self::Forbidden => {
+                StatusCode::FORBIDDEN
+            }
+            Self::AccountLocked { .. } => StatusCode::LOCKED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::LinkInvalid | Self::LinkExpired => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -100,6 +139,15 @@ impl ApiError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Validation { .. } | Self::BadRequest { .. } => "validation",
+            Self::Unauthorized => "unauthorized",
+            Self::TokenInvalid | Self::LinkInvalid => "token_invalid",
+            Self::TokenExpired | Self::LinkExpired => "token_expired",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::EmailNotVerified => "email_not_verified",
+            Self::AccountDisabled => "account_disabled",
+            Self::AccountLocked { .. } => "account_locked",
+            Self::Forbidden => "forbidden",
+            Self::RateLimited { .. } => "rate_limited",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
@@ -132,6 +180,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let kind = self.kind();
+        let retry_after = match &self {
+            ApiError::AccountLocked { retry_after_secs }
+            | ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            ApiError::NotCaughtUp | ApiError::Unavailable(_) => Some(1),
+            _ => None,
+        };
         let (message, fields) = match self {
             ApiError::Internal(cause) => {
                 tracing::error!(error = %cause, "Request failed");
@@ -143,10 +197,15 @@ impl IntoResponse for ApiError {
             other => (other.to_string(), None),
         };
         let mut response = error_response(status, kind, &message, fields);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(secs) = retry_after {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert("retry-after", v);
+            }
+        }
+        if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
         }
         response
     }

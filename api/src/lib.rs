@@ -6,6 +6,9 @@
 //!
 //! # Layout
 //! - [`state`]: [`AppState`] and [`ApiConfig`], what every handler can reach.
+//! - [`auth`]: access and refresh tokens, the [`auth::AuthUser`] extractor, cookies,
+//!   password policy, rate limits.
+//! - [`clock`]: the injectable clock commands take their `now` from.
 //! - [`error`]: [`ApiError`], the one error type, and its envelope (the error policy).
 //! - [`envelope`]: the success envelope and command answers (`data.position`, `X-Position`).
 //! - [`extract`]: extractors that turn bad input into our 4xx envelope (JSON, forms, query
@@ -14,6 +17,8 @@
 //! - [`routes`]: one module per resource, each with its `router()`.
 //! - [`openapi`]: the OpenAPI document and Swagger UI.
 
+pub mod auth;
+pub mod clock;
 pub mod envelope;
 pub mod error;
 pub mod extract;
@@ -36,8 +41,12 @@ use tower_http::trace::TraceLayer;
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.body_limit;
     let cors = middleware::cors(&state.config.allowed_origins);
+    let production = state.config.app_env == "production";
     Router::new()
         .merge(routes::auth::router())
+        .merge(routes::sessions::router())
+        .merge(routes::password::router())
+        .merge(routes::me::router(state.config.avatar_max_bytes))
         .merge(routes::users::router())
         .merge(routes::health::router())
         .merge(openapi::router())
@@ -50,6 +59,15 @@ pub fn router(state: AppState) -> Router {
             middleware::envelope_for_bare_errors,
         ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn(middleware::security_headers))
+        .layer(axum::middleware::from_fn(
+            move |mut req: axum::extract::Request, next: axum::middleware::Next| {
+                if production {
+                    req.extensions_mut().insert(middleware::Production);
+                }
+                next.run(req)
+            },
+        ))
         .layer(CompressionLayer::new())
         .layer(cors)
         .layer(TraceLayer::new_for_http().make_span_with(middleware::request_span))

@@ -5,7 +5,7 @@ use axum::Router;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::routes::{auth, health, users};
+use crate::routes::{auth, health, me, password, sessions, users};
 use crate::AppState;
 
 #[derive(OpenApi)]
@@ -16,20 +16,58 @@ use crate::AppState;
     ),
     paths(
         auth::register,
+        auth::resend_verification,
+        auth::verify_email,
+        auth::verify_link,
+        sessions::login,
+        sessions::refresh,
+        sessions::logout,
+        sessions::logout_all,
+        sessions::introspect,
+        password::forgot_password,
+        password::reset_password,
+        me::get_me,
+        me::patch_me,
+        me::change_password,
+        me::put_avatar,
+        me::list_sessions,
+        me::revoke_session,
         users::status,
+        users::avatar,
         health::live,
         health::ready,
         health::detailed,
         health::metrics,
     ),
     components(schemas(crate::error::ErrorBody)),
+    modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Registration and sign-in"),
         (name = "users", description = "Accounts"),
+        (name = "me", description = "The signed-in user's own account"),
         (name = "operations", description = "Health and metrics"),
     )
 )]
 pub struct ApiDoc;
+
+/// The `bearer` security scheme (JWT access tokens).
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
 
 pub fn router() -> Router<AppState> {
     Router::new().merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))

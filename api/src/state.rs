@@ -1,14 +1,21 @@
 //! What every handler can reach.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aggregates::session::Session;
 use aggregates::user::User;
 use eventstore::passwords::PasswordHasher;
+use eventstore::secrets::Secrets;
 use eventstore::CommandBus;
 use metrics_exporter_prometheus::PrometheusHandle;
 use projections::CheckpointWatch;
 use sqlx::PgPool;
+
+use crate::auth::rate_limit::RateLimits;
+use crate::auth::tokens::TokenKeys;
+use crate::clock::Clock;
 
 /// The API's part of the configuration.
 #[derive(Debug, Clone)]
@@ -29,6 +36,15 @@ pub struct ApiConfig {
     /// ...or its oldest unprocessed event is this old.
     pub ready_max_lag: Duration,
     pub app_env: String,
+    /// Where the email verification link redirects (None: a short HTML page).
+    pub frontend_url: Option<String>,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    /// Mark cookies `Secure` (off only for plain-HTTP development).
+    pub cookie_secure: bool,
+    /// Avatars are kept under `data_dir/avatars/`.
+    pub data_dir: PathBuf,
+    pub avatar_max_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -42,6 +58,12 @@ impl Default for ApiConfig {
             ready_max_lag_events: 10_000,
             ready_max_lag: Duration::from_secs(30),
             app_env: "development".into(),
+            frontend_url: None,
+            access_token_ttl: Duration::from_secs(900),
+            refresh_token_ttl: Duration::from_secs(30 * 86_400),
+            cookie_secure: true,
+            data_dir: PathBuf::from("./data"),
+            avatar_max_bytes: 2 * 1024 * 1024,
         }
     }
 }
@@ -50,7 +72,15 @@ impl Default for ApiConfig {
 pub struct AppState {
     pub pool: PgPool,
     pub users: Arc<CommandBus<User>>,
+    pub sessions: Arc<CommandBus<Session>>,
     pub passwords: PasswordHasher,
+    /// A hash of nothing anyone knows: unknown emails are checked against it so that
+    /// they take as long as known ones.
+    pub dummy_hash: Arc<String>,
+    pub secrets: Secrets,
+    pub tokens: TokenKeys,
+    pub clock: Arc<dyn Clock>,
+    pub limits: Arc<RateLimits>,
     pub checkpoints: CheckpointWatch,
     pub nats: Option<async_nats::Client>,
     pub metrics: PrometheusHandle,

@@ -24,13 +24,27 @@ const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 
 /// What a command did.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CommandOutcome {
+pub struct CommandOutcome<E> {
     /// The cursor of the last event the command appended; `None` when it appended none.
     pub cursor: Option<LogCursor>,
     /// The ids of the appended events, in order.
     pub event_ids: Vec<Uuid>,
     /// The aggregate's sequence after the command.
     pub sequence: u64,
+    /// The events the command appended, in order.
+    pub events: Vec<E>,
+}
+
+impl<E> CommandOutcome<E> {
+    /// The outcome of a command that appended nothing.
+    pub fn nothing() -> Self {
+        Self {
+            cursor: None,
+            event_ids: vec![],
+            sequence: 0,
+            events: vec![],
+        }
+    }
 }
 
 /// Why a command failed: the domain said no, or the store could not do it.
@@ -89,7 +103,7 @@ where
         aggregate_id: &str,
         command: A::Command,
         metadata: &EventMetadata,
-    ) -> Result<CommandOutcome, CommandError<A::Error>> {
+    ) -> Result<CommandOutcome<A::Event>, CommandError<A::Error>> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -123,7 +137,7 @@ where
         aggregate_id: &str,
         command: A::Command,
         metadata: &EventMetadata,
-    ) -> Result<CommandOutcome, CommandError<A::Error>> {
+    ) -> Result<CommandOutcome<A::Event>, CommandError<A::Error>> {
         let mut context = self.store.load_aggregate(aggregate_id).await?;
         let before = context.current_sequence as u64;
         let sink = EventSink::default();
@@ -138,6 +152,7 @@ where
                 cursor: None,
                 event_ids: vec![],
                 sequence: before,
+                events: vec![],
             });
         }
         let committed = self
@@ -148,7 +163,9 @@ where
             .last()
             .map(|e| e.sequence as u64)
             .unwrap_or(before);
-        self.read_back(aggregate_id, before, last).await
+        let mut outcome = self.read_back(aggregate_id, before, last).await?;
+        outcome.events = committed.into_iter().map(|e| e.payload).collect();
+        Ok(outcome)
     }
 
     /// The committed events' ids and the cursor of the last one.
@@ -157,7 +174,7 @@ where
         aggregate_id: &str,
         before: u64,
         last: u64,
-    ) -> Result<CommandOutcome, CommandError<A::Error>> {
+    ) -> Result<CommandOutcome<A::Event>, CommandError<A::Error>> {
         let rows = sqlx::query(
             "select transaction_id::text as transaction_id, position, event_id from events \
              where aggregate_type = $1 and aggregate_id = $2 and sequence > $3 and sequence <= $4 \
@@ -184,6 +201,13 @@ where
             cursor,
             event_ids,
             sequence: last,
+            events: vec![],
         })
+    }
+
+    /// The aggregate's current state (for decisions that need IO first, such as checking a
+    /// password against the stored hash before `Login` is decided).
+    pub async fn load(&self, aggregate_id: &str) -> Result<A, CommandError<A::Error>> {
+        Ok(self.store.load_aggregate(aggregate_id).await?.aggregate)
     }
 }

@@ -68,3 +68,12 @@ pub async fn release(pool: &PgPool, email: &str, user_id: Uuid) -> Result<(), sq
         .await?;
     Ok(())
 }
+
+/// The user an email belongs to (or is being registered for), if any. This is the
+/// command side's own table, so it knows an account the moment it is registered.
+pub async fn owner(pool: &PgPool, email: &str) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("select user_id from email_claims where email = $1")
+        .bind(email)
+        .fetch_optional(pool)
+        .await
+}

@@ -10,6 +10,7 @@
 //! - [`email_claims`]: one account per email, enforced before the append.
 //! - [`passwords`]: argon2id hashing on the blocking pool, bounded by a semaphore.
 //! - [`relay_checkpoint`]: where the relay has got to in the log.
+//! - [`secrets`]: HMAC-derived one-time links and codes, refresh-token hashes.
 
 pub mod command_bus;
 pub mod database;
@@ -17,6 +18,7 @@ pub mod email_claims;
 pub mod log;
 pub mod passwords;
 pub mod relay_checkpoint;
+pub mod secrets;
 
 pub use command_bus::{CommandBus, CommandError, CommandOutcome};
 pub use log::StoredEvent;

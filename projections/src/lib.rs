@@ -10,6 +10,7 @@
 //! - [`read_model`]: [`ReadModel`], the list of read models and the dispatch to each.
 //! - [`checkpoint`]: reading, locking and moving a read model's checkpoint.
 //! - [`users`]: accounts (`users` table); the status query.
+//! - [`sessions`]: sign-ins (`sessions` table), checked on every authenticated request.
 //! - [`event_stats`]: how many events of each type the log holds.
 //! - [`rebuild`]: replaying a read model from the log.
 //! - [`watch`]: following every checkpoint, for read-your-writes.
@@ -18,6 +19,7 @@ pub mod checkpoint;
 pub mod event_stats;
 pub mod read_model;
 pub mod rebuild;
+pub mod sessions;
 pub mod users;
 pub mod watch;
 

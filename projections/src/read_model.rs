@@ -6,13 +6,14 @@ use std::str::FromStr;
 use eventstore::StoredEvent;
 use sqlx::PgConnection;
 
-use crate::{event_stats, users};
+use crate::{event_stats, sessions, users};
 
 /// Every read model Chronicle keeps. Adding one here makes the projector, rebuild, health
 /// and metrics know about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReadModel {
     Users,
+    Sessions,
     EventStats,
 }
 
@@ -59,12 +60,13 @@ impl ProjectionError {
 }
 
 impl ReadModel {
-    pub const ALL: [ReadModel; 2] = [ReadModel::Users, ReadModel::EventStats];
+    pub const ALL: [ReadModel; 3] = [ReadModel::Users, ReadModel::Sessions, ReadModel::EventStats];
 
     /// The name used in checkpoints, consumer names, metrics and the CLI.
     pub fn name(self) -> &'static str {
         match self {
             ReadModel::Users => "users",
+            ReadModel::Sessions => "sessions",
             ReadModel::EventStats => "event_stats",
         }
     }
@@ -77,6 +79,7 @@ impl ReadModel {
     ) -> Result<(), ProjectionError> {
         match self {
             ReadModel::Users => users::apply(conn, event).await,
+            ReadModel::Sessions => sessions::apply(conn, event).await,
             ReadModel::EventStats => event_stats::apply(conn, event).await,
         }
     }
@@ -85,6 +88,7 @@ impl ReadModel {
     pub async fn clear(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         match self {
             ReadModel::Users => users::clear(conn).await,
+            ReadModel::Sessions => sessions::clear(conn).await,
             ReadModel::EventStats => event_stats::clear(conn).await,
         }
     }
@@ -97,7 +101,7 @@ impl fmt::Display for ReadModel {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("no read model named {0:?} (known: users, event_stats)")]
+#[error("no read model named {0:?} (known: users, sessions, event_stats)")]
 pub struct UnknownReadModel(pub String);
 
 impl FromStr for ReadModel {

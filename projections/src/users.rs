@@ -4,7 +4,7 @@
 //! applied only on top of n-1, so applying an event twice changes nothing, and a gap is
 //! reported instead of papered over.
 
-use aggregates::user::{UserEvent, AGGREGATE_TYPE};
+use aggregates::user::{UserEvent, AGGREGATE_TYPE, STATUS_ACTIVE, STATUS_PENDING};
 use chrono::{DateTime, Utc};
 use eventstore::StoredEvent;
 use serde::Serialize;
@@ -12,8 +12,6 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::ProjectionError;
-
-pub const STATUS_PENDING: &str = "pending_verification";
 
 pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
     if event.aggregate_type != AGGREGATE_TYPE {
@@ -74,7 +72,80 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
             .execute(&mut *conn)
             .await?;
         }
-        UserEvent::DuplicateRegistrationAttempted {} => {
+        UserEvent::EmailVerified { .. } => {
+            sqlx::query(
+                "update users set email_verified = true, \
+                 status = case when status = $3 then $4 else status end, \
+                 updated_at = $5, last_sequence = $2 where id = $1",
+            )
+            .bind(user_id)
+            .bind(sequence)
+            .bind(STATUS_PENDING)
+            .bind(STATUS_ACTIVE)
+            .bind(event.recorded_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        UserEvent::LoggedIn { at, .. } => {
+            sqlx::query("update users set last_login_at = $3, last_sequence = $2 where id = $1")
+                .bind(user_id)
+                .bind(sequence)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+        }
+        UserEvent::PasswordReset { .. } | UserEvent::PasswordChanged { .. } => {
+            sqlx::query(
+                "update users set has_password = true, updated_at = $3, last_sequence = $2 where id = $1",
+            )
+            .bind(user_id)
+            .bind(sequence)
+            .bind(event.recorded_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        UserEvent::ProfileUpdated {
+            display_name,
+            locale,
+            timezone,
+        } => {
+            sqlx::query(
+                "update users set display_name = $3, locale = $4, timezone = $5, updated_at = $6, \
+                 last_sequence = $2 where id = $1",
+            )
+            .bind(user_id)
+            .bind(sequence)
+            .bind(display_name)
+            .bind(locale)
+            .bind(timezone)
+            .bind(event.recorded_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        UserEvent::AvatarChanged {
+            content_type,
+            sha256,
+            ..
+        } => {
+            sqlx::query(
+                "update users set avatar_content_type = $3, avatar_sha256 = $4, updated_at = $5, \
+                 last_sequence = $2 where id = $1",
+            )
+            .bind(user_id)
+            .bind(sequence)
+            .bind(content_type)
+            .bind(sha256)
+            .bind(event.recorded_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        // Events that change nothing shown here: only the sequence moves.
+        UserEvent::DuplicateRegistrationAttempted { .. }
+        | UserEvent::EmailVerificationRequested { .. }
+        | UserEvent::EmailVerificationCodeRejected { .. }
+        | UserEvent::LoginFailed { .. }
+        | UserEvent::PasswordResetRequested { .. }
+        | UserEvent::PasswordResetCodeRejected { .. } => {
             touch(conn, user_id, event).await?;
         }
     }
@@ -142,12 +213,29 @@ pub struct UserRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_login_at: Option<DateTime<Utc>>,
-    pub avatar_url: Option<String>,
+    pub locale: Option<String>,
+    pub timezone: Option<String>,
+    pub avatar_content_type: Option<String>,
+    pub avatar_sha256: Option<String>,
     pub last_sequence: i64,
 }
 
+impl UserRow {
+    /// Where the avatar is served, when there is one.
+    pub fn avatar_url(&self) -> Option<String> {
+        self.avatar_sha256.as_ref().map(|h| {
+            format!(
+                "/api/v1/users/{}/avatar?v={}",
+                self.id,
+                &h[..h.len().min(12)]
+            )
+        })
+    }
+}
+
 const SELECT_USER: &str = "select id, email, display_name, role, plan, status, email_verified, \
-     has_password, created_at, updated_at, last_login_at, avatar_url, last_sequence from users";
+     has_password, created_at, updated_at, last_login_at, locale, timezone, avatar_content_type, \
+     avatar_sha256, last_sequence from users";
 
 pub async fn by_id<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<UserRow>, sqlx::Error> {
     sqlx::query_as(&format!("{SELECT_USER} where id = $1"))
@@ -160,5 +248,15 @@ pub async fn by_id<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<UserR
 pub async fn all<'e>(db: impl PgExecutor<'e>) -> Result<Vec<UserRow>, sqlx::Error> {
     sqlx::query_as(&format!("{SELECT_USER} order by id"))
         .fetch_all(db)
+        .await
+}
+
+pub async fn by_email<'e>(
+    db: impl PgExecutor<'e>,
+    email: &str,
+) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as(&format!("{SELECT_USER} where email = $1"))
+        .bind(email)
+        .fetch_optional(db)
         .await
 }

@@ -7,6 +7,8 @@
 mod support;
 
 mod http_contract;
+mod mailer;
 mod operations;
 mod pipeline;
 mod resilience;
+mod smtp_sink;

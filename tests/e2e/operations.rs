@@ -33,7 +33,7 @@ async fn health_endpoints_report_every_part_of_the_pipeline() {
         .iter()
         .filter_map(|p| p["name"].as_str())
         .collect();
-    assert_eq!(names, vec!["event_stats", "users"]);
+    assert_eq!(names, vec!["event_stats", "sessions", "users"]);
     let (status, _) = app.get_json("/health/detailed").await;
     assert_eq!(status, 200);
     app.finish().await;
@@ -152,7 +152,7 @@ async fn the_cli_migrates_reports_and_rebuilds() {
     assert!(out.contains("users") && out.contains("running"), "{out}");
     let (ok, out) = chronicle(&env, &["projections", "rebuild", "users"]);
     assert!(ok, "{out}");
-    assert!(out.contains("3 events replayed"), "{out}");
+    assert!(out.contains("6 events replayed"), "{out}");
     assert_eq!(app.scalar_i64("select count(*) from users").await, 3);
     let (ok, out) = chronicle(&env, &["projections", "rebuild", "nonsense"]);
     assert!(!ok && out.contains("no read model named"), "{out}");

@@ -62,9 +62,9 @@ async fn commands_keep_working_while_nats_is_down_and_every_event_arrives_after_
     assert_eq!(
         app.scalar_i64("select sum(count)::bigint from event_type_counts")
             .await,
-        25
+        50
     );
-    assert_eq!(app.stream_envelopes().await.len(), 25);
+    assert_eq!(app.stream_envelopes().await.len(), 50);
     let (status, _) = app
         .get_json("/api/v1/users/status?email=during19@example.com")
         .await;
@@ -113,7 +113,7 @@ async fn a_projector_that_restarts_picks_up_where_it_stopped() {
         writer
             .scalar_i64("select sum(count)::bigint from event_type_counts")
             .await,
-        12
+        24
     );
     projector.stop().await;
     writer.finish().await;
@@ -173,13 +173,13 @@ async fn an_event_that_keeps_failing_stops_its_read_model_and_shows_as_failed() 
     assert_eq!(app.scalar_i64("select count(*) from users").await, 1);
     // ... while the read model that can apply everything goes on.
     eventually(
-        "event_stats applies all three",
+        "event_stats applies all five",
         Duration::from_secs(15),
         || async move {
             (app_ref
                 .scalar_i64("select sum(count)::bigint from event_type_counts")
                 .await
-                == 3)
+                == 5)
                 .then_some(())
         },
     )

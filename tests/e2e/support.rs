@@ -67,6 +67,14 @@ impl TestEnv {
         );
         vars.insert("RELAY_POLL_INTERVAL_MS".into(), "100".into());
         vars.insert("PASSWORD_HASH_CONCURRENCY".into(), "2".into());
+        // generous limits: tests that check rate limiting set their own
+        for limit in [
+            "RATE_LIMIT_AUTH_IP_PER_MINUTE",
+            "RATE_LIMIT_AUTH_ACCOUNT_PER_MINUTE",
+            "RATE_LIMIT_STATUS_IP_PER_MINUTE",
+        ] {
+            vars.insert(limit.into(), "100000".into());
+        }
         Self {
             vars,
             database,

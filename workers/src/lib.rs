@@ -4,10 +4,12 @@
 //! - [`bus`]: the NATS connection, the stream's configuration and subjects.
 //! - [`relay`]: the event store → JetStream relay (one active, elected by an advisory lock).
 //! - [`projector`]: JetStream → read models, one durable pull consumer per read model.
+//! - [`mailer`]: JetStream → mail (SMTP, or .eml files in development).
 //! - [`backoff`]: the retry delay every worker loop uses.
 
 pub mod backoff;
 pub mod bus;
+pub mod mailer;
 pub mod projector;
 pub mod relay;
 

@@ -1,21 +1,83 @@
 //! Commands of the `user` aggregate (imperative names).
+//!
+//! Commands carry everything a decision needs from outside as data: the time (`now`, so
+//! tests can move the clock), fresh nonces, password hashes (never raw passwords), and the
+//! outcome of checks that need IO or a secret (`password_ok`, `code_ok`).
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-/// What may be asked of a user. Secrets never travel in a command: a password arrives
-/// already hashed (argon2id, by the write side), so the command can be logged and retried.
+use super::events::SecretMethod;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserCommand {
-    /// Open an account. `email` is already normalised (trimmed, lower case) and claimed
-    /// for this user id by the write side, which keeps one account per email.
+    /// Open an account. `email` is normalised and claimed for this id by the write side.
+    /// `verified` accounts (seeded admins, admin-created users) need no verification mail;
+    /// others get one derived from `verification_nonce`.
     RegisterUser {
         user_id: Uuid,
         email: String,
         password_hash: Option<String>,
         display_name: Option<String>,
+        role: String,
+        verified: bool,
+        verification_nonce: String,
+        now: DateTime<Utc>,
     },
-    /// Someone tried to register with this account's email; the owner is told by mail.
+    /// Someone tried to register with this account's email.
     RecordDuplicateRegistration,
+    /// Send a new verification mail (the old link and code stop working).
+    RequestEmailVerification {
+        nonce: String,
+        now: DateTime<Utc>,
+    },
+    /// A verification link or code for `nonce` was presented (its HMAC already checked).
+    VerifyEmail {
+        nonce: String,
+        method: SecretMethod,
+        now: DateTime<Utc>,
+    },
+    /// A verification code was presented; `code_ok` says whether it matched.
+    VerifyEmailCode {
+        code_ok: bool,
+        now: DateTime<Utc>,
+    },
+    /// A sign-in; `password_ok` is the argon2 verification against the stored hash.
+    Login {
+        password_ok: bool,
+        session_id: Uuid,
+        now: DateTime<Utc>,
+    },
+    RequestPasswordReset {
+        nonce: String,
+        now: DateTime<Utc>,
+    },
+    /// A reset link for `nonce` (HMAC checked) with the new password's hash.
+    ResetPassword {
+        nonce: String,
+        password_hash: String,
+        now: DateTime<Utc>,
+    },
+    /// A reset code was presented; `code_ok` says whether it matched.
+    ResetPasswordWithCode {
+        code_ok: bool,
+        password_hash: String,
+        now: DateTime<Utc>,
+    },
+    /// The owner changed the password (the current one was verified).
+    ChangePassword {
+        password_hash: String,
+    },
+    UpdateProfile {
+        display_name: Option<String>,
+        locale: Option<String>,
+        timezone: Option<String>,
+    },
+    ChangeAvatar {
+        content_type: String,
+        sha256: String,
+        size: u64,
+    },
 }
 
 /// A cheap shape check: one `@`, something before it, a dot in the domain, no spaces.

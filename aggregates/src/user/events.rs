@@ -1,8 +1,23 @@
 //! Events of the `user` aggregate (past tense, each with a version).
+//!
+//! Secrets never appear here: passwords only as argon2id hashes; verification and reset
+//! links and codes are derived by HMAC (server secret) from the `nonce` an event holds, so
+//! the log alone cannot produce them.
 
+use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+/// How a one-time secret (verification, reset) was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretMethod {
+    Link,
+    Code,
+    /// No secret: the account was created verified (a seeded admin, an admin's invitation).
+    Trusted,
+}
 
 /// What happened to a user. Stored as `{"<EventType>": {fields}}` in the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,24 +31,92 @@ pub enum UserEvent {
         role: String,
         plan: String,
     },
-    /// Someone tried to register with this account's email.
-    DuplicateRegistrationAttempted {},
+    /// Someone tried to register with this account's email; the owner is told by mail.
+    DuplicateRegistrationAttempted {
+        #[serde(default)]
+        email: String,
+    },
+    /// A verification mail (link + 6-digit code, both derived from `nonce`) is due.
+    /// A newer request replaces the older one.
+    EmailVerificationRequested {
+        email: String,
+        nonce: String,
+        requested_at: DateTime<Utc>,
+    },
+    /// A wrong verification code; after too many the pending verification is void.
+    EmailVerificationCodeRejected {
+        attempts: u32,
+        exhausted: bool,
+    },
+    EmailVerified {
+        method: SecretMethod,
+        verified_at: DateTime<Utc>,
+    },
+    /// A sign-in with the right password; the session is a `session` aggregate.
+    LoggedIn {
+        session_id: Uuid,
+        at: DateTime<Utc>,
+    },
+    /// A sign-in with a wrong password. `locked_until` is set when this failure locked the
+    /// account.
+    LoginFailed {
+        attempts: u32,
+        locked_until: Option<DateTime<Utc>>,
+    },
+    /// A reset mail (link + code derived from `nonce`) is due.
+    PasswordResetRequested {
+        email: String,
+        nonce: String,
+        requested_at: DateTime<Utc>,
+    },
+    PasswordResetCodeRejected {
+        attempts: u32,
+        exhausted: bool,
+    },
+    /// The password was reset with a link or code; every session is revoked.
+    PasswordReset {
+        email: String,
+        password_hash: String,
+        method: SecretMethod,
+    },
+    /// The password was changed by its owner (who gave the current one).
+    PasswordChanged {
+        email: String,
+        password_hash: String,
+    },
+    ProfileUpdated {
+        display_name: Option<String>,
+        locale: Option<String>,
+        timezone: Option<String>,
+    },
+    AvatarChanged {
+        content_type: String,
+        sha256: String,
+        size: u64,
+    },
 }
 
 impl DomainEvent for UserEvent {
     fn event_type(&self) -> String {
         match self {
             UserEvent::UserRegistered { .. } => "UserRegistered",
-            UserEvent::DuplicateRegistrationAttempted {} => "DuplicateRegistrationAttempted",
+            UserEvent::DuplicateRegistrationAttempted { .. } => "DuplicateRegistrationAttempted",
+            UserEvent::EmailVerificationRequested { .. } => "EmailVerificationRequested",
+            UserEvent::EmailVerificationCodeRejected { .. } => "EmailVerificationCodeRejected",
+            UserEvent::EmailVerified { .. } => "EmailVerified",
+            UserEvent::LoggedIn { .. } => "LoggedIn",
+            UserEvent::LoginFailed { .. } => "LoginFailed",
+            UserEvent::PasswordResetRequested { .. } => "PasswordResetRequested",
+            UserEvent::PasswordResetCodeRejected { .. } => "PasswordResetCodeRejected",
+            UserEvent::PasswordReset { .. } => "PasswordReset",
+            UserEvent::PasswordChanged { .. } => "PasswordChanged",
+            UserEvent::ProfileUpdated { .. } => "ProfileUpdated",
+            UserEvent::AvatarChanged { .. } => "AvatarChanged",
         }
         .to_owned()
     }
 
     fn event_version(&self) -> String {
-        match self {
-            UserEvent::UserRegistered { .. } => "1.0",
-            UserEvent::DuplicateRegistrationAttempted {} => "1.0",
-        }
-        .to_owned()
+        "1.0".to_owned()
     }
 }

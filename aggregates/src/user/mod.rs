@@ -1,30 +1,80 @@
 //! The `user` aggregate: one per account, keyed by the user's id (a UUID).
 //!
-//! For now it knows registration; the rest of accounts arrives with the accounts issue.
-//!
 //! # Layout
 //! - [`commands`]: what may be asked of a user.
 //! - [`events`]: what happened to a user (past tense, versioned).
-//! - this module: the aggregate's state, its rules ([`User::handle`]) and how events change it.
+//! - [`UserPolicy`]: the numbers the rules use (lockout, expiry, attempts).
+//! - this module: the aggregate's state, its rules ([`User::handle`]) and how events
+//!   change it ([`User::apply`]); given/when/then tests at the bottom.
 
 pub mod commands;
 pub mod events;
 
+use chrono::{DateTime, Duration, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 pub use commands::UserCommand;
-pub use events::UserEvent;
+pub use events::{SecretMethod, UserEvent};
 
 /// The aggregate type as stored in the log and used in stream subjects.
 pub const AGGREGATE_TYPE: &str = "user";
 
-/// Roles a user can have.
 pub const ROLE_USER: &str = "user";
 pub const ROLE_ADMIN: &str = "admin";
 /// The plan a new account starts on.
 pub const DEFAULT_PLAN: &str = "free";
+
+pub const STATUS_PENDING: &str = "pending_verification";
+pub const STATUS_ACTIVE: &str = "active";
+pub const STATUS_DISABLED: &str = "disabled";
+
+/// The numbers the rules use. Kept out of the code so tests and deployments can tune them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPolicy {
+    /// Failed sign-ins in a row that lock the account.
+    pub max_login_failures: u32,
+    /// The first lock lasts this long; each further lock twice as long...
+    pub lock_base: Duration,
+    /// ...up to this.
+    pub lock_max: Duration,
+    /// How long a verification or reset link works.
+    pub link_ttl: Duration,
+    /// How long a verification or reset code works.
+    pub code_ttl: Duration,
+    /// Wrong codes before the pending verification or reset is void.
+    pub max_code_attempts: u32,
+}
+
+impl Default for UserPolicy {
+    fn default() -> Self {
+        Self {
+            max_login_failures: 5,
+            lock_base: Duration::minutes(1),
+            lock_max: Duration::hours(1),
+            link_ttl: Duration::minutes(30),
+            code_ttl: Duration::minutes(10),
+            max_code_attempts: 5,
+        }
+    }
+}
+
+impl UserPolicy {
+    /// How long the `n`-th lock (0-based) lasts: base·2ⁿ, capped.
+    pub fn lock_duration(&self, previous_locks: u32) -> Duration {
+        let factor = 2i32.saturating_pow(previous_locks.min(20));
+        (self.lock_base * factor).min(self.lock_max)
+    }
+}
+
+/// A verification or reset that was requested and not yet used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingSecret {
+    pub nonce: String,
+    pub requested_at: DateTime<Utc>,
+    pub failed_attempts: u32,
+}
 
 /// A user's state, rebuilt from its events before each command.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,7 +85,16 @@ pub struct User {
     pub password_hash: Option<String>,
     pub role: String,
     pub plan: String,
-    pub duplicate_registrations: u64,
+    pub email_verified: bool,
+    pub disabled: bool,
+    pub verification: Option<PendingSecret>,
+    pub reset: Option<PendingSecret>,
+    pub failed_logins: u32,
+    pub locked_until: Option<DateTime<Utc>>,
+    pub lockouts: u32,
+    pub last_login_at: Option<DateTime<Utc>>,
+    pub locale: Option<String>,
+    pub timezone: Option<String>,
 }
 
 /// Why a user command was refused. Store failures are kept apart by cqrs-es's
@@ -51,6 +110,91 @@ pub enum UserError {
         field: &'static str,
         message: &'static str,
     },
+    #[error("the email is already verified")]
+    AlreadyVerified,
+    #[error("the link or code is not valid")]
+    SecretInvalid,
+    #[error("the link or code has expired")]
+    SecretExpired,
+    #[error("the account is locked until {until}")]
+    Locked { until: DateTime<Utc> },
+    #[error("the email is not verified")]
+    EmailNotVerified,
+    #[error("the account is disabled")]
+    Disabled,
+}
+
+impl User {
+    /// The status shown to people: `pending_verification`, `active` or `disabled`.
+    pub fn status(&self) -> &'static str {
+        if self.disabled {
+            STATUS_DISABLED
+        } else if self.email_verified {
+            STATUS_ACTIVE
+        } else {
+            STATUS_PENDING
+        }
+    }
+
+    fn must_exist(&self) -> Result<(), UserError> {
+        if self.registered {
+            Ok(())
+        } else {
+            Err(UserError::NotRegistered)
+        }
+    }
+
+    /// Check a pending secret presented as a link.
+    fn check_link(
+        pending: &Option<PendingSecret>,
+        nonce: &str,
+        ttl: Duration,
+        max_attempts: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), UserError> {
+        let p = pending.as_ref().ok_or(UserError::SecretInvalid)?;
+        if p.nonce != nonce || p.failed_attempts >= max_attempts {
+            return Err(UserError::SecretInvalid);
+        }
+        if now - p.requested_at > ttl {
+            return Err(UserError::SecretExpired);
+        }
+        Ok(())
+    }
+
+    /// Check a pending secret presented as a code: `Ok(None)` when it may be tried,
+    /// `Ok(Some(attempts))` counts a wrong one.
+    fn check_code(
+        pending: &Option<PendingSecret>,
+        ttl: Duration,
+        max_attempts: u32,
+        now: DateTime<Utc>,
+    ) -> Result<u32, UserError> {
+        let p = pending.as_ref().ok_or(UserError::SecretInvalid)?;
+        if p.failed_attempts >= max_attempts {
+            return Err(UserError::SecretInvalid);
+        }
+        if now - p.requested_at > ttl {
+            return Err(UserError::SecretExpired);
+        }
+        Ok(p.failed_attempts)
+    }
+}
+
+fn check_profile_field(
+    value: &Option<String>,
+    field: &'static str,
+    max: usize,
+) -> Result<(), UserError> {
+    if let Some(v) = value {
+        if v.trim().is_empty() || v.chars().count() > max || v.chars().any(char::is_control) {
+            return Err(UserError::Invalid {
+                field,
+                message: "has the wrong length or characters",
+            });
+        }
+    }
+    Ok(())
 }
 
 impl Aggregate for User {
@@ -58,12 +202,12 @@ impl Aggregate for User {
     type Command = UserCommand;
     type Event = UserEvent;
     type Error = UserError;
-    type Services = ();
+    type Services = UserPolicy;
 
     async fn handle(
         &mut self,
         command: Self::Command,
-        _services: &Self::Services,
+        policy: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
         match command {
@@ -72,6 +216,10 @@ impl Aggregate for User {
                 email,
                 password_hash,
                 display_name,
+                role,
+                verified,
+                verification_nonce,
+                now,
             } => {
                 if self.registered {
                     return Err(UserError::AlreadyRegistered);
@@ -82,22 +230,245 @@ impl Aggregate for User {
                         message: "is not an email address",
                     });
                 }
-                let event = UserEvent::UserRegistered {
+                check_profile_field(&display_name, "display_name", 100)?;
+                let registered = UserEvent::UserRegistered {
                     user_id,
-                    email,
+                    email: email.clone(),
                     display_name,
                     password_hash,
-                    role: ROLE_USER.to_owned(),
+                    role,
                     plan: DEFAULT_PLAN.to_owned(),
+                };
+                sink.write(registered, self).await;
+                let next = if verified {
+                    UserEvent::EmailVerified {
+                        method: SecretMethod::Trusted,
+                        verified_at: now,
+                    }
+                } else {
+                    UserEvent::EmailVerificationRequested {
+                        email,
+                        nonce: verification_nonce,
+                        requested_at: now,
+                    }
+                };
+                sink.write(next, self).await;
+            }
+            UserCommand::RecordDuplicateRegistration => {
+                self.must_exist()?;
+                let email = self.email.clone();
+                sink.write(UserEvent::DuplicateRegistrationAttempted { email }, self)
+                    .await;
+            }
+            UserCommand::RequestEmailVerification { nonce, now } => {
+                self.must_exist()?;
+                if self.email_verified {
+                    return Err(UserError::AlreadyVerified);
+                }
+                let email = self.email.clone();
+                sink.write(
+                    UserEvent::EmailVerificationRequested {
+                        email,
+                        nonce,
+                        requested_at: now,
+                    },
+                    self,
+                )
+                .await;
+            }
+            UserCommand::VerifyEmail { nonce, method, now } => {
+                self.must_exist()?;
+                if self.email_verified {
+                    return Err(UserError::AlreadyVerified);
+                }
+                User::check_link(
+                    &self.verification,
+                    &nonce,
+                    policy.link_ttl,
+                    policy.max_code_attempts,
+                    now,
+                )?;
+                sink.write(
+                    UserEvent::EmailVerified {
+                        method,
+                        verified_at: now,
+                    },
+                    self,
+                )
+                .await;
+            }
+            UserCommand::VerifyEmailCode { code_ok, now } => {
+                self.must_exist()?;
+                if self.email_verified {
+                    return Err(UserError::AlreadyVerified);
+                }
+                let failed = User::check_code(
+                    &self.verification,
+                    policy.code_ttl,
+                    policy.max_code_attempts,
+                    now,
+                )?;
+                let event = if code_ok {
+                    UserEvent::EmailVerified {
+                        method: SecretMethod::Code,
+                        verified_at: now,
+                    }
+                } else {
+                    UserEvent::EmailVerificationCodeRejected {
+                        attempts: failed + 1,
+                        exhausted: failed + 1 >= policy.max_code_attempts,
+                    }
                 };
                 sink.write(event, self).await;
             }
-            UserCommand::RecordDuplicateRegistration => {
-                if !self.registered {
-                    return Err(UserError::NotRegistered);
+            UserCommand::Login {
+                password_ok,
+                session_id,
+                now,
+            } => {
+                self.must_exist()?;
+                if let Some(until) = self.locked_until {
+                    if now < until {
+                        // During a lock even the right password gets this answer, and
+                        // attempts are not counted.
+                        return Err(UserError::Locked { until });
+                    }
                 }
-                sink.write(UserEvent::DuplicateRegistrationAttempted {}, self)
+                if !password_ok {
+                    let attempts = self.failed_logins + 1;
+                    let locked_until = (attempts >= policy.max_login_failures)
+                        .then(|| now + policy.lock_duration(self.lockouts));
+                    sink.write(
+                        UserEvent::LoginFailed {
+                            attempts,
+                            locked_until,
+                        },
+                        self,
+                    )
                     .await;
+                    return Ok(());
+                }
+                if self.disabled {
+                    return Err(UserError::Disabled);
+                }
+                if !self.email_verified {
+                    return Err(UserError::EmailNotVerified);
+                }
+                sink.write(
+                    UserEvent::LoggedIn {
+                        session_id,
+                        at: now,
+                    },
+                    self,
+                )
+                .await;
+            }
+            UserCommand::RequestPasswordReset { nonce, now } => {
+                self.must_exist()?;
+                if self.disabled {
+                    return Err(UserError::Disabled);
+                }
+                let email = self.email.clone();
+                sink.write(
+                    UserEvent::PasswordResetRequested {
+                        email,
+                        nonce,
+                        requested_at: now,
+                    },
+                    self,
+                )
+                .await;
+            }
+            UserCommand::ResetPassword {
+                nonce,
+                password_hash,
+                now,
+            } => {
+                self.must_exist()?;
+                User::check_link(
+                    &self.reset,
+                    &nonce,
+                    policy.link_ttl,
+                    policy.max_code_attempts,
+                    now,
+                )?;
+                self.write_reset(password_hash, SecretMethod::Link, now, sink)
+                    .await;
+            }
+            UserCommand::ResetPasswordWithCode {
+                code_ok,
+                password_hash,
+                now,
+            } => {
+                self.must_exist()?;
+                let failed =
+                    User::check_code(&self.reset, policy.code_ttl, policy.max_code_attempts, now)?;
+                if code_ok {
+                    self.write_reset(password_hash, SecretMethod::Code, now, sink)
+                        .await;
+                } else {
+                    sink.write(
+                        UserEvent::PasswordResetCodeRejected {
+                            attempts: failed + 1,
+                            exhausted: failed + 1 >= policy.max_code_attempts,
+                        },
+                        self,
+                    )
+                    .await;
+                }
+            }
+            UserCommand::ChangePassword { password_hash } => {
+                self.must_exist()?;
+                let email = self.email.clone();
+                sink.write(
+                    UserEvent::PasswordChanged {
+                        email,
+                        password_hash,
+                    },
+                    self,
+                )
+                .await;
+            }
+            UserCommand::UpdateProfile {
+                display_name,
+                locale,
+                timezone,
+            } => {
+                self.must_exist()?;
+                check_profile_field(&display_name, "display_name", 100)?;
+                check_profile_field(&locale, "locale", 35)?;
+                check_profile_field(&timezone, "timezone", 64)?;
+                if display_name == self.display_name
+                    && locale == self.locale
+                    && timezone == self.timezone
+                {
+                    return Ok(()); // nothing changes: no event
+                }
+                sink.write(
+                    UserEvent::ProfileUpdated {
+                        display_name,
+                        locale,
+                        timezone,
+                    },
+                    self,
+                )
+                .await;
+            }
+            UserCommand::ChangeAvatar {
+                content_type,
+                sha256,
+                size,
+            } => {
+                self.must_exist()?;
+                sink.write(
+                    UserEvent::AvatarChanged {
+                        content_type,
+                        sha256,
+                        size,
+                    },
+                    self,
+                )
+                .await;
             }
         }
         Ok(())
@@ -120,96 +491,115 @@ impl Aggregate for User {
                 self.role = role;
                 self.plan = plan;
             }
-            UserEvent::DuplicateRegistrationAttempted {} => {
-                self.duplicate_registrations += 1;
+            UserEvent::DuplicateRegistrationAttempted { .. } => {}
+            UserEvent::EmailVerificationRequested {
+                nonce,
+                requested_at,
+                ..
+            } => {
+                self.verification = Some(PendingSecret {
+                    nonce,
+                    requested_at,
+                    failed_attempts: 0,
+                });
             }
+            UserEvent::EmailVerificationCodeRejected { attempts, .. } => {
+                if let Some(p) = self.verification.as_mut() {
+                    p.failed_attempts = attempts;
+                }
+            }
+            UserEvent::EmailVerified { .. } => {
+                self.email_verified = true;
+                self.verification = None;
+            }
+            UserEvent::LoggedIn { at, .. } => {
+                self.failed_logins = 0;
+                self.lockouts = 0;
+                self.locked_until = None;
+                self.last_login_at = Some(at);
+            }
+            UserEvent::LoginFailed {
+                attempts,
+                locked_until,
+            } => {
+                self.failed_logins = attempts;
+                if locked_until.is_some() {
+                    self.locked_until = locked_until;
+                    self.lockouts += 1;
+                    self.failed_logins = 0;
+                }
+            }
+            UserEvent::PasswordResetRequested {
+                nonce,
+                requested_at,
+                ..
+            } => {
+                self.reset = Some(PendingSecret {
+                    nonce,
+                    requested_at,
+                    failed_attempts: 0,
+                });
+            }
+            UserEvent::PasswordResetCodeRejected { attempts, .. } => {
+                if let Some(p) = self.reset.as_mut() {
+                    p.failed_attempts = attempts;
+                }
+            }
+            UserEvent::PasswordReset { password_hash, .. } => {
+                self.password_hash = Some(password_hash);
+                self.reset = None;
+                self.failed_logins = 0;
+                self.locked_until = None;
+            }
+            UserEvent::PasswordChanged { password_hash, .. } => {
+                self.password_hash = Some(password_hash);
+            }
+            UserEvent::ProfileUpdated {
+                display_name,
+                locale,
+                timezone,
+            } => {
+                self.display_name = display_name;
+                self.locale = locale;
+                self.timezone = timezone;
+            }
+            UserEvent::AvatarChanged { .. } => {}
+        }
+    }
+}
+
+impl User {
+    /// A reset also proves the mailbox is the owner's: an unverified account becomes
+    /// verified.
+    async fn write_reset(
+        &mut self,
+        password_hash: String,
+        method: SecretMethod,
+        now: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) {
+        let email = self.email.clone();
+        sink.write(
+            UserEvent::PasswordReset {
+                email,
+                password_hash,
+                method,
+            },
+            self,
+        )
+        .await;
+        if !self.email_verified {
+            sink.write(
+                UserEvent::EmailVerified {
+                    method,
+                    verified_at: now,
+                },
+                self,
+            )
+            .await;
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use cqrs_es::test::TestFramework;
-    use uuid::Uuid;
-
-    use super::*;
-
-    type UserTest = TestFramework<User>;
-
-    fn register(id: Uuid) -> UserCommand {
-        UserCommand::RegisterUser {
-            user_id: id,
-            email: "ada@example.com".into(),
-            password_hash: None,
-            display_name: Some("Ada".into()),
-        }
-    }
-
-    fn registered(id: Uuid) -> UserEvent {
-        UserEvent::UserRegistered {
-            user_id: id,
-            email: "ada@example.com".into(),
-            display_name: Some("Ada".into()),
-            password_hash: None,
-            role: ROLE_USER.into(),
-            plan: DEFAULT_PLAN.into(),
-        }
-    }
-
-    #[tokio::test]
-    async fn registering_a_new_user_records_user_registered() {
-        let id = Uuid::now_v7();
-        UserTest::with(())
-            .given_no_previous_events()
-            .when_async(register(id))
-            .await
-            .then_expect_events(vec![registered(id)]);
-    }
-
-    #[tokio::test]
-    async fn registering_twice_is_refused() {
-        let id = Uuid::now_v7();
-        UserTest::with(())
-            .given(vec![registered(id)])
-            .when_async(register(id))
-            .await
-            .then_expect_error(UserError::AlreadyRegistered);
-    }
-
-    #[tokio::test]
-    async fn a_malformed_email_is_refused() {
-        let id = Uuid::now_v7();
-        UserTest::with(())
-            .given_no_previous_events()
-            .when_async(UserCommand::RegisterUser {
-                user_id: id,
-                email: "not-an-email".into(),
-                password_hash: None,
-                display_name: None,
-            })
-            .await
-            .then_expect_error(UserError::Invalid {
-                field: "email",
-                message: "is not an email address",
-            });
-    }
-
-    #[tokio::test]
-    async fn a_duplicate_registration_is_recorded_on_the_existing_account() {
-        let id = Uuid::now_v7();
-        UserTest::with(())
-            .given(vec![registered(id)])
-            .when_async(UserCommand::RecordDuplicateRegistration)
-            .await
-            .then_expect_events(vec![UserEvent::DuplicateRegistrationAttempted {}]);
-    }
-
-    #[tokio::test]
-    async fn a_duplicate_registration_needs_an_account() {
-        UserTest::with(())
-            .given_no_previous_events()
-            .when_async(UserCommand::RecordDuplicateRegistration)
-            .await
-            .then_expect_error(UserError::NotRegistered);
-    }
-}
+mod tests;

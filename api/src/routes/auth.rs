@@ -1,30 +1,52 @@
-//! `/api/v1/auth`: registration (for now).
+//! `/api/v1/auth`: registration and email verification. Sign-in and sessions are in
+//! [`super::sessions`], passwords in [`super::password`].
+//!
+//! Answers that could tell whether an email has an account (register, resend) are the same
+//! bytes either way; the log position is only in the `X-Position` header.
 
 use aggregates::user::commands::{is_plausible_email, normalize_email};
-use aggregates::user::{UserCommand, UserError};
+use aggregates::user::{SecretMethod, UserCommand, UserError, UserEvent, ROLE_USER};
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
 use axum::Router;
 use eventstore::email_claims::{self, Claim};
+use eventstore::secrets::{random_nonce, Purpose};
 use eventstore::CommandError;
 use projections::ReadModel;
-use serde::Deserialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::envelope::{CommandAccepted, Reply};
-use crate::extract::{JsonOrForm, RequestMeta};
+use crate::auth::password_policy;
+use crate::envelope::Reply;
+use crate::extract::{AppQuery, JsonOrForm, RequestMeta};
+use crate::routes::account::{client_ip, profile, user_error, Profile};
 use crate::routes::read_your_writes::settle;
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/auth/register", post(register))
+    Router::new()
+        .route("/api/v1/auth/register", post(register))
+        .route(
+            "/api/v1/auth/resend-verification",
+            post(resend_verification),
+        )
+        .route("/api/v1/auth/verify-email", post(verify_email))
+        .route("/api/v1/auth/verify", get(verify_link))
+        .route("/verify", get(verify_link))
 }
 
-pub const PASSWORD_MIN: usize = 10;
-pub const PASSWORD_MAX: usize = 128;
 const DISPLAY_NAME_MAX: usize = 100;
+
+/// The body of every "we sent you a mail, if..." answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Notice {
+    pub message: &'static str,
+}
+
+const CHECK_INBOX: &str = "If the address can receive mail, a message is on its way.";
 
 /// Registration: email first, password optional.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -32,81 +54,74 @@ const DISPLAY_NAME_MAX: usize = 100;
 pub struct RegisterRequest {
     #[schema(example = "ada@example.com")]
     pub email: String,
-    /// 10 to 128 characters, not the email. Optional: an account may sign in by email link.
+    /// 10 to 128 characters, not common, not the email. Optional.
     #[serde(default)]
     pub password: Option<String>,
     #[serde(default)]
     pub display_name: Option<String>,
 }
 
-impl RegisterRequest {
-    fn validate(&self) -> Result<String, ApiError> {
-        let email = normalize_email(&self.email);
-        if !is_plausible_email(&email) {
-            return Err(ApiError::validation("email", "is not an email address"));
-        }
-        if let Some(password) = &self.password {
-            let n = password.chars().count();
-            if n < PASSWORD_MIN {
-                return Err(ApiError::validation(
-                    "password",
-                    format!("must be at least {PASSWORD_MIN} characters"),
-                ));
-            }
-            if n > PASSWORD_MAX {
-                return Err(ApiError::validation(
-                    "password",
-                    format!("must be at most {PASSWORD_MAX} characters"),
-                ));
-            }
-            if normalize_email(password) == email {
-                return Err(ApiError::validation("password", "must not be the email"));
-            }
-        }
-        if let Some(name) = &self.display_name {
-            if name.trim().is_empty() || name.chars().count() > DISPLAY_NAME_MAX {
-                return Err(ApiError::validation(
-                    "display_name",
-                    format!("must be 1 to {DISPLAY_NAME_MAX} characters"),
-                ));
-            }
-        }
-        Ok(email)
+/// The normalised email, or a 422 naming the field.
+pub fn checked_email(email: &str) -> Result<String, ApiError> {
+    let email = normalize_email(email);
+    if !is_plausible_email(&email) {
+        return Err(ApiError::validation("email", "is not an email address"));
     }
+    Ok(email)
 }
 
 /// Register an account.
 ///
-/// Answers 202 the same way whether or not the email already has an account: the owner of
-/// an existing account is told by mail instead (no account enumeration here).
+/// Answers 202 with the same body whether or not the email already has an account (its
+/// owner is told by mail instead). A verification mail with a link and a 6-digit code is
+/// sent. The log position of the command is in `X-Position`.
 #[utoipa::path(
     post, path = "/api/v1/auth/register", tag = "auth",
     request_body(content = RegisterRequest, content_type = "application/json"),
     responses(
-        (status = 202, description = "Accepted; `data.position` is the log cursor", body = CommandAccepted),
+        (status = 202, description = "Accepted", body = Notice),
         (status = 400, description = "Malformed body", body = crate::error::ErrorBody),
         (status = 415, description = "Not JSON or a form", body = crate::error::ErrorBody),
         (status = 422, description = "Invalid field", body = crate::error::ErrorBody),
+        (status = 429, description = "Rate limited", body = crate::error::ErrorBody),
     )
 )]
 pub async fn register(
     State(state): State<AppState>,
     RequestMeta(meta): RequestMeta,
     JsonOrForm(req): JsonOrForm<RegisterRequest>,
-) -> Result<Reply<CommandAccepted>, ApiError> {
-    let email = req.validate()?;
+) -> Result<Reply<Notice>, ApiError> {
+    let email = checked_email(&req.email)?;
+    state.limits.check_auth(client_ip(&meta), Some(&email))?;
+    let display_name = req.display_name.map(|n| n.trim().to_owned());
+    if let Some(name) = &display_name {
+        if name.is_empty() || name.chars().count() > DISPLAY_NAME_MAX {
+            return Err(ApiError::validation(
+                "display_name",
+                format!("must be 1 to {DISPLAY_NAME_MAX} characters"),
+            ));
+        }
+    }
     let password_hash = match req.password {
-        Some(p) => Some(state.passwords.hash(p).await.map_err(ApiError::internal)?),
+        Some(p) => {
+            password_policy::check(&p, &email, display_name.as_deref())
+                .map_err(|m| ApiError::validation("password", m))?;
+            Some(state.passwords.hash(p).await.map_err(ApiError::internal)?)
+        }
         None => None,
     };
     let user_id = Uuid::now_v7();
-    let outcome = match email_claims::claim(&state.pool, &email, user_id).await? {
+    let cursor = match email_claims::claim(&state.pool, &email, user_id).await? {
         Claim::Claimed => {
             let command = UserCommand::RegisterUser {
                 user_id,
                 email: email.clone(),
                 password_hash,
-                display_name: req.display_name.map(|n| n.trim().to_owned()),
+                display_name,
+                role: ROLE_USER.to_owned(),
+                verified: false,
+                verification_nonce: random_nonce(),
+                now: state.clock.now(),
             };
             let result = state
                 .users
@@ -116,52 +131,224 @@ pub async fn register(
                 // the account was not opened: give the email back
                 email_claims::release(&state.pool, &email, user_id).await?;
             }
-            result.map_err(command_error)?
+            result.map_err(user_error)?.cursor
         }
-        Claim::TakenBy(owner) => state
-            .users
-            .execute(
-                &owner.to_string(),
-                UserCommand::RecordDuplicateRegistration,
-                &meta,
-            )
-            .await
-            .or_else(|e| match e {
+        Claim::TakenBy(owner) => {
+            match state
+                .users
+                .execute(
+                    &owner.to_string(),
+                    UserCommand::RecordDuplicateRegistration,
+                    &meta,
+                )
+                .await
+            {
+                Ok(outcome) => outcome.cursor,
                 // claimed by a registration still in flight: nothing to tell its owner yet
-                CommandError::Domain(UserError::NotRegistered) => Ok(eventstore::CommandOutcome {
-                    cursor: None,
-                    event_ids: vec![],
-                    sequence: 0,
-                }),
-                other => Err(command_error(other)),
-            })?,
+                Err(CommandError::Domain(UserError::NotRegistered)) => None,
+                Err(e) => return Err(user_error(e)),
+            }
+        }
     };
-    let lagging = settle(&state, outcome.cursor, &[ReadModel::Users]).await;
+    let lagging = settle(&state, cursor, &[ReadModel::Users]).await;
     Ok(Reply {
         status: StatusCode::ACCEPTED,
-        data: CommandAccepted {
-            position: outcome.cursor,
+        data: Notice {
+            message: CHECK_INBOX,
         },
-        position: outcome.cursor,
+        position: cursor,
         lagging,
     })
 }
 
-/// How a failed user command answers.
-pub fn command_error(e: CommandError<UserError>) -> ApiError {
-    match e {
-        CommandError::Domain(UserError::Invalid { field, message }) => {
-            ApiError::validation(field, message)
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailRequest {
+    pub email: String,
+}
+
+/// Send the verification mail again (the previous link and code stop working).
+///
+/// 202 with the same body whatever the email.
+#[utoipa::path(
+    post, path = "/api/v1/auth/resend-verification", tag = "auth",
+    request_body(content = EmailRequest, content_type = "application/json"),
+    responses((status = 202, description = "Accepted", body = Notice),
+              (status = 429, description = "Rate limited", body = crate::error::ErrorBody))
+)]
+pub async fn resend_verification(
+    State(state): State<AppState>,
+    RequestMeta(meta): RequestMeta,
+    JsonOrForm(req): JsonOrForm<EmailRequest>,
+) -> Result<Reply<Notice>, ApiError> {
+    let email = checked_email(&req.email)?;
+    state.limits.check_auth(client_ip(&meta), Some(&email))?;
+    let mut cursor = None;
+    if let Some(owner) = email_claims::owner(&state.pool, &email).await? {
+        let command = UserCommand::RequestEmailVerification {
+            nonce: random_nonce(),
+            now: state.clock.now(),
+        };
+        // verified or unknown accounts get no mail, and the same answer
+        if let Ok(outcome) = state
+            .users
+            .execute(&owner.to_string(), command, &meta)
+            .await
+        {
+            cursor = outcome.cursor;
         }
-        CommandError::Domain(UserError::AlreadyRegistered) => {
-            ApiError::Conflict("the account exists already".into())
-        }
-        CommandError::Domain(UserError::NotRegistered) => {
-            ApiError::NotFound("no such account".into())
-        }
-        CommandError::Conflict => {
-            ApiError::Conflict("the account was changed by another request; try again".into())
-        }
-        CommandError::Store(e) => ApiError::internal(e),
     }
+    Ok(Reply {
+        status: StatusCode::ACCEPTED,
+        data: Notice {
+            message: CHECK_INBOX,
+        },
+        position: cursor,
+        lagging: vec![],
+    })
+}
+
+/// Verify with the link's token, or with the email and the 6-digit code.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyEmailRequest {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
+async fn verify_with_token(
+    state: &AppState,
+    meta: &aggregates::EventMetadata,
+    token: &str,
+) -> Result<(Uuid, Option<aggregates::LogCursor>), ApiError> {
+    let (user_id, nonce) = state
+        .secrets
+        .open_link_token(Purpose::EmailVerification, token)
+        .ok_or(ApiError::LinkInvalid)?;
+    let command = UserCommand::VerifyEmail {
+        nonce,
+        method: SecretMethod::Link,
+        now: state.clock.now(),
+    };
+    let outcome = state
+        .users
+        .execute(&user_id.to_string(), command, meta)
+        .await
+        .map_err(user_error)?;
+    Ok((user_id, outcome.cursor))
+}
+
+/// Verify an email address. 200 with the profile; the link and code are single-use.
+#[utoipa::path(
+    post, path = "/api/v1/auth/verify-email", tag = "auth",
+    request_body(content = VerifyEmailRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Verified", body = Profile),
+        (status = 400, description = "`token_invalid` or `token_expired`", body = crate::error::ErrorBody),
+        (status = 422, description = "Neither a token nor an email and code", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn verify_email(
+    State(state): State<AppState>,
+    RequestMeta(meta): RequestMeta,
+    JsonOrForm(req): JsonOrForm<VerifyEmailRequest>,
+) -> Result<Reply<Profile>, ApiError> {
+    let (user_id, cursor) = match (req.token, req.email, req.code) {
+        (Some(token), None, None) => verify_with_token(&state, &meta, &token).await?,
+        (None, Some(email), Some(code)) => {
+            let email = checked_email(&email)?;
+            state.limits.check_auth(client_ip(&meta), Some(&email))?;
+            let user_id = email_claims::owner(&state.pool, &email)
+                .await?
+                .ok_or(ApiError::LinkInvalid)?;
+            let user = state
+                .users
+                .load(&user_id.to_string())
+                .await
+                .map_err(user_error)?;
+            let code_ok = user.verification.as_ref().is_some_and(|p| {
+                state
+                    .secrets
+                    .code_matches(Purpose::EmailVerification, user_id, &p.nonce, &code)
+            });
+            let outcome = state
+                .users
+                .execute(
+                    &user_id.to_string(),
+                    UserCommand::VerifyEmailCode {
+                        code_ok,
+                        now: state.clock.now(),
+                    },
+                    &meta,
+                )
+                .await
+                .map_err(user_error)?;
+            if outcome
+                .events
+                .iter()
+                .any(|e| matches!(e, UserEvent::EmailVerificationCodeRejected { .. }))
+            {
+                return Err(ApiError::LinkInvalid);
+            }
+            (user_id, outcome.cursor)
+        }
+        _ => {
+            return Err(ApiError::validation(
+                "token",
+                "send either a token, or an email and a code",
+            ))
+        }
+    };
+    let lagging = settle(&state, cursor, &[ReadModel::Users]).await;
+    let mut reply = Reply::ok(profile(&state, user_id).await?);
+    reply.position = cursor;
+    reply.lagging = lagging;
+    Ok(reply)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct VerifyLinkQuery {
+    /// The token from the verification mail.
+    pub token: String,
+}
+
+/// The link in the verification mail: verifies, then redirects to the frontend
+/// (`FRONTEND_URL/email-verified?status=verified|expired|invalid`) or shows a short page.
+#[utoipa::path(
+    get, path = "/api/v1/auth/verify", tag = "auth", params(VerifyLinkQuery),
+    responses((status = 200, description = "A short HTML page", content_type = "text/html"),
+              (status = 303, description = "Redirect to the frontend"))
+)]
+pub async fn verify_link(
+    State(state): State<AppState>,
+    RequestMeta(meta): RequestMeta,
+    AppQuery(q): AppQuery<VerifyLinkQuery>,
+) -> Response {
+    let outcome = verify_with_token(&state, &meta, &q.token).await;
+    let status = match &outcome {
+        Ok((_, cursor)) => {
+            settle(&state, *cursor, &[ReadModel::Users]).await;
+            "verified"
+        }
+        Err(ApiError::LinkExpired) => "expired",
+        Err(_) => "invalid",
+    };
+    if let Some(frontend) = &state.config.frontend_url {
+        return Redirect::to(&format!("{frontend}/email-verified?status={status}")).into_response();
+    }
+    let (code, title, text) = match status {
+        "verified" => (StatusCode::OK, "Email verified", "Your email address is verified. You can close this page and sign in."),
+        "expired" => (StatusCode::BAD_REQUEST, "Link expired", "This link has expired. Ask for a new verification mail and use its link within 30 minutes."),
+        _ => (StatusCode::BAD_REQUEST, "Link not valid", "This link is not valid, or it was already used."),
+    };
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+         <title>{title}</title></head><body style=\"font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem\">\
+         <h1>{title}</h1><p>{text}</p></body></html>"
+    );
+    (code, Html(page)).into_response()
 }

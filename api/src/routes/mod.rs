@@ -1,6 +1,10 @@
 //! One module per resource, each with its `router()`.
 
+pub mod account;
 pub mod auth;
 pub mod health;
+pub mod me;
+pub mod password;
 pub mod read_your_writes;
+pub mod sessions;
 pub mod users;

@@ -1,0 +1,159 @@
+//! Sign-ins (`sessions` table), keyed by session id; the API checks it on every
+//! authenticated request, so a revoked session's access token stops working at once.
+//! Guarded by the session's event sequence like `users`.
+
+use aggregates::session::{SessionEvent, AGGREGATE_TYPE};
+use chrono::{DateTime, Utc};
+use eventstore::StoredEvent;
+use serde::Serialize;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::ProjectionError;
+
+pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    if event.aggregate_type != AGGREGATE_TYPE {
+        return Ok(());
+    }
+    let session_event: SessionEvent = serde_json::from_value(event.payload.clone())
+        .map_err(|e| ProjectionError::poison(event, format!("payload: {e}")))?;
+    let id: Uuid = event
+        .aggregate_id
+        .parse()
+        .map_err(|e| ProjectionError::poison(event, format!("aggregate id: {e}")))?;
+    let sequence = event.sequence as i64;
+    let last: Option<i64> = sqlx::query_scalar("select last_sequence from sessions where id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match last {
+        Some(last) if last >= sequence => return Ok(()),
+        Some(last) if last != sequence - 1 => {
+            return Err(ProjectionError::poison(
+                event,
+                format!("session {id} is at sequence {last}, event is {sequence}"),
+            ))
+        }
+        None if sequence != 1 => {
+            return Err(ProjectionError::poison(
+                event,
+                format!("session {id} has no row, event is sequence {sequence}"),
+            ))
+        }
+        _ => {}
+    }
+    match session_event {
+        SessionEvent::SessionStarted {
+            user_id,
+            device,
+            ip,
+            user_agent,
+            started_at,
+            expires_at,
+            ..
+        } => {
+            sqlx::query(
+                "insert into sessions (id, user_id, device, ip, user_agent, created_at, last_seen_at, \
+                 expires_at, last_sequence) values ($1, $2, $3, $4, $5, $6, $6, $7, $8)",
+            )
+            .bind(id)
+            .bind(user_id)
+            .bind(device)
+            .bind(ip)
+            .bind(user_agent)
+            .bind(started_at)
+            .bind(expires_at)
+            .bind(sequence)
+            .execute(&mut *conn)
+            .await?;
+        }
+        SessionEvent::RefreshTokenRotated {
+            rotated_at,
+            expires_at,
+            ..
+        } => {
+            sqlx::query(
+                "update sessions set last_seen_at = $3, expires_at = $4, last_sequence = $2 where id = $1",
+            )
+            .bind(id)
+            .bind(sequence)
+            .bind(rotated_at)
+            .bind(expires_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        SessionEvent::SessionRevoked { reason } => {
+            sqlx::query(
+                "update sessions set revoked_at = $3, revoked_reason = $4, last_sequence = $2 where id = $1",
+            )
+            .bind(id)
+            .bind(sequence)
+            .bind(event.recorded_at)
+            .bind(reason)
+            .execute(&mut *conn)
+            .await?;
+        }
+        SessionEvent::RefreshTokenReuseDetected { .. } => {
+            sqlx::query("update sessions set last_sequence = $2 where id = $1")
+                .bind(id)
+                .bind(sequence)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn clear(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("delete from sessions").execute(conn).await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct SessionRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub device: String,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_reason: Option<String>,
+}
+
+impl SessionRow {
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.expires_at > now
+    }
+}
+
+const SELECT: &str =
+    "select id, user_id, device, ip, user_agent, created_at, last_seen_at, expires_at, \
+     revoked_at, revoked_reason from sessions";
+
+pub async fn by_id<'e>(
+    db: impl PgExecutor<'e>,
+    id: Uuid,
+) -> Result<Option<SessionRow>, sqlx::Error> {
+    sqlx::query_as(&format!("{SELECT} where id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// A user's sessions that are still usable, newest first.
+pub async fn active_for_user<'e>(
+    db: impl PgExecutor<'e>,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Vec<SessionRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{SELECT} where user_id = $1 and revoked_at is null and expires_at > $2 order by created_at desc"
+    ))
+    .bind(user_id)
+    .bind(now)
+    .fetch_all(db)
+    .await
+}
