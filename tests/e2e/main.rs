@@ -6,6 +6,7 @@
 
 mod support;
 
+mod auth;
 mod http_contract;
 mod mailer;
 mod operations;

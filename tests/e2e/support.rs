@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use aggregates::StreamEnvelope;
+use api::clock::OffsetClock;
 use chronicle::{Application, Config, Roles};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -105,7 +108,8 @@ impl TestEnv {
     }
 
     pub async fn spawn(&self, roles: Roles) -> TestApp {
-        let app = Application::build(self.config(), roles)
+        let clock = Arc::new(OffsetClock::default());
+        let app = Application::build_with_clock(self.config(), roles, clock.clone())
             .await
             .expect("the app builds");
         let addr = app.local_addr();
@@ -115,6 +119,7 @@ impl TestEnv {
         let handle = tokio::spawn(app.run_until_stopped());
         TestApp {
             env: self.clone(),
+            clock,
             addr,
             client: reqwest::Client::builder()
                 .cookie_store(true)
@@ -150,6 +155,8 @@ impl TestEnv {
 
 pub struct TestApp {
     pub env: TestEnv,
+    /// The app's clock: `app.clock.advance(..)` moves its time forward.
+    pub clock: Arc<OffsetClock>,
     pub addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     pub pool: PgPool,
