@@ -175,6 +175,9 @@ impl Config {
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>();
         for o in &allowed_origins {
+            if o == "*" {
+                bail!("ALLOWED_ORIGINS=* is refused: cookies and credentials are allowed, so list each origin");
+            }
             if !(o.starts_with("http://") || o.starts_with("https://")) {
                 bail!("ALLOWED_ORIGINS has {o:?}: origins look like https://app.example.com");
             }
@@ -380,6 +383,7 @@ mod tests {
             ("APP_ENV", "staging"),
             ("READ_YOUR_WRITES_TIMEOUT_MS", "soon"),
             ("ALLOWED_ORIGINS", "example.com"),
+            ("ALLOWED_ORIGINS", "*"),
             ("CHRONICLE_SUBJECT_PREFIX", "a..b"),
             ("USERS_STATUS_ENDPOINT", "maybe"),
             ("RELAY_BATCH_SIZE", "0"),

@@ -4,6 +4,7 @@
 //! applied only on top of n-1, so applying an event twice changes nothing, and a gap is
 //! reported instead of papered over.
 
+use aggregates::session::{self, SessionEvent};
 use aggregates::user::{UserEvent, AGGREGATE_TYPE, STATUS_ACTIVE, STATUS_PENDING};
 use chrono::{DateTime, Utc};
 use eventstore::StoredEvent;
@@ -14,6 +15,9 @@ use uuid::Uuid;
 use crate::ProjectionError;
 
 pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    if event.aggregate_type == session::AGGREGATE_TYPE {
+        return apply_session(conn, event).await;
+    }
     if event.aggregate_type != AGGREGATE_TYPE {
         return Ok(());
     }
@@ -86,14 +90,6 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
             .execute(&mut *conn)
             .await?;
         }
-        UserEvent::LoggedIn { at, .. } => {
-            sqlx::query("update users set last_login_at = $3, last_sequence = $2 where id = $1")
-                .bind(user_id)
-                .bind(sequence)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
-        }
         UserEvent::PasswordReset { .. } | UserEvent::PasswordChanged { .. } => {
             sqlx::query(
                 "update users set has_password = true, updated_at = $3, last_sequence = $2 where id = $1",
@@ -144,10 +140,40 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
         | UserEvent::EmailVerificationRequested { .. }
         | UserEvent::EmailVerificationCodeRejected { .. }
         | UserEvent::LoginFailed { .. }
+        | UserEvent::FailedLoginsCleared { .. }
         | UserEvent::PasswordResetRequested { .. }
         | UserEvent::PasswordResetCodeRejected { .. } => {
             touch(conn, user_id, event).await?;
         }
+    }
+    Ok(())
+}
+
+/// A sign-in is a session's `SessionStarted`: it sets the user's `last_login_at`. Keyed by
+/// another aggregate, so no sequence guard: taking the later time is idempotent anyway.
+async fn apply_session(
+    conn: &mut PgConnection,
+    event: &StoredEvent,
+) -> Result<(), ProjectionError> {
+    let session_event: SessionEvent = serde_json::from_value(event.payload.clone())
+        .map_err(|e| ProjectionError::poison(event, format!("payload: {e}")))?;
+    match session_event {
+        SessionEvent::SessionStarted {
+            user_id,
+            started_at,
+            ..
+        } => {
+            sqlx::query(
+                "update users set last_login_at = greatest(last_login_at, $2) where id = $1",
+            )
+            .bind(user_id)
+            .bind(started_at)
+            .execute(conn)
+            .await?;
+        }
+        SessionEvent::RefreshTokenRotated { .. }
+        | SessionEvent::RefreshTokenReuseDetected { .. }
+        | SessionEvent::SessionRevoked { .. } => {}
     }
     Ok(())
 }

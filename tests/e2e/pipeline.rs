@@ -207,7 +207,21 @@ async fn interleaved_multi_event_commits_are_applied_exactly_once_by_every_proje
     .await;
     tx_a.commit().await.expect("commit a");
 
-    let order = log_order(&app.pool).await;
+    // (another test's open transaction elsewhere in the cluster can hold the readable
+    // log back for a moment)
+    let pool = app.pool.clone();
+    let order = eventually(
+        "the three events are readable",
+        Duration::from_secs(30),
+        || {
+            let pool = pool.clone();
+            async move {
+                let o = log_order(&pool).await;
+                (o.len() == 3).then_some(o)
+            }
+        },
+    )
+    .await;
     let positions: Vec<u64> = order.iter().map(|(c, _)| c.position).collect();
     assert!(
         positions[1] > positions[2],

@@ -52,8 +52,10 @@ pub enum UserEvent {
         method: SecretMethod,
         verified_at: DateTime<Utc>,
     },
-    /// A sign-in with the right password; the session is a `session` aggregate.
-    LoggedIn {
+    /// A sign-in with the right password after failed ones: the count starts again.
+    /// (A sign-in itself is the `session` aggregate's `SessionStarted`; recording every
+    /// one here would make each user's stream grow with every login.)
+    FailedLoginsCleared {
         session_id: Uuid,
         at: DateTime<Utc>,
     },
@@ -104,7 +106,7 @@ impl DomainEvent for UserEvent {
             UserEvent::EmailVerificationRequested { .. } => "EmailVerificationRequested",
             UserEvent::EmailVerificationCodeRejected { .. } => "EmailVerificationCodeRejected",
             UserEvent::EmailVerified { .. } => "EmailVerified",
-            UserEvent::LoggedIn { .. } => "LoggedIn",
+            UserEvent::FailedLoginsCleared { .. } => "FailedLoginsCleared",
             UserEvent::LoginFailed { .. } => "LoginFailed",
             UserEvent::PasswordResetRequested { .. } => "PasswordResetRequested",
             UserEvent::PasswordResetCodeRejected { .. } => "PasswordResetCodeRejected",

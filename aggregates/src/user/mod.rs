@@ -92,7 +92,6 @@ pub struct User {
     pub failed_logins: u32,
     pub locked_until: Option<DateTime<Utc>>,
     pub lockouts: u32,
-    pub last_login_at: Option<DateTime<Utc>>,
     pub locale: Option<String>,
     pub timezone: Option<String>,
 }
@@ -354,14 +353,18 @@ impl Aggregate for User {
                 if !self.email_verified {
                     return Err(UserError::EmailNotVerified);
                 }
-                sink.write(
-                    UserEvent::LoggedIn {
-                        session_id,
-                        at: now,
-                    },
-                    self,
-                )
-                .await;
+                // Success appends nothing unless there are failures to forget: a user's
+                // stream must not grow with every sign-in.
+                if self.failed_logins > 0 || self.lockouts > 0 || self.locked_until.is_some() {
+                    sink.write(
+                        UserEvent::FailedLoginsCleared {
+                            session_id,
+                            at: now,
+                        },
+                        self,
+                    )
+                    .await;
+                }
             }
             UserCommand::RequestPasswordReset { nonce, now } => {
                 self.must_exist()?;
@@ -512,11 +515,10 @@ impl Aggregate for User {
                 self.email_verified = true;
                 self.verification = None;
             }
-            UserEvent::LoggedIn { at, .. } => {
+            UserEvent::FailedLoginsCleared { .. } => {
                 self.failed_logins = 0;
                 self.lockouts = 0;
                 self.locked_until = None;
-                self.last_login_at = Some(at);
             }
             UserEvent::LoginFailed {
                 attempts,

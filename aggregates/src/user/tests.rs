@@ -253,10 +253,19 @@ async fn during_a_lock_even_the_right_password_is_refused_and_afterwards_it_work
         .given(given)
         .when_async(login(true, t0() + Duration::minutes(1)))
         .await
-        .then_expect_events(vec![UserEvent::LoggedIn {
+        .then_expect_events(vec![UserEvent::FailedLoginsCleared {
             session_id: Uuid::from_u128(99),
             at: t0() + Duration::minutes(1),
         }]);
+}
+
+#[tokio::test]
+async fn a_clean_sign_in_appends_nothing_to_the_user() {
+    UserTest::with(UserPolicy::default())
+        .given(verified())
+        .when_async(login(true, t0()))
+        .await
+        .then_expect_events(vec![]);
 }
 
 #[test]

@@ -104,7 +104,7 @@ impl Composer {
             UserEvent::UserRegistered { .. }
             | UserEvent::EmailVerificationCodeRejected { .. }
             | UserEvent::EmailVerified { .. }
-            | UserEvent::LoggedIn { .. }
+            | UserEvent::FailedLoginsCleared { .. }
             | UserEvent::LoginFailed { .. }
             | UserEvent::PasswordResetCodeRejected { .. }
             | UserEvent::ProfileUpdated { .. }

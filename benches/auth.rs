@@ -1,0 +1,201 @@
+//! Sign-in benchmark: logins/s over HTTP against raw argon2id verifications/s on the same
+//! machine, and the latency of a cheap endpoint while logins saturate the CPU.
+//!
+//! `cargo bench --bench auth` (PostgreSQL and NATS as in the README). Knobs: `BENCH_SECS`
+//! (default 10), `BENCH_CLIENTS` (16).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chronicle::{Application, Config, Roles};
+use eventstore::passwords::PasswordHasher;
+
+const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
+const EMAIL: &str = "bench-admin@example.com";
+const PASSWORD: &str = "a-bench-passphrase-that-is-long";
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+/// Verifications per second with every core busy (the ceiling for logins).
+async fn raw_argon2(secs: u64) -> f64 {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let hasher = PasswordHasher::new(cores);
+    let hash = hasher.hash(PASSWORD.to_owned()).await.expect("hash");
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..cores)
+        .map(|_| {
+            let (hasher, hash, done) = (hasher.clone(), hash.clone(), done.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let ok = hasher
+                        .verify(PASSWORD.to_owned(), hash.clone())
+                        .await
+                        .unwrap_or(false);
+                    assert!(ok);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// GET /health/live every 20 ms for `secs`; latencies in ms.
+async fn cheap_latencies(client: reqwest::Client, base: String, secs: u64) -> Vec<f64> {
+    let mut out = vec![];
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    while Instant::now() < deadline {
+        tick.tick().await;
+        let t0 = Instant::now();
+        if let Ok(r) = client.get(format!("{base}/health/live")).send().await {
+            let _ = r.bytes().await;
+            out.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    out.sort_by(f64::total_cmp);
+    out
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let secs = env_num("BENCH_SECS", 10);
+        let clients = env_num("BENCH_CLIENTS", 16);
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let db = format!("chronicle_bench_auth_{}", &id[..12]);
+        let stream = format!("CHRONICLE_BENCH_AUTH_{}", &id[..12]);
+        let vars: Vec<(String, String)> = vec![
+            ("APP_ENV".into(), "test".into()),
+            ("DATABASE_URL".into(), format!("{PG_BASE}/{db}")),
+            ("DATABASE_MAX_CONNECTIONS".into(), "40".into()),
+            ("CHRONICLE_STREAM".into(), stream.clone()),
+            ("CHRONICLE_SUBJECT_PREFIX".into(), stream.to_lowercase()),
+            ("BIND".into(), "127.0.0.1:0".into()),
+            (
+                "SECRET_KEY".into(),
+                "bench-secret-key-that-is-long-enough-0000".into(),
+            ),
+            ("ADMIN_EMAIL".into(), EMAIL.into()),
+            ("ADMIN_PASSWORD".into(), PASSWORD.into()),
+            ("RATE_LIMIT_AUTH_IP_PER_MINUTE".into(), "10000000".into()),
+            (
+                "RATE_LIMIT_AUTH_ACCOUNT_PER_MINUTE".into(),
+                "10000000".into(),
+            ),
+            (
+                "DATA_DIR".into(),
+                std::env::temp_dir().join(&stream).display().to_string(),
+            ),
+        ];
+        let config =
+            Config::from_lookup(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+                .expect("config");
+        let app = Application::build(
+            config,
+            Roles::only(&[
+                chronicle::Role::Api,
+                chronicle::Role::Relay,
+                chronicle::Role::Projector,
+            ]),
+        )
+        .await
+        .expect("app");
+        let base = format!("http://{}", app.local_addr().expect("api"));
+        let stop = app.stop_token();
+        let server = tokio::spawn(app.run_until_stopped());
+        let client = reqwest::Client::new();
+
+        let idle = cheap_latencies(client.clone(), base.clone(), 3).await;
+        let argon = raw_argon2(secs).await;
+
+        let done = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let started = Instant::now();
+        let loaders: Vec<_> = (0..clients)
+            .map(|_| {
+                let (client, base, done, failed) =
+                    (client.clone(), base.clone(), done.clone(), failed.clone());
+                tokio::spawn(async move {
+                    while Instant::now() < deadline {
+                        let r = client
+                            .post(format!("{base}/api/v1/auth/login"))
+                            .json(&serde_json::json!({"email": EMAIL, "password": PASSWORD}))
+                            .send()
+                            .await;
+                        match r {
+                            Ok(r) if r.status() == 200 => done.fetch_add(1, Ordering::Relaxed),
+                            _ => failed.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                })
+            })
+            .collect();
+        let busy =
+            cheap_latencies(client.clone(), base.clone(), secs.saturating_sub(1).max(1)).await;
+        for l in loaders {
+            let _ = l.await;
+        }
+        let logins = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+        stop.cancel();
+        let _ = server.await;
+        if let Ok(admin) = sqlx::PgPool::connect(&format!("{PG_BASE}/postgres")).await {
+            let _ = sqlx::query(&format!("drop database if exists \"{db}\" with (force)"))
+                .execute(&admin)
+                .await;
+        }
+        if let Ok(c) = async_nats::connect("nats://127.0.0.1:4222").await {
+            let _ = async_nats::jetstream::new(c).delete_stream(&stream).await;
+        }
+
+        println!("# auth benchmark: {clients} login clients, {secs} s");
+        println!();
+        println!("| measure | value |");
+        println!("| --- | ---: |");
+        println!(
+            "| raw argon2id verifications/s (m=19456 KiB, t=2, p=1; all cores) | {argon:.1} |"
+        );
+        println!(
+            "| HTTP logins/s ({clients} clients; failed: {}) | {logins:.1} |",
+            failed.load(Ordering::Relaxed)
+        );
+        println!(
+            "| logins as a share of raw argon2 | {:.0}% |",
+            100.0 * logins / argon
+        );
+        println!(
+            "| GET /health/live p50 / p99, idle (ms) | {:.2} / {:.2} |",
+            percentile(&idle, 0.5),
+            percentile(&idle, 0.99)
+        );
+        println!(
+            "| GET /health/live p50 / p99, during logins (ms) | {:.2} / {:.2} |",
+            percentile(&busy, 0.5),
+            percentile(&busy, 0.99)
+        );
+    });
+}
