@@ -181,18 +181,33 @@ pub async fn resend_verification(
     RequestMeta(meta): RequestMeta,
     JsonOrForm(req): JsonOrForm<EmailRequest>,
 ) -> Result<Reply<Notice>, ApiError> {
-    let email = checked_email(&req.email)?;
-    state.limits.check_auth(client_ip(&meta), Some(&email))?;
+    let now = state.clock.now();
+    mail_if_known(&state, &meta, &req.email, CHECK_INBOX, |_| {
+        UserCommand::RequestEmailVerification {
+            nonce: random_nonce(),
+            now,
+        }
+    })
+    .await
+}
+
+/// Ask an account, if the email has one, to send a mail (`command`); answer 202 with
+/// `message` either way, so the answer tells nothing about the email. Refusals (a verified
+/// account asking for verification, a disabled one) are silent for the same reason.
+pub async fn mail_if_known(
+    state: &AppState,
+    meta: &aggregates::EventMetadata,
+    email: &str,
+    message: &'static str,
+    command: impl FnOnce(Uuid) -> UserCommand,
+) -> Result<Reply<Notice>, ApiError> {
+    let email = checked_email(email)?;
+    state.limits.check_auth(client_ip(meta), Some(&email))?;
     let mut cursor = None;
     if let Some(owner) = email_claims::owner(&state.pool, &email).await? {
-        let command = UserCommand::RequestEmailVerification {
-            nonce: random_nonce(),
-            now: state.clock.now(),
-        };
-        // verified or unknown accounts get no mail, and the same answer
         if let Ok(outcome) = state
             .users
-            .execute(&owner.to_string(), command, &meta)
+            .execute(&owner.to_string(), command(owner), meta)
             .await
         {
             cursor = outcome.cursor;
@@ -200,9 +215,7 @@ pub async fn resend_verification(
     }
     Ok(Reply {
         status: StatusCode::ACCEPTED,
-        data: Notice {
-            message: CHECK_INBOX,
-        },
+        data: Notice { message },
         position: cursor,
         lagging: vec![],
     })

@@ -17,7 +17,7 @@ use crate::auth::password_policy;
 use crate::envelope::Reply;
 use crate::extract::{JsonOrForm, RequestMeta};
 use crate::routes::account::{client_ip, revoke_sessions, user_error};
-use crate::routes::auth::{checked_email, EmailRequest, Notice};
+use crate::routes::auth::{checked_email, mail_if_known, EmailRequest, Notice};
 use crate::routes::read_your_writes::settle;
 use crate::{ApiError, AppState};
 
@@ -41,30 +41,14 @@ pub async fn forgot_password(
     RequestMeta(meta): RequestMeta,
     JsonOrForm(req): JsonOrForm<EmailRequest>,
 ) -> Result<Reply<Notice>, ApiError> {
-    let email = checked_email(&req.email)?;
-    state.limits.check_auth(client_ip(&meta), Some(&email))?;
-    let mut cursor = None;
-    if let Some(owner) = email_claims::owner(&state.pool, &email).await? {
-        let command = UserCommand::RequestPasswordReset {
+    let now = state.clock.now();
+    mail_if_known(&state, &meta, &req.email, RESET_SENT, |_| {
+        UserCommand::RequestPasswordReset {
             nonce: random_nonce(),
-            now: state.clock.now(),
-        };
-        if let Ok(outcome) = state
-            .users
-            .execute(&owner.to_string(), command, &meta)
-            .await
-        {
-            cursor = outcome.cursor;
+            now,
         }
-    }
-    Ok(Reply {
-        status: StatusCode::ACCEPTED,
-        data: Notice {
-            message: RESET_SENT,
-        },
-        position: cursor,
-        lagging: vec![],
     })
+    .await
 }
 
 /// Reset with the link's token, or with the email and the code.
