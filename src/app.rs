@@ -13,6 +13,7 @@ use api::auth::rate_limit::RateLimits;
 use api::auth::tokens::TokenKeys;
 use api::clock::{Clock, SystemClock};
 use api::{ApiConfig, AppState};
+use eventstore::crypto::KeyStore;
 use eventstore::passwords::PasswordHasher;
 use eventstore::secrets::{self, Secrets};
 use eventstore::{database, CommandBus};
@@ -141,6 +142,7 @@ impl Application {
 
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        let keys = KeyStore::new(pool.clone(), config.master_keys.clone());
 
         if roles.has(Role::Relay) {
             let relay = Relay::new(
@@ -169,13 +171,18 @@ impl Application {
                         max_attempts: config.projector_max_attempts,
                         ..ProjectorConfig::default()
                     },
+                    keys.clone(),
                 );
                 tasks.spawn(projector.run(stop.clone()));
             }
         }
 
         let secrets = Secrets::new(config.secret_key.expose());
-        let users = Arc::new(CommandBus::<User>::new(pool.clone(), user_policy(&config)));
+        let users = Arc::new(CommandBus::<User>::new(
+            pool.clone(),
+            keys.clone(),
+            user_policy(&config),
+        ));
         if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
             crate::seed::admin(&pool, &users, email, password, clock.now())
                 .await
@@ -189,6 +196,7 @@ impl Application {
                 pool.clone(),
                 bus.clone(),
                 secrets.clone(),
+                keys.clone(),
                 MailerConfig {
                     smtp_url: config.smtp_url.clone(),
                     from: config.mail_from.clone(),
@@ -221,8 +229,10 @@ impl Application {
                 users: users.clone(),
                 sessions: Arc::new(CommandBus::<Session>::new(
                     pool.clone(),
+                    keys.clone(),
                     SessionPolicy::default(),
                 )),
+                keys: keys.clone(),
                 passwords,
                 dummy_hash: Arc::new(dummy_hash),
                 secrets: secrets.clone(),

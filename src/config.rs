@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use eventstore::crypto::{Key, MasterKeys};
 
 /// The server secret (HMAC of links and codes, token signing). Never printed.
 #[derive(Clone)]
@@ -78,6 +79,9 @@ pub struct Config {
     pub admin_email: Option<String>,
     pub admin_password: Option<String>,
     pub avatar_max_bytes: usize,
+    /// Wraps every user's data key. Rotating: set the new one here and the old one in
+    /// `MASTER_KEY_PREVIOUS`, run `chronicle keys rotate`, then drop the old one.
+    pub master_keys: MasterKeys,
 }
 
 /// Read a variable through `get` (the environment, or a map in tests).
@@ -220,7 +224,26 @@ impl Config {
         if admin_email.is_some() != admin_password.is_some() {
             bail!("ADMIN_EMAIL and ADMIN_PASSWORD go together: set both or neither");
         }
+        let master_current = match v.0("MASTER_KEY").filter(|s| !s.trim().is_empty()) {
+            Some(s) => Key::parse(&s).map_err(|e| anyhow::anyhow!("MASTER_KEY is invalid: {e} (32 bytes as 64 hex digits or base64; `chronicle keys generate` makes one)"))?,
+            None if app_env == AppEnv::Production => {
+                bail!("MASTER_KEY is required in production (`chronicle keys generate` makes one)")
+            }
+            None => dev_master_key(&data_dir)?,
+        };
+        let master_previous = v
+            .string("MASTER_KEY_PREVIOUS", "")
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| {
+                Key::parse(s).map_err(|e| anyhow::anyhow!("MASTER_KEY_PREVIOUS is invalid: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
+            master_keys: MasterKeys {
+                current: master_current,
+                previous: master_previous,
+            },
             public_url,
             frontend_url,
             smtp_url,
@@ -316,6 +339,28 @@ impl Config {
     }
 }
 
+/// In development the master key is made once and kept in the data directory (losing it
+/// makes every user's personal data unreadable, as erasure would).
+fn dev_master_key(data_dir: &std::path::Path) -> anyhow::Result<Key> {
+    let path = data_dir.join("master_key");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if let Ok(k) = Key::parse(&existing) {
+            return Ok(k);
+        }
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("DATA_DIR={}: cannot create it", data_dir.display()))?;
+    let key = Key::random();
+    std::fs::write(&path, key.to_hex()).with_context(|| {
+        format!(
+            "DATA_DIR={}: cannot write the master key",
+            data_dir.display()
+        )
+    })?;
+    tracing::info!(path = %path.display(), "Generated a development master key");
+    Ok(key)
+}
+
 /// In development the secret is made once and kept in the data directory, so sessions
 /// and links survive restarts.
 fn dev_secret(data_dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
@@ -348,10 +393,11 @@ mod tests {
     use super::*;
 
     fn config(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        // nothing generated into the working directory by these tests
+        let tmp = std::env::temp_dir().join("chronicle-config-tests");
+        let mut map: HashMap<String, String> =
+            HashMap::from([("DATA_DIR".to_string(), tmp.display().to_string())]);
+        map.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -370,7 +416,8 @@ mod tests {
         assert!(config(&[
             ("APP_ENV", "production"),
             ("SECRET_KEY", &"k".repeat(32)),
-            ("SMTP_URL", "smtp://mail.example.com:587")
+            ("SMTP_URL", "smtp://mail.example.com:587"),
+            ("MASTER_KEY", &"ab".repeat(32))
         ])
         .is_ok());
     }
@@ -390,6 +437,8 @@ mod tests {
             ("PUBLIC_URL", "example.com"),
             ("SMTP_URL", "mail.example.com"),
             ("ADMIN_EMAIL", "root@example.com"),
+            ("MASTER_KEY", "not-a-key"),
+            ("MASTER_KEY_PREVIOUS", "zz"),
         ] {
             let err = config(&[("SECRET_KEY", &"k".repeat(32)), (name, value)])
                 .err()

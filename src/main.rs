@@ -6,6 +6,7 @@ use anyhow::Context;
 use chronicle::app::stop_on_signals;
 use chronicle::{Application, Config, Roles};
 use clap::{Parser, Subcommand};
+use eventstore::crypto::{Key, KeyStore};
 use eventstore::database;
 use projections::{checkpoint, ReadModel};
 
@@ -46,6 +47,20 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// The master key that wraps every user's data key.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Print a new random master key (64 hex digits) for MASTER_KEY.
+    Generate,
+    /// Re-wrap every user's data key with MASTER_KEY (old keys in MASTER_KEY_PREVIOUS).
+    /// The event log is not touched.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,13 +103,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
+        Command::Keys { command } => match command {
+            KeysCommand::Generate => {
+                println!("{}", Key::random().to_hex());
+                Ok(())
+            }
+            KeysCommand::Rotate => {
+                let pool = database::connect(&config.database_url, 2)
+                    .await
+                    .context("DATABASE_URL: cannot connect")?;
+                let keys = KeyStore::new(pool.clone(), config.master_keys.clone());
+                let n = keys.rotate().await?;
+                println!(
+                    "re-wrapped {n} user keys with master key {}",
+                    config.master_keys.current.id()
+                );
+                Ok(())
+            }
+        },
         Command::Projections { command } => {
             let pool = database::connect(&config.database_url, 2)
                 .await
                 .context("DATABASE_URL: cannot connect")?;
             match command {
                 ProjectionsCommand::Status => projections_status(&pool).await,
-                ProjectionsCommand::Rebuild { name } => rebuild(&pool, name).await,
+                ProjectionsCommand::Rebuild { name } => {
+                    let keys = KeyStore::new(pool.clone(), config.master_keys.clone());
+                    rebuild(&pool, &keys, name).await
+                }
             }
         }
     }
@@ -132,7 +168,7 @@ async fn projections_status(pool: &sqlx::PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn rebuild(pool: &sqlx::PgPool, model: ReadModel) -> anyhow::Result<()> {
+async fn rebuild(pool: &sqlx::PgPool, keys: &KeyStore, model: ReadModel) -> anyhow::Result<()> {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -142,7 +178,7 @@ async fn rebuild(pool: &sqlx::PgPool, model: ReadModel) -> anyhow::Result<()> {
         .progress_chars("=> "),
     );
     bar.set_message(format!("rebuilding {model}"));
-    let report = projections::rebuild::rebuild(pool, model, |done, total| {
+    let report = projections::rebuild::rebuild(pool, keys, model, |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     })

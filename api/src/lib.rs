@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::sessions::router())
         .merge(routes::password::router())
         .merge(routes::me::router(state.config.avatar_max_bytes))
+        .merge(routes::privacy::router())
         .merge(routes::users::router())
         .merge(routes::health::router())
         .merge(openapi::router())

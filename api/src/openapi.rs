@@ -5,7 +5,7 @@ use axum::Router;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::routes::{auth, health, me, password, sessions, users};
+use crate::routes::{auth, health, me, password, privacy, sessions, users};
 use crate::AppState;
 
 #[derive(OpenApi)]
@@ -32,6 +32,9 @@ use crate::AppState;
         me::put_avatar,
         me::list_sessions,
         me::revoke_session,
+        privacy::erase_me,
+        privacy::history,
+        privacy::export,
         users::status,
         users::avatar,
         health::live,

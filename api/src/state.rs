@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use aggregates::session::Session;
 use aggregates::user::User;
+use eventstore::crypto::KeyStore;
 use eventstore::passwords::PasswordHasher;
 use eventstore::secrets::Secrets;
 use eventstore::CommandBus;
@@ -78,6 +79,8 @@ pub struct AppState {
     /// they take as long as known ones.
     pub dummy_hash: Arc<String>,
     pub secrets: Secrets,
+    /// Per-user data keys: opening personal values, erasing them.
+    pub keys: KeyStore,
     pub tokens: TokenKeys,
     pub clock: Arc<dyn Clock>,
     pub limits: Arc<RateLimits>,

@@ -13,6 +13,9 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateError, EventStore};
 use postgres_es::PostgresEventRepository;
+
+use crate::crypto::KeyStore;
+use crate::encrypting_repository::EncryptingRepository;
 use rand::Rng;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -71,7 +74,7 @@ impl<E: std::error::Error> From<AggregateError<E>> for CommandError<E> {
 
 /// Executes commands of one aggregate type.
 pub struct CommandBus<A: Aggregate> {
-    store: PersistedEventStore<PostgresEventRepository, A>,
+    store: PersistedEventStore<EncryptingRepository, A>,
     services: A::Services,
     pool: PgPool,
     max_attempts: u32,
@@ -82,8 +85,8 @@ where
     A: Aggregate + Send + Sync + 'static,
     A::Command: Clone + Send + Sync,
 {
-    pub fn new(pool: PgPool, services: A::Services) -> Self {
-        let repo = PostgresEventRepository::new(pool.clone());
+    pub fn new(pool: PgPool, keys: KeyStore, services: A::Services) -> Self {
+        let repo = EncryptingRepository::new(PostgresEventRepository::new(pool.clone()), keys);
         Self {
             store: PersistedEventStore::new_event_store(repo),
             services,

@@ -60,6 +60,19 @@ impl StoredEvent {
         }
     }
 
+    /// Open the sealed personal values (erased users' read as `"[erased]"`).
+    pub async fn open(
+        &mut self,
+        keys: &crate::crypto::KeyStore,
+    ) -> Result<(), crate::crypto::CryptoError> {
+        let mut meta = serde_json::to_value(&self.metadata).unwrap_or_default();
+        crate::personal::open_values(keys, &mut [&mut self.payload, &mut meta]).await?;
+        if let Ok(m) = serde_json::from_value(meta) {
+            self.metadata = m;
+        }
+        Ok(())
+    }
+
     fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
         let metadata: serde_json::Value = row.try_get("metadata")?;
         let metadata =
@@ -168,4 +181,39 @@ pub async fn count_before<'e>(
     .bind(position_param(&upto))
     .fetch_one(db)
     .await
+}
+
+/// Where a user's own history is: their `user` aggregate, the sessions they started, and
+/// every event they caused.
+const USER_HISTORY: &str = "(aggregate_type = 'user' and aggregate_id = $1) \
+     or (aggregate_type = 'session' and payload -> 'SessionStarted' ->> 'user_id' = $1) \
+     or metadata ->> 'actor_id' = $1";
+
+/// A page of a user's history, newest first, and how many events it has in all.
+pub async fn user_history<'e>(
+    db: impl PgExecutor<'e> + Copy,
+    user_id: &str,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<StoredEvent>, i64), sqlx::Error> {
+    let sql = format!(
+        "{SELECT_EVENT} where {USER_HISTORY} order by transaction_id desc, position desc limit $2 offset $3"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(user_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(db)
+        .await?;
+    let total: i64 =
+        sqlx::query_scalar(&format!("select count(*) from events where {USER_HISTORY}"))
+            .bind(user_id)
+            .fetch_one(db)
+            .await?;
+    Ok((
+        rows.iter()
+            .map(StoredEvent::from_row)
+            .collect::<Result<_, _>>()?,
+        total,
+    ))
 }

@@ -11,6 +11,7 @@
 //! tables in committed batches is the way on when logs grow.
 
 use aggregates::LogCursor;
+use eventstore::crypto::KeyStore;
 use sqlx::PgPool;
 
 use crate::{checkpoint, ProjectionError, ReadModel};
@@ -27,6 +28,7 @@ pub struct RebuildReport {
 /// batch.
 pub async fn rebuild(
     pool: &PgPool,
+    keys: &KeyStore,
     model: ReadModel,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<RebuildReport, ProjectionError> {
@@ -44,8 +46,12 @@ pub async fn rebuild(
         if batch.is_empty() {
             break;
         }
-        for event in &batch {
-            model.apply(&mut tx, event).await?;
+        for mut event in batch {
+            event
+                .open(keys)
+                .await
+                .map_err(|e| ProjectionError::poison(&event, e))?;
+            model.apply(&mut tx, &event).await?;
             cursor = event.cursor;
             applied += 1;
         }

@@ -3,7 +3,9 @@
 //! Guarded by the session's event sequence like `users`.
 
 use aggregates::session::{SessionEvent, AGGREGATE_TYPE};
+use aggregates::user::{self, UserEvent};
 use chrono::{DateTime, Utc};
+use eventstore::crypto::ERASED;
 use eventstore::StoredEvent;
 use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor};
@@ -12,6 +14,9 @@ use uuid::Uuid;
 use crate::ProjectionError;
 
 pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    if event.aggregate_type == user::AGGREGATE_TYPE {
+        return apply_user(conn, event).await;
+    }
     if event.aggregate_type != AGGREGATE_TYPE {
         return Ok(());
     }
@@ -104,6 +109,46 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
     Ok(())
 }
 
+/// An erased user's sessions end, and lose what identified the device.
+async fn apply_user(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    let user_event: UserEvent = serde_json::from_value(event.payload.clone())
+        .map_err(|e| ProjectionError::poison(event, format!("payload: {e}")))?;
+    match user_event {
+        UserEvent::UserErased { .. } => {
+            let user_id: Uuid = event
+                .aggregate_id
+                .parse()
+                .map_err(|e| ProjectionError::poison(event, format!("aggregate id: {e}")))?;
+            sqlx::query(
+                "update sessions set device = $2, \
+                 ip = case when ip is null then null else $2 end, \
+                 user_agent = case when user_agent is null then null else $2 end, \
+                 revoked_at = coalesce(revoked_at, $3), \
+                 revoked_reason = coalesce(revoked_reason, 'erased') where user_id = $1",
+            )
+            .bind(user_id)
+            .bind(ERASED)
+            .bind(event.recorded_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        UserEvent::UserRegistered { .. }
+        | UserEvent::DuplicateRegistrationAttempted { .. }
+        | UserEvent::EmailVerificationRequested { .. }
+        | UserEvent::EmailVerificationCodeRejected { .. }
+        | UserEvent::EmailVerified { .. }
+        | UserEvent::FailedLoginsCleared { .. }
+        | UserEvent::LoginFailed { .. }
+        | UserEvent::PasswordResetRequested { .. }
+        | UserEvent::PasswordResetCodeRejected { .. }
+        | UserEvent::PasswordReset { .. }
+        | UserEvent::PasswordChanged { .. }
+        | UserEvent::ProfileUpdated { .. }
+        | UserEvent::AvatarChanged { .. } => {}
+    }
+    Ok(())
+}
+
 pub async fn clear(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query("delete from sessions").execute(conn).await?;
     Ok(())
@@ -154,6 +199,19 @@ pub async fn active_for_user<'e>(
     ))
     .bind(user_id)
     .bind(now)
+    .fetch_all(db)
+    .await
+}
+
+/// Every session of a user, live or not, newest first (for the user's export).
+pub async fn all_for_user<'e>(
+    db: impl PgExecutor<'e>,
+    user_id: Uuid,
+) -> Result<Vec<SessionRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{SELECT} where user_id = $1 order by created_at desc"
+    ))
+    .bind(user_id)
     .fetch_all(db)
     .await
 }

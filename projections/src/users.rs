@@ -5,8 +5,9 @@
 //! reported instead of papered over.
 
 use aggregates::session::{self, SessionEvent};
-use aggregates::user::{UserEvent, AGGREGATE_TYPE, STATUS_ACTIVE, STATUS_PENDING};
+use aggregates::user::{UserEvent, AGGREGATE_TYPE, STATUS_ACTIVE, STATUS_ERASED, STATUS_PENDING};
 use chrono::{DateTime, Utc};
+use eventstore::crypto::ERASED;
 use eventstore::StoredEvent;
 use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor};
@@ -117,6 +118,29 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
             .bind(event.recorded_at)
             .execute(&mut *conn)
             .await?;
+        }
+        UserEvent::UserErased { .. } => {
+            // Placeholders where personal data was; the same as a rebuild produces from
+            // events whose sealed values no longer open.
+            sqlx::query(
+                "update users set email = $3, \
+                 display_name = case when display_name is null then null else $3 end, \
+                 locale = case when locale is null then null else $3 end, \
+                 timezone = case when timezone is null then null else $3 end, \
+                 avatar_content_type = null, avatar_sha256 = null, status = $4, \
+                 updated_at = $5, last_sequence = $2 where id = $1",
+            )
+            .bind(user_id)
+            .bind(sequence)
+            .bind(ERASED)
+            .bind(STATUS_ERASED)
+            .bind(event.recorded_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        UserEvent::AvatarChanged { sha256, .. } if sha256 == ERASED => {
+            // replayed after an erasure: the image is gone with the key
+            touch(conn, user_id, event).await?;
         }
         UserEvent::AvatarChanged {
             content_type,

@@ -27,7 +27,8 @@ fn api_roles() -> Roles {
 pub async fn latest_nonce(app: &TestApp, email: &str, event_type: &str) -> (Uuid, String) {
     let row: (String, String) = sqlx::query_as(
         "select aggregate_id, payload -> $2 ->> 'nonce' from events \
-         where event_type = $2 and payload -> $2 ->> 'email' = $1 \
+         where event_type = $2 \
+         and aggregate_id = (select user_id::text from email_claims where email = $1) \
          order by transaction_id desc, position desc limit 1",
     )
     .bind(email)

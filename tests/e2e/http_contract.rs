@@ -57,7 +57,18 @@ async fn a_registered_user_is_visible_to_the_status_query_at_once() {
             .await
             .expect("event");
     assert_eq!(meta["actor_role"], "anonymous");
-    assert_eq!(meta["ip"], "127.0.0.1");
+    // the IP is personal data: sealed in the log, readable with the user's key
+    assert!(
+        meta["ip"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("enc:v1:")),
+        "{meta}"
+    );
+    let mut events = eventstore::log::read_after(&app.pool, aggregates::LogCursor::START, 10)
+        .await
+        .expect("log");
+    events[0].open(&app.keys()).await.expect("open");
+    assert_eq!(events[0].metadata.ip.as_deref(), Some("127.0.0.1"));
     assert!(meta["request_id"].as_str().is_some_and(|s| !s.is_empty()));
     assert_eq!(meta["correlation_id"], meta["request_id"]);
     assert_eq!(meta["causation_id"], meta["request_id"]);

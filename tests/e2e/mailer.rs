@@ -20,7 +20,7 @@ async fn verification_request(app: &TestApp, email: &str) -> (Uuid, String, Uuid
     let (user, nonce, event_id): (String, String, Uuid) = sqlx::query_as(
         "select aggregate_id, payload->'EmailVerificationRequested'->>'nonce', event_id \
          from events where event_type = 'EmailVerificationRequested' \
-         and payload->'EmailVerificationRequested'->>'email' = $1",
+         and aggregate_id = (select user_id::text from email_claims where email = $1)",
     )
     .bind(email)
     .fetch_one(&app.pool)

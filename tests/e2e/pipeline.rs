@@ -90,7 +90,7 @@ async fn drain_exactly(relay: &Relay, expected: usize) {
 }
 
 async fn register_many(app: &crate::support::TestApp, n: usize) -> Vec<Uuid> {
-    let bus = CommandBus::<User>::new(app.pool.clone(), UserPolicy::default());
+    let bus = CommandBus::<User>::new(app.pool.clone(), app.keys(), UserPolicy::default());
     let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
     futures::stream::iter(ids.clone())
         .map(|id| {
@@ -363,7 +363,9 @@ async fn a_redelivered_event_changes_nothing_and_a_rebuilt_read_model_equals_the
 
     // Rebuild both from the log: the same rows.
     for model in ReadModel::ALL {
-        let report = rebuild(&app.pool, model, |_, _| {}).await.expect("rebuild");
+        let report = rebuild(&app.pool, &app.keys(), model, |_, _| {})
+            .await
+            .expect("rebuild");
         assert_eq!(report.events_applied, 11); // 5 registrations of 2 events, 1 duplicate
     }
     assert_eq!(users::all(&app.pool).await.expect("users"), users_before);

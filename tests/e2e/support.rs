@@ -183,6 +183,11 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// The personal-data keys, as the app has them.
+    pub fn keys(&self) -> eventstore::crypto::KeyStore {
+        eventstore::crypto::KeyStore::new(self.pool.clone(), self.env.config().master_keys)
+    }
+
     /// GET a path and read the envelope.
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
         json(

@@ -20,6 +20,7 @@ use aggregates::StreamEnvelope;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::Message;
+use eventstore::crypto::{CryptoError, KeyStore};
 use eventstore::StoredEvent;
 use futures::{FutureExt, StreamExt};
 use projections::{checkpoint, ProjectionError, ReadModel};
@@ -94,15 +95,24 @@ pub struct Projector {
     bus: EventBus,
     model: ReadModel,
     config: ProjectorConfig,
+    /// Opens events' sealed personal values before they are applied.
+    keys: KeyStore,
 }
 
 impl Projector {
-    pub fn new(pool: PgPool, bus: EventBus, model: ReadModel, config: ProjectorConfig) -> Self {
+    pub fn new(
+        pool: PgPool,
+        bus: EventBus,
+        model: ReadModel,
+        config: ProjectorConfig,
+        keys: KeyStore,
+    ) -> Self {
         Self {
             pool,
             bus,
             model,
             config,
+            keys,
         }
     }
 
@@ -179,6 +189,12 @@ impl Projector {
                 }
             };
             if event.cursor > cursor {
+                let mut event = event.clone();
+                event.open(&self.keys).await.map_err(|e| match e {
+                    CryptoError::Database(db) => ProjectionError::Database(db),
+                    other => ProjectionError::poison(&event, other),
+                })?;
+                let event = &event;
                 self.model.apply(&mut tx, event).await?;
                 cursor = event.cursor;
                 applied += 1;

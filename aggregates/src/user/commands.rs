@@ -78,6 +78,10 @@ pub enum UserCommand {
         sha256: String,
         size: u64,
     },
+    /// Erase the account (the owner's password, or an admin, was checked already).
+    EraseUser {
+        requested_by: String,
+    },
 }
 
 /// A cheap shape check: one `@`, something before it, a dot in the domain, no spaces.

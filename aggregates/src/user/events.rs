@@ -96,6 +96,12 @@ pub enum UserEvent {
         sha256: String,
         size: u64,
     },
+    /// The account and its personal data are erased: the user's key is deleted, so every
+    /// personal value this user's events hold reads as "[erased]" from now on.
+    UserErased {
+        /// `user` (the owner, with the password) or `admin`.
+        requested_by: String,
+    },
 }
 
 impl DomainEvent for UserEvent {
@@ -114,6 +120,7 @@ impl DomainEvent for UserEvent {
             UserEvent::PasswordChanged { .. } => "PasswordChanged",
             UserEvent::ProfileUpdated { .. } => "ProfileUpdated",
             UserEvent::AvatarChanged { .. } => "AvatarChanged",
+            UserEvent::UserErased { .. } => "UserErased",
         }
         .to_owned()
     }

@@ -29,6 +29,7 @@ pub const DEFAULT_PLAN: &str = "free";
 pub const STATUS_PENDING: &str = "pending_verification";
 pub const STATUS_ACTIVE: &str = "active";
 pub const STATUS_DISABLED: &str = "disabled";
+pub const STATUS_ERASED: &str = "erased";
 
 /// The numbers the rules use. Kept out of the code so tests and deployments can tune them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +81,7 @@ pub struct PendingSecret {
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct User {
     pub registered: bool,
+    pub erased: bool,
     pub email: String,
     pub display_name: Option<String>,
     pub password_hash: Option<String>,
@@ -126,7 +128,9 @@ pub enum UserError {
 impl User {
     /// The status shown to people: `pending_verification`, `active` or `disabled`.
     pub fn status(&self) -> &'static str {
-        if self.disabled {
+        if self.erased {
+            STATUS_ERASED
+        } else if self.disabled {
             STATUS_DISABLED
         } else if self.email_verified {
             STATUS_ACTIVE
@@ -136,7 +140,7 @@ impl User {
     }
 
     fn must_exist(&self) -> Result<(), UserError> {
-        if self.registered {
+        if self.registered && !self.erased {
             Ok(())
         } else {
             Err(UserError::NotRegistered)
@@ -457,6 +461,11 @@ impl Aggregate for User {
                 )
                 .await;
             }
+            UserCommand::EraseUser { requested_by } => {
+                self.must_exist()?;
+                sink.write(UserEvent::UserErased { requested_by }, self)
+                    .await;
+            }
             UserCommand::ChangeAvatar {
                 content_type,
                 sha256,
@@ -566,6 +575,14 @@ impl Aggregate for User {
                 self.timezone = timezone;
             }
             UserEvent::AvatarChanged { .. } => {}
+            UserEvent::UserErased { .. } => {
+                // nothing personal stays in the state either
+                *self = User {
+                    registered: true,
+                    erased: true,
+                    ..User::default()
+                };
+            }
         }
     }
 }

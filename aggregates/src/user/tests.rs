@@ -329,3 +329,36 @@ async fn a_profile_update_that_changes_nothing_records_nothing() {
         .await
         .then_expect_events(vec![]);
 }
+
+#[tokio::test]
+async fn an_erased_account_refuses_every_command() {
+    let mut given = verified();
+    given.push(UserEvent::UserErased {
+        requested_by: "user".into(),
+    });
+    UserTest::with(UserPolicy::default())
+        .given(given.clone())
+        .when_async(login(true, t0()))
+        .await
+        .then_expect_error(UserError::NotRegistered);
+    UserTest::with(UserPolicy::default())
+        .given(given)
+        .when_async(UserCommand::EraseUser {
+            requested_by: "user".into(),
+        })
+        .await
+        .then_expect_error(UserError::NotRegistered);
+}
+
+#[tokio::test]
+async fn erasing_records_user_erased() {
+    UserTest::with(UserPolicy::default())
+        .given(verified())
+        .when_async(UserCommand::EraseUser {
+            requested_by: "user".into(),
+        })
+        .await
+        .then_expect_events(vec![UserEvent::UserErased {
+            requested_by: "user".into(),
+        }]);
+}

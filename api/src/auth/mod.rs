@@ -16,7 +16,7 @@ pub mod password_policy;
 pub mod rate_limit;
 pub mod tokens;
 
-use aggregates::user::STATUS_DISABLED;
+use aggregates::user::{STATUS_DISABLED, STATUS_ERASED};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -80,6 +80,9 @@ impl FromRequestParts<AppState> for AuthUser {
             return Err(ApiError::TokenInvalid);
         }
         if let Some(user) = users::by_id(&state.pool, user_id).await? {
+            if user.status == STATUS_ERASED {
+                return Err(ApiError::TokenInvalid);
+            }
             if user.status == STATUS_DISABLED {
                 return Err(ApiError::AccountDisabled);
             }

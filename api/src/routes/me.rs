@@ -25,7 +25,12 @@ use crate::{ApiError, AppState};
 
 pub fn router(avatar_max_bytes: usize) -> Router<AppState> {
     Router::new()
-        .route("/api/v1/users/me", get(get_me).patch(patch_me))
+        .route(
+            "/api/v1/users/me",
+            get(get_me)
+                .patch(patch_me)
+                .merge(crate::routes::privacy::erase_route()),
+        )
         .route("/api/v1/users/me/password", post(change_password))
         .route(
             "/api/v1/users/me/avatar",

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod health;
 pub mod me;
 pub mod password;
+pub mod privacy;
 pub mod read_your_writes;
 pub mod sessions;
 pub mod users;

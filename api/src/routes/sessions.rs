@@ -287,6 +287,9 @@ pub async fn refresh(
     let user = projections::users::by_id(&state.pool, user_id)
         .await?
         .ok_or(ApiError::TokenInvalid)?;
+    if user.status == aggregates::user::STATUS_ERASED {
+        return Err(ApiError::TokenInvalid);
+    }
     if user.status == aggregates::user::STATUS_DISABLED {
         return Err(ApiError::AccountDisabled);
     }

@@ -105,6 +105,7 @@ impl Composer {
             | UserEvent::EmailVerificationCodeRejected { .. }
             | UserEvent::EmailVerified { .. }
             | UserEvent::FailedLoginsCleared { .. }
+            | UserEvent::UserErased { .. }
             | UserEvent::LoginFailed { .. }
             | UserEvent::PasswordResetCodeRejected { .. }
             | UserEvent::ProfileUpdated { .. }

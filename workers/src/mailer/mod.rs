@@ -31,6 +31,8 @@ use std::time::Duration;
 use aggregates::StreamEnvelope;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{AckKind, Message};
+use eventstore::crypto::{KeyStore, ERASED};
+use eventstore::personal::open_values;
 use eventstore::secrets::Secrets;
 use futures::StreamExt;
 use lettre::message::Mailbox;
@@ -120,6 +122,8 @@ pub struct Mailer {
     transport: Transport,
     from: Mailbox,
     tuning: MailerTuning,
+    /// Opens the sealed personal values (the recipient's address) of an event.
+    keys: KeyStore,
 }
 
 impl Mailer {
@@ -127,6 +131,7 @@ impl Mailer {
         pool: PgPool,
         bus: EventBus,
         secrets: Secrets,
+        keys: KeyStore,
         config: MailerConfig,
     ) -> Result<Self, MailerError> {
         let from: Mailbox = config
@@ -137,6 +142,7 @@ impl Mailer {
         Ok(Self {
             pool,
             bus,
+            keys,
             composer: Composer::new(secrets, &config.public_url, config.frontend_url.as_deref()),
             transport,
             from,
@@ -242,7 +248,13 @@ impl Mailer {
     async fn handle(&self, message: &Message, stop: &CancellationToken) -> Verdict {
         let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
         match serde_json::from_slice::<StreamEnvelope>(&message.payload) {
-            Ok(envelope) => self.process(&envelope, delivered, stop).await,
+            Ok(mut envelope) => {
+                if let Err(e) = open_values(&self.keys, &mut [&mut envelope.payload]).await {
+                    tracing::warn!(event_id = %envelope.event_id, error = %e, "Mailer cannot open an event's personal data");
+                    return Verdict::Retry(self.tuning.retry_delay(delivered));
+                }
+                self.process(&envelope, delivered, stop).await
+            }
             Err(e) => {
                 tracing::error!(subject = %message.subject, error = %e, "Mailer cannot read a message: not an event envelope");
                 Verdict::Term
@@ -277,6 +289,10 @@ impl Mailer {
             }
         };
         let kind = mail.kind.as_str();
+        if mail.to == ERASED {
+            tracing::debug!(%event_id, kind, "No mail: the recipient is erased");
+            return Verdict::Ack;
+        }
         let domain = recipient_domain(&mail.to);
         match deliveries::recorded(&self.pool, event_id).await {
             Ok(Some(status)) => {
