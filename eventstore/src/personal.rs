@@ -137,12 +137,12 @@ pub async fn open_values(keys: &KeyStore, values: &mut [&mut Value]) -> Result<(
     if sealed.is_empty() {
         return Ok(());
     }
+    sealed.sort_unstable();
+    sealed.dedup();
     let mut opened = HashMap::with_capacity(sealed.len());
     for s in sealed {
-        if !opened.contains_key(&s) {
-            let plain = keys.open(&s).await?;
-            opened.insert(s, plain);
-        }
+        let plain = keys.open(&s).await?;
+        opened.insert(s, plain);
     }
     for v in values.iter_mut() {
         replace_sealed(v, &opened);
