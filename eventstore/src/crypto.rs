@@ -185,12 +185,13 @@ impl KeyStore {
         if let Some(k) = self.cached(user) {
             return Ok(Some(k));
         }
-        let row: Option<(Vec<u8>, String)> =
+        let row: Option<(Option<Vec<u8>>, String)> =
             sqlx::query_as("select wrapped_key, master_key_id from user_keys where user_id = $1")
                 .bind(user)
                 .fetch_optional(&self.pool)
                 .await?;
-        let Some((wrapped, master_id)) = row else {
+        // no row: no key yet; a row without a key: erased
+        let Some((Some(wrapped), master_id)) = row else {
             return Ok(None);
         };
         let master = self

@@ -11,5 +11,6 @@ mod http_contract;
 mod mailer;
 mod operations;
 mod pipeline;
+mod privacy;
 mod resilience;
 mod smtp_sink;

@@ -154,6 +154,16 @@ async fn the_cli_migrates_reports_and_rebuilds() {
     assert!(ok, "{out}");
     assert!(out.contains("6 events replayed"), "{out}");
     assert_eq!(app.scalar_i64("select count(*) from users").await, 3);
+    // master key rotation through the binary
+    let (ok, new_key) = chronicle(&env, &["keys", "generate"]);
+    assert!(ok && new_key.trim().len() == 64, "{new_key}");
+    let old_key = env.vars["MASTER_KEY"].clone();
+    let rotated = env
+        .clone()
+        .set("MASTER_KEY", new_key.trim())
+        .set("MASTER_KEY_PREVIOUS", old_key);
+    let (ok, out) = chronicle(&rotated, &["keys", "rotate"]);
+    assert!(ok && out.contains("re-wrapped 3 user keys"), "{out}");
     let (ok, out) = chronicle(&env, &["projections", "rebuild", "nonsense"]);
     assert!(!ok && out.contains("no read model named"), "{out}");
     app.finish().await;

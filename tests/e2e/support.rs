@@ -68,6 +68,10 @@ impl TestEnv {
             "SECRET_KEY".into(),
             "test-secret-key-that-is-long-enough-000".into(),
         );
+        vars.insert(
+            "MASTER_KEY".into(),
+            eventstore::crypto::Key::random().to_hex(),
+        );
         vars.insert("RELAY_POLL_INTERVAL_MS".into(), "100".into());
         vars.insert("PASSWORD_HASH_CONCURRENCY".into(), "2".into());
         // generous limits: tests that check rate limiting set their own
