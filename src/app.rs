@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use aggregates::meter::Meter;
 use aggregates::session::{Session, SessionPolicy};
 use aggregates::user::{User, UserPolicy};
 use anyhow::Context;
@@ -184,7 +185,7 @@ impl Application {
             user_policy(&config),
         ));
         if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
-            crate::seed::admin(&pool, &users, email, password, clock.now())
+            crate::seed::admin(&pool, &users, email, password, &config.plans.default, clock.now())
                 .await
                 .context("ADMIN_EMAIL: cannot seed the admin")?;
         }
@@ -233,6 +234,12 @@ impl Application {
                     SessionPolicy::default(),
                 )),
                 keys: keys.clone(),
+                meters: Arc::new(
+                    CommandBus::<Meter>::new(pool.clone(), keys.clone(), ())
+                        .with_snapshots(config.meter_snapshot_every)
+                        .with_max_attempts(20),
+                ),
+                plans: Arc::new(config.plans.clone()),
                 passwords,
                 dummy_hash: Arc::new(dummy_hash),
                 secrets: secrets.clone(),

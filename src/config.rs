@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use aggregates::plan::Plans;
 use eventstore::crypto::{Key, MasterKeys};
 
 /// The server secret (HMAC of links and codes, token signing). Never printed.
@@ -82,6 +83,11 @@ pub struct Config {
     /// Wraps every user's data key. Rotating: set the new one here and the old one in
     /// `MASTER_KEY_PREVIOUS`, run `chronicle keys rotate`, then drop the old one.
     pub master_keys: MasterKeys,
+    /// Plans and their daily limits, from `PLANS` (JSON) or the file `PLANS_FILE`
+    /// (default `plans.json`).
+    pub plans: Plans,
+    /// Meters (a user's day of usage) are snapshotted every this many events.
+    pub meter_snapshot_every: u64,
 }
 
 /// Read a variable through `get` (the environment, or a map in tests).
@@ -239,7 +245,18 @@ impl Config {
                 Key::parse(s).map_err(|e| anyhow::anyhow!("MASTER_KEY_PREVIOUS is invalid: {e}"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let plans = match v.0("PLANS").filter(|s| !s.trim().is_empty()) {
+            Some(json) => Plans::parse(&json).map_err(|e| anyhow::anyhow!("PLANS is invalid: {e}"))?,
+            None => {
+                let path = v.string("PLANS_FILE", "plans.json");
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("PLANS_FILE={path}: cannot read it ({e}); set PLANS_FILE or PLANS"))?;
+                Plans::parse(&text).map_err(|e| anyhow::anyhow!("PLANS_FILE={path} is invalid: {e}"))?
+            }
+        };
         Ok(Self {
+            plans,
+            meter_snapshot_every: positive("METER_SNAPSHOT_EVERY", v.parse("METER_SNAPSHOT_EVERY", 100)?)?,
             master_keys: MasterKeys {
                 current: master_current,
                 previous: master_previous,
@@ -395,8 +412,10 @@ mod tests {
     fn config(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
         // nothing generated into the working directory by these tests
         let tmp = std::env::temp_dir().join("chronicle-config-tests");
-        let mut map: HashMap<String, String> =
-            HashMap::from([("DATA_DIR".to_string(), tmp.display().to_string())]);
+        let mut map: HashMap<String, String> = HashMap::from([
+            ("DATA_DIR".to_string(), tmp.display().to_string()),
+            ("PLANS_FILE".to_string(), concat!(env!("CARGO_MANIFEST_DIR"), "/plans.json").to_string()),
+        ]);
         map.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Config::from_lookup(|k| map.get(k).cloned())
     }
@@ -439,6 +458,8 @@ mod tests {
             ("ADMIN_EMAIL", "root@example.com"),
             ("MASTER_KEY", "not-a-key"),
             ("MASTER_KEY_PREVIOUS", "zz"),
+            ("PLANS", "{\"default\":\"gold\",\"plans\":[]}"),
+            ("PLANS_FILE", "/nonexistent/plans.json"),
         ] {
             let err = config(&[("SECRET_KEY", &"k".repeat(32)), (name, value)])
                 .err()

@@ -17,6 +17,7 @@ pub async fn admin(
     users: &CommandBus<User>,
     email: &str,
     password: &str,
+    plan: &str,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
     let email = aggregates::user::commands::normalize_email(email);
@@ -37,6 +38,7 @@ pub async fn admin(
         password_hash: Some(password_hash),
         display_name: Some("Admin".into()),
         role: ROLE_ADMIN.to_owned(),
+        plan: plan.to_owned(),
         verified: true,
         verification_nonce: random_nonce(),
         now,

@@ -50,6 +50,12 @@ pub enum ApiError {
     AccountLocked { retry_after_secs: u64 },
     #[error("not allowed")]
     Forbidden,
+    /// 402: a plan limit is reached; `details` says which, the limit and what is used.
+    #[error("{message}")]
+    UpgradeRequired {
+        message: String,
+        details: serde_json::Value,
+    },
     /// 429 with Retry-After.
     #[error("too many requests; try again later")]
     RateLimited { retry_after_secs: u64 },
@@ -90,6 +96,10 @@ pub struct ErrorBody {
     pub error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fields: Option<BTreeMap<String, String>>,
+    /// More about the error, for some kinds (`upgrade_required`: the limit and usage).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -125,6 +135,7 @@ impl ApiError {
                 StatusCode::FORBIDDEN
             }
             Self::AccountLocked { .. } => StatusCode::LOCKED,
+            Self::UpgradeRequired { .. } => StatusCode::PAYMENT_REQUIRED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::LinkInvalid | Self::LinkExpired => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -147,6 +158,7 @@ impl ApiError {
             Self::AccountDisabled => "account_disabled",
             Self::AccountLocked { .. } => "account_locked",
             Self::Forbidden => "forbidden",
+            Self::UpgradeRequired { .. } => "upgrade_required",
             Self::RateLimited { .. } => "rate_limited",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
@@ -172,6 +184,7 @@ pub fn error_response(
         data: None,
         error: kind.to_owned(),
         fields,
+        details: None,
     };
     (status, Json(body)).into_response()
 }
@@ -186,7 +199,12 @@ impl IntoResponse for ApiError {
             ApiError::NotCaughtUp | ApiError::Unavailable(_) => Some(1),
             _ => None,
         };
+        let mut details = None;
         let (message, fields) = match self {
+            ApiError::UpgradeRequired { message, details: d } => {
+                details = Some(d);
+                (message, None)
+            }
             ApiError::Internal(cause) => {
                 tracing::error!(error = %cause, "Request failed");
                 ("an unexpected error occurred".to_owned(), None)
@@ -196,7 +214,20 @@ impl IntoResponse for ApiError {
             }
             other => (other.to_string(), None),
         };
-        let mut response = error_response(status, kind, &message, fields);
+        let mut response = match details {
+            Some(details) => {
+                let body = ErrorBody {
+                    code: status.as_u16(),
+                    message: message.clone(),
+                    data: None,
+                    error: kind.to_owned(),
+                    fields: None,
+                    details: Some(details),
+                };
+                (status, Json(body)).into_response()
+            }
+            None => error_response(status, kind, &message, fields),
+        };
         if let Some(secs) = retry_after {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 response.headers_mut().insert("retry-after", v);

@@ -22,6 +22,7 @@ pub mod clock;
 pub mod envelope;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;
@@ -42,12 +43,14 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.body_limit;
     let cors = middleware::cors(&state.config.allowed_origins);
     let production = state.config.app_env == "production";
+    let idempotency_state = state.clone();
     Router::new()
         .merge(routes::auth::router())
         .merge(routes::sessions::router())
         .merge(routes::password::router())
         .merge(routes::me::router(state.config.avatar_max_bytes))
         .merge(routes::privacy::router())
+        .merge(routes::usage::router())
         .merge(routes::users::router())
         .merge(routes::health::router())
         .merge(openapi::router())
@@ -60,6 +63,10 @@ pub fn router(state: AppState) -> Router {
             middleware::envelope_for_bare_errors,
         ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn_with_state(
+            idempotency_state,
+            idempotency::middleware,
+        ))
         .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(axum::middleware::from_fn(
             move |mut req: axum::extract::Request, next: axum::middleware::Next| {

@@ -5,7 +5,7 @@ use axum::Router;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::routes::{auth, health, me, password, privacy, sessions, users};
+use crate::routes::{auth, health, me, password, privacy, sessions, usage, users};
 use crate::AppState;
 
 #[derive(OpenApi)]
@@ -35,6 +35,10 @@ use crate::AppState;
         privacy::erase_me,
         privacy::history,
         privacy::export,
+        usage::plans,
+        usage::record_usage,
+        usage::usage,
+        usage::change_plan,
         users::status,
         users::avatar,
         health::live,
@@ -48,6 +52,7 @@ use crate::AppState;
         (name = "auth", description = "Registration and sign-in"),
         (name = "users", description = "Accounts"),
         (name = "me", description = "The signed-in user's own account"),
+        (name = "usage", description = "Plans, usage metering and limits (days are UTC)"),
         (name = "operations", description = "Health and metrics"),
     )
 )]

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aggregates::meter::Meter;
+use aggregates::plan::Plans;
 use aggregates::session::Session;
 use aggregates::user::User;
 use eventstore::crypto::KeyStore;
@@ -74,6 +76,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub users: Arc<CommandBus<User>>,
     pub sessions: Arc<CommandBus<Session>>,
+    pub meters: Arc<CommandBus<Meter>>,
+    pub plans: Arc<Plans>,
     pub passwords: PasswordHasher,
     /// A hash of nothing anyone knows: unknown emails are checked against it so that
     /// they take as long as known ones.

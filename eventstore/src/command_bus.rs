@@ -10,7 +10,11 @@ use std::time::Duration;
 
 use aggregates::{EventMetadata, LogCursor};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::PersistedEventStore;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventRepository, PersistedEventStore};
+use cqrs_es::EventEnvelope;
 use cqrs_es::{Aggregate, AggregateError, EventStore};
 use postgres_es::PostgresEventRepository;
 
@@ -75,9 +79,16 @@ impl<E: std::error::Error> From<AggregateError<E>> for CommandError<E> {
 /// Executes commands of one aggregate type.
 pub struct CommandBus<A: Aggregate> {
     store: PersistedEventStore<EncryptingRepository, A>,
+    /// The same repository, for loading from a snapshot (the store cannot).
+    repo: EncryptingRepository,
     services: A::Services,
     pool: PgPool,
     max_attempts: u32,
+    /// Snapshot the aggregate every this many events (None: always replay in full).
+    snapshot_every: Option<u64>,
+    /// Commands on one aggregate in this process take turns instead of racing (and
+    /// retrying); across processes optimistic concurrency still decides.
+    locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
 }
 
 impl<A> CommandBus<A>
@@ -86,12 +97,103 @@ where
     A::Command: Clone + Send + Sync,
 {
     pub fn new(pool: PgPool, keys: KeyStore, services: A::Services) -> Self {
-        let repo = EncryptingRepository::new(PostgresEventRepository::new(pool.clone()), keys);
+        let repo = || EncryptingRepository::new(PostgresEventRepository::new(pool.clone()), keys.clone());
         Self {
-            store: PersistedEventStore::new_event_store(repo),
+            store: PersistedEventStore::new_event_store(repo()),
+            repo: repo(),
             services,
             pool,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            snapshot_every: None,
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Keep a snapshot of each aggregate, refreshed every `every` events, so loading one
+    /// replays at most `every` events. Only for aggregates whose state holds no personal
+    /// data (a snapshot is not sealed).
+    pub fn with_snapshots(mut self, every: u64) -> Self {
+        self.snapshot_every = Some(every.max(1));
+        self
+    }
+
+    fn lock_for(&self, aggregate_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = match self.locks.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(lock) = locks.get(aggregate_id).and_then(Weak::upgrade) {
+            return lock;
+        }
+        if locks.len() > 1024 {
+            locks.retain(|_, w| w.strong_count() > 0);
+        }
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        locks.insert(aggregate_id.to_owned(), Arc::downgrade(&lock));
+        lock
+    }
+
+    /// Load an aggregate: from its snapshot and the events after it when snapshots are on,
+    /// else by replaying every event. Returns the snapshot's sequence too.
+    async fn load_context(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<(EventStoreAggregateContext<A>, u64), CommandError<A::Error>> {
+        if self.snapshot_every.is_none() {
+            return Ok((self.store.load_aggregate(aggregate_id).await?, 0));
+        }
+        let snapshot: Option<(i64, serde_json::Value)> = sqlx::query_as(
+            "select last_sequence, payload from snapshots where aggregate_type = $1 and aggregate_id = $2",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| CommandError::Store(e.to_string()))?;
+        // a snapshot that no longer deserialises (the state's shape changed) is ignored
+        let (mut aggregate, mut sequence) = snapshot
+            .and_then(|(seq, v)| serde_json::from_value::<A>(v).ok().map(|a| (a, seq.max(0) as u64)))
+            .unwrap_or_default();
+        let snapshot_sequence = sequence;
+        let events = self
+            .repo
+            .get_last_events::<A>(aggregate_id, sequence as usize)
+            .await
+            .map_err(|e| CommandError::Store(e.to_string()))?;
+        for serialized in events {
+            let envelope: EventEnvelope<A> = serialized
+                .try_into()
+                .map_err(|e: cqrs_es::persist::PersistenceError| CommandError::Store(e.to_string()))?;
+            sequence = envelope.sequence as u64;
+            aggregate.apply(envelope.payload);
+        }
+        let context = EventStoreAggregateContext {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate,
+            current_sequence: sequence as usize,
+            current_snapshot: None,
+        };
+        Ok((context, snapshot_sequence))
+    }
+
+    /// Store the state after `sequence` as the aggregate's snapshot (never an older one).
+    async fn save_snapshot(&self, aggregate_id: &str, state: serde_json::Value, sequence: u64) {
+        let saved = sqlx::query(
+            "insert into snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
+             values ($1, $2, $3, 1, $4) on conflict (aggregate_type, aggregate_id) do update \
+             set last_sequence = excluded.last_sequence, payload = excluded.payload, \
+                 current_snapshot = snapshots.current_snapshot + 1 \
+             where snapshots.last_sequence < excluded.last_sequence",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .bind(sequence as i64)
+        .bind(state)
+        .execute(&self.pool)
+        .await;
+        if let Err(e) = saved {
+            // a missing snapshot only costs a longer replay next time
+            tracing::warn!(aggregate = A::TYPE, error = %e, "Cannot save a snapshot");
         }
     }
 
@@ -107,6 +209,8 @@ where
         command: A::Command,
         metadata: &EventMetadata,
     ) -> Result<CommandOutcome<A::Event>, CommandError<A::Error>> {
+        let lock = self.lock_for(aggregate_id);
+        let _turn = lock.lock().await;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -141,7 +245,7 @@ where
         command: A::Command,
         metadata: &EventMetadata,
     ) -> Result<CommandOutcome<A::Event>, CommandError<A::Error>> {
-        let mut context = self.store.load_aggregate(aggregate_id).await?;
+        let (mut context, snapshot_sequence) = self.load_context(aggregate_id).await?;
         let before = context.current_sequence as u64;
         let sink = EventSink::default();
         context
@@ -158,10 +262,21 @@ where
                 events: vec![],
             });
         }
+        let n = events.len() as u64;
+        // The state after the command, for a snapshot. It is taken here, once: the events
+        // were applied to it exactly once by the sink (postgres-es's snapshot stores apply
+        // them a second time, the bug STACK-NOTES records).
+        let snapshot = self
+            .snapshot_every
+            .filter(|every| before + n - snapshot_sequence >= *every)
+            .and_then(|_| serde_json::to_value(&context.aggregate).ok());
         let committed = self
             .store
             .commit(events, context, metadata.to_map())
             .await?;
+        if let Some(state) = snapshot {
+            self.save_snapshot(aggregate_id, state, before + n).await;
+        }
         let last = committed
             .last()
             .map(|e| e.sequence as u64)
@@ -211,6 +326,6 @@ where
     /// The aggregate's current state (for decisions that need IO first, such as checking a
     /// password against the stored hash before `Login` is decided).
     pub async fn load(&self, aggregate_id: &str) -> Result<A, CommandError<A::Error>> {
-        Ok(self.store.load_aggregate(aggregate_id).await?.aggregate)
+        Ok(self.load_context(aggregate_id).await?.0.aggregate)
     }
 }

@@ -11,6 +11,7 @@
 //! - [`checkpoint`]: reading, locking and moving a read model's checkpoint.
 //! - [`users`]: accounts (`users` table); the status query.
 //! - [`sessions`]: sign-ins (`sessions` table), checked on every authenticated request.
+//! - [`usage`]: usage per user, day and kind.
 //! - [`event_stats`]: how many events of each type the log holds.
 //! - [`rebuild`]: replaying a read model from the log.
 //! - [`watch`]: following every checkpoint, for read-your-writes.
@@ -20,6 +21,7 @@ pub mod event_stats;
 pub mod read_model;
 pub mod rebuild;
 pub mod sessions;
+pub mod usage;
 pub mod users;
 pub mod watch;
 

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use eventstore::StoredEvent;
 use sqlx::PgConnection;
 
-use crate::{event_stats, sessions, users};
+use crate::{event_stats, sessions, usage, users};
 
 /// Every read model Chronicle keeps. Adding one here makes the projector, rebuild, health
 /// and metrics know about it.
@@ -14,6 +14,7 @@ use crate::{event_stats, sessions, users};
 pub enum ReadModel {
     Users,
     Sessions,
+    Usage,
     EventStats,
 }
 
@@ -60,13 +61,19 @@ impl ProjectionError {
 }
 
 impl ReadModel {
-    pub const ALL: [ReadModel; 3] = [ReadModel::Users, ReadModel::Sessions, ReadModel::EventStats];
+    pub const ALL: [ReadModel; 4] = [
+        ReadModel::Users,
+        ReadModel::Sessions,
+        ReadModel::Usage,
+        ReadModel::EventStats,
+    ];
 
     /// The name used in checkpoints, consumer names, metrics and the CLI.
     pub fn name(self) -> &'static str {
         match self {
             ReadModel::Users => "users",
             ReadModel::Sessions => "sessions",
+            ReadModel::Usage => "usage",
             ReadModel::EventStats => "event_stats",
         }
     }
@@ -80,6 +87,7 @@ impl ReadModel {
         match self {
             ReadModel::Users => users::apply(conn, event).await,
             ReadModel::Sessions => sessions::apply(conn, event).await,
+            ReadModel::Usage => usage::apply(conn, event).await,
             ReadModel::EventStats => event_stats::apply(conn, event).await,
         }
     }
@@ -89,6 +97,7 @@ impl ReadModel {
         match self {
             ReadModel::Users => users::clear(conn).await,
             ReadModel::Sessions => sessions::clear(conn).await,
+            ReadModel::Usage => usage::clear(conn).await,
             ReadModel::EventStats => event_stats::clear(conn).await,
         }
     }
@@ -101,7 +110,7 @@ impl fmt::Display for ReadModel {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("no read model named {0:?} (known: users, sessions, event_stats)")]
+#[error("no read model named {0:?} (known: users, sessions, usage, event_stats)")]
 pub struct UnknownReadModel(pub String);
 
 impl FromStr for ReadModel {

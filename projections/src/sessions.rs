@@ -144,7 +144,8 @@ async fn apply_user(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), 
         | UserEvent::PasswordReset { .. }
         | UserEvent::PasswordChanged { .. }
         | UserEvent::ProfileUpdated { .. }
-        | UserEvent::AvatarChanged { .. } => {}
+        | UserEvent::AvatarChanged { .. }
+        | UserEvent::PlanChanged { .. } => {}
     }
     Ok(())
 }

@@ -5,9 +5,11 @@
 //! One test binary (modules below) keeps link time down.
 
 mod support;
+mod usage;
 
 mod auth;
 mod http_contract;
+mod idempotency;
 mod mailer;
 mod operations;
 mod pipeline;

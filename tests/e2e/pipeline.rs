@@ -104,6 +104,7 @@ async fn register_many(app: &crate::support::TestApp, n: usize) -> Vec<Uuid> {
                         password_hash: None,
                         display_name: None,
                         role: ROLE_USER.into(),
+                        plan: "free".into(),
                         verified: false,
                         verification_nonce: "nonce".into(),
                         now: chrono::Utc::now(),

@@ -73,6 +73,10 @@ impl TestEnv {
             eventstore::crypto::Key::random().to_hex(),
         );
         vars.insert("RELAY_POLL_INTERVAL_MS".into(), "100".into());
+        vars.insert(
+            "PLANS_FILE".into(),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/plans.json").into(),
+        );
         vars.insert("PASSWORD_HASH_CONCURRENCY".into(), "2".into());
         // generous limits: tests that check rate limiting set their own
         for limit in [

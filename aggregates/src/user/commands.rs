@@ -20,6 +20,8 @@ pub enum UserCommand {
         password_hash: Option<String>,
         display_name: Option<String>,
         role: String,
+        /// The plan to start on (configuration's default).
+        plan: String,
         verified: bool,
         verification_nonce: String,
         now: DateTime<Utc>,
@@ -78,6 +80,8 @@ pub enum UserCommand {
         sha256: String,
         size: u64,
     },
+    /// Move to another plan (the write side checked it exists).
+    ChangePlan { plan: String },
     /// Erase the account (the owner's password, or an admin, was checked already).
     EraseUser {
         requested_by: String,

@@ -96,6 +96,8 @@ pub enum UserEvent {
         sha256: String,
         size: u64,
     },
+    /// The user moved to another plan; its limits apply at once.
+    PlanChanged { plan: String, previous: String },
     /// The account and its personal data are erased: the user's key is deleted, so every
     /// personal value this user's events hold reads as "[erased]" from now on.
     UserErased {
@@ -120,6 +122,7 @@ impl DomainEvent for UserEvent {
             UserEvent::PasswordChanged { .. } => "PasswordChanged",
             UserEvent::ProfileUpdated { .. } => "ProfileUpdated",
             UserEvent::AvatarChanged { .. } => "AvatarChanged",
+            UserEvent::PlanChanged { .. } => "PlanChanged",
             UserEvent::UserErased { .. } => "UserErased",
         }
         .to_owned()

@@ -23,8 +23,6 @@ pub const AGGREGATE_TYPE: &str = "user";
 
 pub const ROLE_USER: &str = "user";
 pub const ROLE_ADMIN: &str = "admin";
-/// The plan a new account starts on.
-pub const DEFAULT_PLAN: &str = "free";
 
 pub const STATUS_PENDING: &str = "pending_verification";
 pub const STATUS_ACTIVE: &str = "active";
@@ -220,6 +218,7 @@ impl Aggregate for User {
                 password_hash,
                 display_name,
                 role,
+                plan,
                 verified,
                 verification_nonce,
                 now,
@@ -240,7 +239,7 @@ impl Aggregate for User {
                     display_name,
                     password_hash,
                     role,
-                    plan: DEFAULT_PLAN.to_owned(),
+                    plan,
                 };
                 sink.write(registered, self).await;
                 let next = if verified {
@@ -461,6 +460,13 @@ impl Aggregate for User {
                 )
                 .await;
             }
+            UserCommand::ChangePlan { plan } => {
+                self.must_exist()?;
+                if plan != self.plan {
+                    let previous = self.plan.clone();
+                    sink.write(UserEvent::PlanChanged { plan, previous }, self).await;
+                }
+            }
             UserCommand::EraseUser { requested_by } => {
                 self.must_exist()?;
                 sink.write(UserEvent::UserErased { requested_by }, self)
@@ -575,6 +581,7 @@ impl Aggregate for User {
                 self.timezone = timezone;
             }
             UserEvent::AvatarChanged { .. } => {}
+            UserEvent::PlanChanged { plan, .. } => self.plan = plan,
             UserEvent::UserErased { .. } => {
                 // nothing personal stays in the state either
                 *self = User {

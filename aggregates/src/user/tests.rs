@@ -8,6 +8,8 @@ use super::*;
 
 type UserTest = TestFramework<User>;
 
+const DEFAULT_PLAN: &str = "free";
+
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0)
         .single()
@@ -65,6 +67,7 @@ async fn registering_records_the_account_and_asks_for_verification() {
             password_hash: Some("$argon2id$hash".into()),
             display_name: Some("Ada".into()),
             role: ROLE_USER.into(),
+            plan: DEFAULT_PLAN.into(),
             verified: false,
             verification_nonce: "n1".into(),
             now: t0(),
@@ -83,6 +86,7 @@ async fn a_trusted_registration_is_verified_at_once() {
             password_hash: Some("$argon2id$hash".into()),
             display_name: Some("Ada".into()),
             role: ROLE_USER.into(),
+            plan: DEFAULT_PLAN.into(),
             verified: true,
             verification_nonce: "unused".into(),
             now: t0(),
@@ -101,6 +105,7 @@ async fn registering_twice_is_refused() {
             password_hash: None,
             display_name: None,
             role: ROLE_USER.into(),
+            plan: DEFAULT_PLAN.into(),
             verified: false,
             verification_nonce: "n".into(),
             now: t0(),

@@ -119,6 +119,7 @@ pub async fn register(
                 password_hash,
                 display_name,
                 role: ROLE_USER.to_owned(),
+                plan: state.plans.default.clone(),
                 verified: false,
                 verification_nonce: random_nonce(),
                 now: state.clock.now(),

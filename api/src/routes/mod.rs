@@ -8,4 +8,5 @@ pub mod password;
 pub mod privacy;
 pub mod read_your_writes;
 pub mod sessions;
+pub mod usage;
 pub mod users;

@@ -106,6 +106,7 @@ impl Composer {
             | UserEvent::EmailVerified { .. }
             | UserEvent::FailedLoginsCleared { .. }
             | UserEvent::UserErased { .. }
+            | UserEvent::PlanChanged { .. }
             | UserEvent::LoginFailed { .. }
             | UserEvent::PasswordResetCodeRejected { .. }
             | UserEvent::ProfileUpdated { .. }
