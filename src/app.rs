@@ -185,9 +185,16 @@ impl Application {
             user_policy(&config),
         ));
         if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
-            crate::seed::admin(&pool, &users, email, password, &config.plans.default, clock.now())
-                .await
-                .context("ADMIN_EMAIL: cannot seed the admin")?;
+            crate::seed::admin(
+                &pool,
+                &users,
+                email,
+                password,
+                &config.plans.default,
+                clock.now(),
+            )
+            .await
+            .context("ADMIN_EMAIL: cannot seed the admin")?;
         }
         if roles.has(Role::Mailer) {
             if !roles.has(Role::Relay) {

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use aggregates::plan::Plans;
+use anyhow::{bail, Context};
 use eventstore::crypto::{Key, MasterKeys};
 
 /// The server secret (HMAC of links and codes, token signing). Never printed.
@@ -246,17 +246,26 @@ impl Config {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let plans = match v.0("PLANS").filter(|s| !s.trim().is_empty()) {
-            Some(json) => Plans::parse(&json).map_err(|e| anyhow::anyhow!("PLANS is invalid: {e}"))?,
+            Some(json) => {
+                Plans::parse(&json).map_err(|e| anyhow::anyhow!("PLANS is invalid: {e}"))?
+            }
             None => {
                 let path = v.string("PLANS_FILE", "plans.json");
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| anyhow::anyhow!("PLANS_FILE={path}: cannot read it ({e}); set PLANS_FILE or PLANS"))?;
-                Plans::parse(&text).map_err(|e| anyhow::anyhow!("PLANS_FILE={path} is invalid: {e}"))?
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    anyhow::anyhow!(
+                        "PLANS_FILE={path}: cannot read it ({e}); set PLANS_FILE or PLANS"
+                    )
+                })?;
+                Plans::parse(&text)
+                    .map_err(|e| anyhow::anyhow!("PLANS_FILE={path} is invalid: {e}"))?
             }
         };
         Ok(Self {
             plans,
-            meter_snapshot_every: positive("METER_SNAPSHOT_EVERY", v.parse("METER_SNAPSHOT_EVERY", 100)?)?,
+            meter_snapshot_every: positive(
+                "METER_SNAPSHOT_EVERY",
+                v.parse("METER_SNAPSHOT_EVERY", 100)?,
+            )?,
             master_keys: MasterKeys {
                 current: master_current,
                 previous: master_previous,
@@ -414,7 +423,10 @@ mod tests {
         let tmp = std::env::temp_dir().join("chronicle-config-tests");
         let mut map: HashMap<String, String> = HashMap::from([
             ("DATA_DIR".to_string(), tmp.display().to_string()),
-            ("PLANS_FILE".to_string(), concat!(env!("CARGO_MANIFEST_DIR"), "/plans.json").to_string()),
+            (
+                "PLANS_FILE".to_string(),
+                concat!(env!("CARGO_MANIFEST_DIR"), "/plans.json").to_string(),
+            ),
         ]);
         map.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Config::from_lookup(|k| map.get(k).cloned())

@@ -120,7 +120,8 @@ impl Aggregate for Meter {
                 if !is_valid_kind(&kind) {
                     return Err(MeterError::Invalid {
                         field: "kind",
-                        message: "lower-case letters, digits and _ (starting with a letter), at most 64",
+                        message:
+                            "lower-case letters, digits and _ (starting with a letter), at most 64",
                     });
                 }
                 if amount == 0 {

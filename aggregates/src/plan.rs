@@ -53,7 +53,10 @@ impl Plans {
             return Err("plan names must be unique".into());
         }
         if plans.get(&plans.default).is_none() {
-            return Err(format!("the default plan {:?} is not listed", plans.default));
+            return Err(format!(
+                "the default plan {:?} is not listed",
+                plans.default
+            ));
         }
         Ok(plans)
     }

@@ -201,7 +201,10 @@ impl IntoResponse for ApiError {
         };
         let mut details = None;
         let (message, fields) = match self {
-            ApiError::UpgradeRequired { message, details: d } => {
+            ApiError::UpgradeRequired {
+                message,
+                details: d,
+            } => {
                 details = Some(d);
                 (message, None)
             }

@@ -314,7 +314,13 @@ async fn run_and_store(
 }
 
 async fn finish(state: &AppState, scope: &str, key: &str, response: Response) -> Response {
-    if outcome(response.status()) == Outcome::Release {
+    // An answer that hands out credentials (login, refresh: tokens in the body and in
+    // Set-Cookie) is never kept: stored, it would be a plaintext copy of the tokens. The
+    // key is released, so a retry signs in again instead of being replayed.
+    let carries_credentials = response
+        .headers()
+        .contains_key(axum::http::header::SET_COOKIE);
+    if carries_credentials || outcome(response.status()) == Outcome::Release {
         release(state, scope, key, "").await;
         return response;
     }

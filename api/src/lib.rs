@@ -9,6 +9,7 @@
 //! - [`auth`]: access and refresh tokens, the [`auth::AuthUser`] extractor, cookies,
 //!   password policy, rate limits.
 //! - [`clock`]: the injectable clock commands take their `now` from.
+//! - [`idempotency`]: the `Idempotency-Key` middleware for every POST.
 //! - [`error`]: [`ApiError`], the one error type, and its envelope (the error policy).
 //! - [`envelope`]: the success envelope and command answers (`data.position`, `X-Position`).
 //! - [`extract`]: extractors that turn bad input into our 4xx envelope (JSON, forms, query

@@ -162,6 +162,8 @@ pub fn cors(origins: &[String]) -> CorsLayer {
         .expose_headers([
             HeaderName::from_static("x-request-id"),
             HeaderName::from_static("x-position"),
+            HeaderName::from_static("idempotent-replayed"),
+            HeaderName::from_static("x-projections-lagging"),
         ])
         .allow_credentials(true)
 }

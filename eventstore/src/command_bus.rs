@@ -97,7 +97,8 @@ where
     A::Command: Clone + Send + Sync,
 {
     pub fn new(pool: PgPool, keys: KeyStore, services: A::Services) -> Self {
-        let repo = || EncryptingRepository::new(PostgresEventRepository::new(pool.clone()), keys.clone());
+        let repo =
+            || EncryptingRepository::new(PostgresEventRepository::new(pool.clone()), keys.clone());
         Self {
             store: PersistedEventStore::new_event_store(repo()),
             repo: repo(),
@@ -152,7 +153,11 @@ where
         .map_err(|e| CommandError::Store(e.to_string()))?;
         // a snapshot that no longer deserialises (the state's shape changed) is ignored
         let (mut aggregate, mut sequence) = snapshot
-            .and_then(|(seq, v)| serde_json::from_value::<A>(v).ok().map(|a| (a, seq.max(0) as u64)))
+            .and_then(|(seq, v)| {
+                serde_json::from_value::<A>(v)
+                    .ok()
+                    .map(|a| (a, seq.max(0) as u64))
+            })
             .unwrap_or_default();
         let snapshot_sequence = sequence;
         let events = self
@@ -161,9 +166,12 @@ where
             .await
             .map_err(|e| CommandError::Store(e.to_string()))?;
         for serialized in events {
-            let envelope: EventEnvelope<A> = serialized
-                .try_into()
-                .map_err(|e: cqrs_es::persist::PersistenceError| CommandError::Store(e.to_string()))?;
+            let envelope: EventEnvelope<A> =
+                serialized
+                    .try_into()
+                    .map_err(|e: cqrs_es::persist::PersistenceError| {
+                        CommandError::Store(e.to_string())
+                    })?;
             sequence = envelope.sequence as u64;
             aggregate.apply(envelope.payload);
         }

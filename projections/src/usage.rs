@@ -21,17 +21,24 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
     let meter_event: MeterEvent = serde_json::from_value(event.payload.clone())
         .map_err(|e| ProjectionError::poison(event, format!("payload: {e}")))?;
     let sequence = event.sequence as i64;
-    let last: Option<i64> = sqlx::query_scalar("select last_sequence from usage_meters where meter_id = $1")
-        .bind(&event.aggregate_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let last: Option<i64> =
+        sqlx::query_scalar("select last_sequence from usage_meters where meter_id = $1")
+            .bind(&event.aggregate_id)
+            .fetch_optional(&mut *conn)
+            .await?;
     match last {
         Some(last) if last >= sequence => return Ok(()),
         Some(last) if last != sequence - 1 => {
-            return Err(ProjectionError::poison(event, format!("meter is at {last}, event is {sequence}")))
+            return Err(ProjectionError::poison(
+                event,
+                format!("meter is at {last}, event is {sequence}"),
+            ))
         }
         None if sequence != 1 => {
-            return Err(ProjectionError::poison(event, format!("meter has no row, event is {sequence}")))
+            return Err(ProjectionError::poison(
+                event,
+                format!("meter has no row, event is {sequence}"),
+            ))
         }
         _ => {}
     }
@@ -101,8 +108,12 @@ async fn apply_user(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), 
 }
 
 pub async fn clear(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("delete from usage_daily").execute(&mut *conn).await?;
-    sqlx::query("delete from usage_meters").execute(&mut *conn).await?;
+    sqlx::query("delete from usage_daily")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("delete from usage_meters")
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -131,7 +142,10 @@ pub async fn for_user<'e>(
 }
 
 /// Everyone's usage per day and kind from `since` (for admins).
-pub async fn totals<'e>(db: impl PgExecutor<'e>, since: NaiveDate) -> Result<Vec<DailyUsage>, sqlx::Error> {
+pub async fn totals<'e>(
+    db: impl PgExecutor<'e>,
+    since: NaiveDate,
+) -> Result<Vec<DailyUsage>, sqlx::Error> {
     sqlx::query_as(
         "select day, kind, sum(total)::bigint as total, sum(records)::bigint as records from usage_daily \
          where day >= $1 group by day, kind order by day desc, kind",

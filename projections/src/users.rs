@@ -120,13 +120,15 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
             .await?;
         }
         UserEvent::PlanChanged { plan, .. } => {
-            sqlx::query("update users set plan = $3, updated_at = $4, last_sequence = $2 where id = $1")
-                .bind(user_id)
-                .bind(sequence)
-                .bind(plan)
-                .bind(event.recorded_at)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(
+                "update users set plan = $3, updated_at = $4, last_sequence = $2 where id = $1",
+            )
+            .bind(user_id)
+            .bind(sequence)
+            .bind(plan)
+            .bind(event.recorded_at)
+            .execute(&mut *conn)
+            .await?;
         }
         UserEvent::UserErased { .. } => {
             // Placeholders where personal data was; the same as a rebuild produces from

@@ -21,15 +21,35 @@ async fn user_token(app: &TestApp, email: &str) -> String {
     signed_up(app, email).await;
     let (s, b) = login(app, email, PASSWORD).await;
     assert_eq!(s, 200, "{b}");
-    b["data"]["access_token"].as_str().expect("access").to_owned()
+    b["data"]["access_token"]
+        .as_str()
+        .expect("access")
+        .to_owned()
 }
 
 async fn record(client: &reqwest::Client, app: &TestApp, token: &str, body: Value) -> (u16, Value) {
-    json(client.post(app.url("/api/v1/metrics")).bearer_auth(token).json(&body).send().await.expect("sent")).await
+    json(
+        client
+            .post(app.url("/api/v1/metrics"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await
 }
 
 async fn used_today(app: &TestApp, token: &str, kind: &str) -> i64 {
-    let (s, b) = json(reqwest::Client::new().get(app.url("/api/v1/usage")).bearer_auth(token).send().await.expect("sent")).await;
+    let (s, b) = json(
+        reqwest::Client::new()
+            .get(app.url("/api/v1/usage"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     b["data"]["today"]["kinds"]
         .as_array()
@@ -44,17 +64,43 @@ async fn two_hundred_concurrent_requests_with_room_for_one_hundred_accept_exactl
     let app = env.spawn_all().await;
     let token = user_token(&app, "quota@example.com").await;
     let client = reqwest::Client::new();
-    let requests = (0..200).map(|_| record(&client, &app, &token, json!({"kind": "messages", "amount": 1})));
+    let requests = (0..200).map(|_| {
+        record(
+            &client,
+            &app,
+            &token,
+            json!({"kind": "messages", "amount": 1}),
+        )
+    });
     let answers = futures::future::join_all(requests).await;
     let accepted = answers.iter().filter(|(s, _)| *s == 202).count();
-    let refused: Vec<&Value> = answers.iter().filter(|(s, _)| *s == 402).map(|(_, b)| b).collect();
-    assert_eq!((accepted, refused.len()), (100, 100), "{:?}", answers.iter().map(|a| a.0).collect::<Vec<_>>());
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 402)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(
+        (accepted, refused.len()),
+        (100, 100),
+        "{:?}",
+        answers.iter().map(|a| a.0).collect::<Vec<_>>()
+    );
     let r = refused[0];
     assert_eq!(r["error"], "upgrade_required");
-    assert_eq!((r["details"]["limit"].as_u64(), r["details"]["remaining"].as_u64()), (Some(100), Some(0)));
+    assert_eq!(
+        (
+            r["details"]["limit"].as_u64(),
+            r["details"]["remaining"].as_u64()
+        ),
+        (Some(100), Some(0))
+    );
     app.wait_for_projections("usage caught up").await;
     assert_eq!(used_today(&app, &token, "messages").await, 100);
-    assert_eq!(app.scalar_i64("select count(*) from events where event_type = 'UsageRecorded'").await, 100);
+    assert_eq!(
+        app.scalar_i64("select count(*) from events where event_type = 'UsageRecorded'")
+            .await,
+        100
+    );
     app.finish().await;
 }
 
@@ -92,9 +138,15 @@ async fn ten_thousand_records_across_a_hundred_users_add_up_everywhere() {
     .sum();
     assert_eq!(accepted, 10_000);
     app.wait_for_projections("usage caught up").await;
-    let events = app.scalar_i64("select count(*) from events where event_type = 'UsageRecorded'").await;
-    let records = app.scalar_i64("select sum(records)::bigint from usage_daily").await;
-    let total = app.scalar_i64("select sum(total)::bigint from usage_daily").await;
+    let events = app
+        .scalar_i64("select count(*) from events where event_type = 'UsageRecorded'")
+        .await;
+    let records = app
+        .scalar_i64("select sum(records)::bigint from usage_daily")
+        .await;
+    let total = app
+        .scalar_i64("select sum(total)::bigint from usage_daily")
+        .await;
     let expected_total: i64 = (0..10_000i64).map(|i| 1 + (i % 3)).sum();
     assert_eq!((events, records, total), (10_000, 10_000, expected_total));
     app.finish().await;
@@ -110,14 +162,40 @@ async fn a_plan_change_applies_to_the_next_request() {
     assert_eq!(s, 200);
     assert_eq!(b["data"][0]["name"], "free");
     assert_eq!(b["data"][0]["default"], true);
-    assert_eq!(record(&c, &app, &token, json!({"kind": "uploads", "amount": 5})).await.0, 202);
+    assert_eq!(
+        record(&c, &app, &token, json!({"kind": "uploads", "amount": 5}))
+            .await
+            .0,
+        202
+    );
     let (s, b) = record(&c, &app, &token, json!({"kind": "uploads", "amount": 1})).await;
     assert_eq!((s, b["details"]["plan"].as_str()), (402, Some("free")));
-    let (s, b) = json(c.post(app.url("/api/v1/users/me/plan")).bearer_auth(&token).json(&json!({"plan": "gold"})).send().await.expect("sent")).await;
+    let (s, b) = json(
+        c.post(app.url("/api/v1/users/me/plan"))
+            .bearer_auth(&token)
+            .json(&json!({"plan": "gold"}))
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
     assert_eq!((s, b["error"].as_str()), (422, Some("validation")));
-    let (s, b) = json(c.post(app.url("/api/v1/users/me/plan")).bearer_auth(&token).json(&json!({"plan": "pro"})).send().await.expect("sent")).await;
+    let (s, b) = json(
+        c.post(app.url("/api/v1/users/me/plan"))
+            .bearer_auth(&token)
+            .json(&json!({"plan": "pro"}))
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
     assert_eq!((s, b["data"]["plan"].as_str()), (200, Some("pro")), "{b}");
-    assert_eq!(record(&c, &app, &token, json!({"kind": "uploads", "amount": 1})).await.0, 202);
+    assert_eq!(
+        record(&c, &app, &token, json!({"kind": "uploads", "amount": 1}))
+            .await
+            .0,
+        202
+    );
     // bad input
     for bad in [
         json!({"kind": "messages", "amount": 0}),
@@ -132,10 +210,28 @@ async fn a_plan_change_applies_to_the_next_request() {
     // GET /usage shows today against the plan, and honours X-Min-Position
     let (_, b) = record(&c, &app, &token, json!({"kind": "tokens", "amount": 250})).await;
     let position = b["data"]["position"].as_str().expect("position").to_owned();
-    let (s, b) = json(c.get(app.url("/api/v1/usage")).bearer_auth(&token).header("x-min-position", position).send().await.expect("sent")).await;
+    let (s, b) = json(
+        c.get(app.url("/api/v1/usage"))
+            .bearer_auth(&token)
+            .header("x-min-position", position)
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
     assert_eq!(s, 200);
-    let tokens = b["data"]["today"]["kinds"].as_array().and_then(|ks| ks.iter().find(|k| k["kind"] == "tokens").cloned()).expect("tokens");
-    assert_eq!((tokens["used"].as_i64(), tokens["limit"].as_u64(), tokens["remaining"].as_u64()), (Some(250), Some(1_000_000), Some(999_750)));
+    let tokens = b["data"]["today"]["kinds"]
+        .as_array()
+        .and_then(|ks| ks.iter().find(|k| k["kind"] == "tokens").cloned())
+        .expect("tokens");
+    assert_eq!(
+        (
+            tokens["used"].as_i64(),
+            tokens["limit"].as_u64(),
+            tokens["remaining"].as_u64()
+        ),
+        (Some(250), Some(1_000_000), Some(999_750))
+    );
     assert_eq!(b["data"]["plan"]["name"], "pro");
     app.finish().await;
 }
@@ -143,8 +239,11 @@ async fn a_plan_change_applies_to_the_next_request() {
 #[tokio::test]
 async fn a_meter_loaded_from_its_snapshot_equals_a_full_replay() {
     let env = TestEnv::new();
-    let app = env.spawn(chronicle::Roles::only(&[chronicle::Role::Api])).await;
-    let snapshotting = CommandBus::<Meter>::new(app.pool.clone(), app.keys(), ()).with_snapshots(10);
+    let app = env
+        .spawn(chronicle::Roles::only(&[chronicle::Role::Api]))
+        .await;
+    let snapshotting =
+        CommandBus::<Meter>::new(app.pool.clone(), app.keys(), ()).with_snapshots(10);
     let replaying = CommandBus::<Meter>::new(app.pool.clone(), app.keys(), ());
     let user = Uuid::now_v7();
     let day = Utc::now().date_naive();
@@ -152,20 +251,36 @@ async fn a_meter_loaded_from_its_snapshot_equals_a_full_replay() {
     for i in 0..35u64 {
         let kind = if i % 2 == 0 { "messages" } else { "tokens" };
         snapshotting
-            .execute(&id, MeterCommand::RecordUsage { user_id: user, day, kind: kind.into(), amount: i + 1, occurred_at: Utc::now(), limit: None }, &EventMetadata::system("test"))
+            .execute(
+                &id,
+                MeterCommand::RecordUsage {
+                    user_id: user,
+                    day,
+                    kind: kind.into(),
+                    amount: i + 1,
+                    occurred_at: Utc::now(),
+                    limit: None,
+                },
+                &EventMetadata::system("test"),
+            )
             .await
             .expect("recorded");
     }
-    let (snapshot_seq,): (i64,) = sqlx::query_as("select last_sequence from snapshots where aggregate_type = 'meter' and aggregate_id = $1")
-        .bind(&id)
-        .fetch_one(&app.pool)
-        .await
-        .expect("a snapshot");
+    let (snapshot_seq,): (i64,) = sqlx::query_as(
+        "select last_sequence from snapshots where aggregate_type = 'meter' and aggregate_id = $1",
+    )
+    .bind(&id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("a snapshot");
     assert_eq!(snapshot_seq, 30);
     let from_snapshot = snapshotting.load(&id).await.expect("load");
     let full = replaying.load(&id).await.expect("load");
     assert_eq!(from_snapshot, full);
     assert_eq!(full.records, 35);
-    assert_eq!(full.used("messages") + full.used("tokens"), (1..=35).sum::<u64>());
+    assert_eq!(
+        full.used("messages") + full.used("tokens"),
+        (1..=35).sum::<u64>()
+    );
     app.finish().await;
 }

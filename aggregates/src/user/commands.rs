@@ -81,7 +81,9 @@ pub enum UserCommand {
         size: u64,
     },
     /// Move to another plan (the write side checked it exists).
-    ChangePlan { plan: String },
+    ChangePlan {
+        plan: String,
+    },
     /// Erase the account (the owner's password, or an admin, was checked already).
     EraseUser {
         requested_by: String,

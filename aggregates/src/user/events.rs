@@ -97,7 +97,10 @@ pub enum UserEvent {
         size: u64,
     },
     /// The user moved to another plan; its limits apply at once.
-    PlanChanged { plan: String, previous: String },
+    PlanChanged {
+        plan: String,
+        previous: String,
+    },
     /// The account and its personal data are erased: the user's key is deleted, so every
     /// personal value this user's events hold reads as "[erased]" from now on.
     UserErased {

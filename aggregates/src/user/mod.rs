@@ -464,7 +464,8 @@ impl Aggregate for User {
                 self.must_exist()?;
                 if plan != self.plan {
                     let previous = self.plan.clone();
-                    sink.write(UserEvent::PlanChanged { plan, previous }, self).await;
+                    sink.write(UserEvent::PlanChanged { plan, previous }, self)
+                        .await;
                 }
             }
             UserCommand::EraseUser { requested_by } => {

@@ -122,7 +122,10 @@ pub async fn record_usage(
         return Err(ApiError::validation("occurred_at", "is in the future"));
     }
     if occurred_at < now - Duration::days(MAX_BACKDATE_DAYS) {
-        return Err(ApiError::validation("occurred_at", "is more than 7 days ago"));
+        return Err(ApiError::validation(
+            "occurred_at",
+            "is more than 7 days ago",
+        ));
     }
     let plan = plan_of(&state, &auth).await?;
     let day = occurred_at.date_naive();
@@ -143,19 +146,28 @@ pub async fn record_usage(
         .execute(&meter_id(auth.user_id, day), command, &meta)
         .await
         .map_err(|e| match e {
-            CommandError::Domain(MeterError::LimitReached { kind, limit, used }) => ApiError::UpgradeRequired {
-                message: format!("the {} plan allows {limit} {kind} a day; upgrade for more", plan.name),
-                details: json!({
-                    "plan": plan.name,
-                    "kind": kind,
-                    "limit": limit,
-                    "used": used,
-                    "remaining": limit.saturating_sub(used),
-                    "day": day,
-                }),
-            },
-            CommandError::Domain(MeterError::Invalid { field, message }) => ApiError::validation(field, message),
-            CommandError::Conflict => ApiError::Conflict("usage was recorded concurrently; try again".into()),
+            CommandError::Domain(MeterError::LimitReached { kind, limit, used }) => {
+                ApiError::UpgradeRequired {
+                    message: format!(
+                        "the {} plan allows {limit} {kind} a day; upgrade for more",
+                        plan.name
+                    ),
+                    details: json!({
+                        "plan": plan.name,
+                        "kind": kind,
+                        "limit": limit,
+                        "used": used,
+                        "remaining": limit.saturating_sub(used),
+                        "day": day,
+                    }),
+                }
+            }
+            CommandError::Domain(MeterError::Invalid { field, message }) => {
+                ApiError::validation(field, message)
+            }
+            CommandError::Conflict => {
+                ApiError::Conflict("usage was recorded concurrently; try again".into())
+            }
             CommandError::Store(e) => ApiError::internal(e),
         })?;
     Ok(Reply {
@@ -216,7 +228,8 @@ pub async fn usage(
     require(&state, min, &[ReadModel::Usage]).await?;
     let plan = plan_of(&state, &auth).await?;
     let today = state.clock.now().date_naive();
-    let rows = projections::usage::for_user(&state.pool, auth.user_id, today - Duration::days(29)).await?;
+    let rows =
+        projections::usage::for_user(&state.pool, auth.user_id, today - Duration::days(29)).await?;
     let mut days: Vec<DayUsage> = vec![];
     for r in &rows {
         match days.last_mut() {
@@ -230,15 +243,23 @@ pub async fn usage(
     let mut today_kinds: Vec<KindUsage> = ["messages", "tokens", "uploads"]
         .iter()
         .map(|k| {
-            let used = rows.iter().find(|r| r.day == today && r.kind == *k).map(|r| r.total).unwrap_or(0);
+            let used = rows
+                .iter()
+                .find(|r| r.day == today && r.kind == *k)
+                .map(|r| r.total)
+                .unwrap_or(0);
             kind_usage(&plan, k, used)
         })
         .collect();
-    for r in rows.iter().filter(|r| r.day == today && plan.daily_limit(&r.kind).is_none()) {
+    for r in rows
+        .iter()
+        .filter(|r| r.day == today && plan.daily_limit(&r.kind).is_none())
+    {
         today_kinds.push(kind_usage(&plan, &r.kind, r.total));
     }
     Ok(Reply::ok(UsageReport {
-        plan: serde_json::to_value(PlanView::from_plan(&plan, plan.name == state.plans.default)).unwrap_or_default(),
+        plan: serde_json::to_value(PlanView::from_plan(&plan, plan.name == state.plans.default))
+            .unwrap_or_default(),
         today: DayUsage {
             day: today,
             kinds: today_kinds,
@@ -266,14 +287,21 @@ pub async fn change_plan(
 ) -> Result<Reply<Profile>, ApiError> {
     if state.plans.get(&req.plan).is_none() {
         let known: Vec<&str> = state.plans.plans.iter().map(|p| p.name.as_str()).collect();
-        return Err(ApiError::validation("plan", format!("is not a plan (known: {})", known.join(", "))));
+        return Err(ApiError::validation(
+            "plan",
+            format!("is not a plan (known: {})", known.join(", ")),
+        ));
     }
     let mut meta = meta;
     meta.actor_id = Some(auth.user_id.to_string());
     meta.actor_role = auth.role.clone();
     let outcome = state
         .users
-        .execute(&auth.user_id.to_string(), UserCommand::ChangePlan { plan: req.plan }, &meta)
+        .execute(
+            &auth.user_id.to_string(),
+            UserCommand::ChangePlan { plan: req.plan },
+            &meta,
+        )
         .await
         .map_err(user_error)?;
     // the next RecordUsage reads the plan from the read model: wait for it

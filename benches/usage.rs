@@ -1,0 +1,288 @@
+//! Usage benchmark: RecordUsage (`POST /api/v1/metrics`) commands/s at 16 and 64 clients,
+//! pgbench running the same SQL in the same run, latency p50/p99, and the cost of the
+//! 10,000th command of one user's day against the first (snapshots keep it flat).
+//!
+//! `cargo bench --bench usage` (PostgreSQL, NATS and pgbench as in the README). Knobs:
+//! `BENCH_SECS` (default 10), `BENCH_DAY_COMMANDS` (10000).
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aggregates::user::{User, UserCommand, UserPolicy};
+use aggregates::EventMetadata;
+use chronicle::{Application, Config, Role, Roles};
+use eventstore::crypto::KeyStore;
+use eventstore::passwords::PasswordHasher;
+use eventstore::CommandBus;
+use uuid::Uuid;
+
+const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
+const PASSWORD: &str = "a-bench-passphrase-that-is-long";
+const PLANS: &str = r#"{"default":"pro","plans":[{"name":"pro","messages_per_day":100000000,"tokens_per_day":100000000,"uploads_per_day":100000000,"max_conversations":1000}]}"#;
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+/// `clients` loops of RecordUsage for `secs`, spread over `tokens`: (commands/s, p50, p99).
+async fn load(
+    base: &str,
+    tokens: &Arc<Vec<String>>,
+    clients: usize,
+    secs: u64,
+) -> (f64, f64, f64, u64) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()
+        .expect("client");
+    let errors = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (client, tokens, url, errors) = (
+                client.clone(),
+                tokens.clone(),
+                format!("{base}/api/v1/metrics"),
+                errors.clone(),
+            );
+            tokio::spawn(async move {
+                let mut lat = vec![];
+                let mut i = c;
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    let r = client
+                        .post(&url)
+                        .bearer_auth(&tokens[i % tokens.len()])
+                        .json(&serde_json::json!({"kind": "messages", "amount": 1}))
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status() == 202 => lat.push(t0.elapsed().as_secs_f64() * 1000.0),
+                        _ => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    i += clients;
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = vec![];
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    let rate = all.len() as f64 / started.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    (
+        rate,
+        pct(&all, 0.5),
+        pct(&all, 0.99),
+        errors.load(Ordering::Relaxed),
+    )
+}
+
+/// The SQL one RecordUsage runs (auth checks, plan lookup, snapshot + events load, the
+/// append in a transaction, the cursor read back), as a pgbench script.
+const PGBENCH_SCRIPT: &str = r#"
+\set n random(1, 2000000000)
+select id, user_id, revoked_at, expires_at from sessions where id = '00000000-0000-0000-0000-000000000001';
+select status from users where id = '00000000-0000-0000-0000-000000000001';
+select plan from users where id = '00000000-0000-0000-0000-000000000001';
+select last_sequence, payload from snapshots where aggregate_type = 'meter' and aggregate_id = 'pgb-' || :client_id;
+select aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata from events where aggregate_type = 'meter' and aggregate_id = 'pgb-' || :client_id and sequence > 0 order by sequence limit 100;
+begin;
+insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) values ('meter', 'pgb-' || :client_id || '-' || :n || '-' || md5(random()::text), 1, 'UsageRecorded', '1.0', '{"UsageRecorded": {"user_id": "00000000-0000-0000-0000-000000000001", "day": "2026-11-22", "kind": "messages", "amount": 1, "occurred_at": "2026-11-22T00:00:00Z"}}', '{"actor_role": "user", "ip": "encv1-00000000-0000-0000-0000-000000000001-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}');
+commit;
+select transaction_id::text, position, event_id from events where aggregate_type = 'meter' and aggregate_id = 'pgb-' || :client_id and sequence > 0 and sequence <= 1 order by sequence;
+"#;
+
+async fn pgbench(clients: usize, secs: u64) -> Option<f64> {
+    let id = Uuid::new_v4().simple().to_string();
+    let db = format!("chronicle_bench_pgbu_{}", &id[..12]);
+    let url = format!("{PG_BASE}/{db}");
+    eventstore::database::ensure_database(&url).await.ok()?;
+    let pool = eventstore::database::connect(&url, 2).await.ok()?;
+    eventstore::database::migrate(&pool).await.ok()?;
+    pool.close().await;
+    let script = std::env::temp_dir().join(format!("chronicle-pgbench-usage-{}.sql", &id[..12]));
+    std::fs::write(&script, PGBENCH_SCRIPT).ok()?;
+    let out = Command::new("pgbench")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-n",
+            "-M",
+            "prepared",
+            "-j",
+            "2",
+        ])
+        .args(["-c", &clients.to_string(), "-T", &secs.to_string(), "-f"])
+        .arg(&script)
+        .arg(&db)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if let Ok(admin) = sqlx::PgPool::connect(&format!("{PG_BASE}/postgres")).await {
+        let _ = sqlx::query(&format!("drop database if exists \"{db}\" with (force)"))
+            .execute(&admin)
+            .await;
+    }
+    let _ = std::fs::remove_file(&script);
+    text.lines()
+        .find(|l| l.starts_with("tps"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let secs = env_num("BENCH_SECS", 10);
+        let day_commands = env_num("BENCH_DAY_COMMANDS", 10_000) as usize;
+        let id = Uuid::new_v4().simple().to_string();
+        let db = format!("chronicle_bench_usage_{}", &id[..12]);
+        let stream = format!("CHRONICLE_BENCH_USAGE_{}", &id[..12]);
+        let vars: Vec<(String, String)> = vec![
+            ("APP_ENV".into(), "test".into()),
+            ("DATABASE_URL".into(), format!("{PG_BASE}/{db}")),
+            ("DATABASE_MAX_CONNECTIONS".into(), "40".into()),
+            ("CHRONICLE_STREAM".into(), stream.clone()),
+            ("CHRONICLE_SUBJECT_PREFIX".into(), stream.to_lowercase()),
+            ("BIND".into(), "127.0.0.1:0".into()),
+            ("SECRET_KEY".into(), "bench-secret-key-that-is-long-enough-0000".into()),
+            ("MASTER_KEY".into(), eventstore::crypto::Key::random().to_hex()),
+            ("PLANS".into(), PLANS.into()),
+            ("RATE_LIMIT_AUTH_IP_PER_MINUTE".into(), "10000000".into()),
+            ("RATE_LIMIT_AUTH_ACCOUNT_PER_MINUTE".into(), "10000000".into()),
+            ("DATA_DIR".into(), std::env::temp_dir().join(&stream).display().to_string()),
+        ];
+        let config = Config::from_lookup(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())).expect("config");
+        let master = config.master_keys.clone();
+        let master_again = master.clone();
+        let app = Application::build(config, Roles::only(&[Role::Api, Role::Relay, Role::Projector])).await.expect("app");
+        let base = format!("http://{}", app.local_addr().expect("api"));
+        let pool = app.pool().clone();
+        let stop = app.stop_token();
+        let server = tokio::spawn(app.run_until_stopped());
+
+        // 100 verified users, signed in
+        let users = CommandBus::<User>::new(pool.clone(), KeyStore::new(pool.clone(), master), UserPolicy::default());
+        let hash = PasswordHasher::new(2).hash(PASSWORD.into()).await.expect("hash");
+        let client = reqwest::Client::new();
+        let mut tokens = vec![];
+        for i in 0..100 {
+            let user_id = Uuid::now_v7();
+            let email = format!("u{i}@bench.example.com");
+            eventstore::email_claims::claim(&pool, &email, user_id).await.expect("claim");
+            users
+                .execute(
+                    &user_id.to_string(),
+                    UserCommand::RegisterUser { user_id, email: email.clone(), password_hash: Some(hash.clone()), display_name: None, role: "user".into(), plan: "pro".into(), verified: true, verification_nonce: "n".into(), now: chrono::Utc::now() },
+                    &EventMetadata::system("bench"),
+                )
+                .await
+                .expect("user");
+            let r: serde_json::Value = client
+                .post(format!("{base}/api/v1/auth/login"))
+                .json(&serde_json::json!({"email": email, "password": PASSWORD}))
+                .send()
+                .await
+                .expect("login")
+                .json()
+                .await
+                .expect("json");
+            tokens.push(r["data"]["access_token"].as_str().expect("token").to_owned());
+        }
+        let tokens = Arc::new(tokens);
+        let r16 = load(&base, &tokens, 16, secs).await;
+        let r64 = load(&base, &tokens, 64, secs).await;
+
+        // one user's day: the first commands against the 10,000th
+        let one = Arc::new(vec![tokens[0].clone()]);
+        let mut lat = Vec::with_capacity(day_commands);
+        for _ in 0..day_commands {
+            let t0 = Instant::now();
+            let r = client
+                .post(format!("{base}/api/v1/metrics"))
+                .bearer_auth(&one[0])
+                .json(&serde_json::json!({"kind": "api_calls", "amount": 1}))
+                .send()
+                .await
+                .expect("sent");
+            assert_eq!(r.status(), 202);
+            lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
+        let first = mean(&lat[..100.min(lat.len())]);
+        let last = mean(&lat[lat.len().saturating_sub(100)..]);
+        // the same day's meter loaded without snapshots: a full replay of every event
+        let meter = {
+            let claims: (String,) = sqlx::query_as("select aggregate_id from events where event_type = 'UsageRecorded' group by aggregate_id order by count(*) desc limit 1")
+                .fetch_one(&pool)
+                .await
+                .expect("the busiest meter");
+            claims.0
+        };
+        let replaying = CommandBus::<aggregates::meter::Meter>::new(pool.clone(), KeyStore::new(pool.clone(), master_again.clone()), ());
+        let snapshotting = CommandBus::<aggregates::meter::Meter>::new(pool.clone(), KeyStore::new(pool.clone(), master_again), ()).with_snapshots(100);
+        let mut full = vec![];
+        let mut snap = vec![];
+        for _ in 0..5 {
+            let t0 = Instant::now();
+            let _ = replaying.load(&meter).await.expect("load");
+            full.push(t0.elapsed().as_secs_f64() * 1000.0);
+            let t0 = Instant::now();
+            let _ = snapshotting.load(&meter).await.expect("load");
+            snap.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        let records: i64 = sqlx::query_scalar("select count(*) from events where event_type = 'UsageRecorded'")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0);
+        stop.cancel();
+        let _ = server.await;
+        let p16 = pgbench(16, secs).await;
+        let p64 = pgbench(64, secs).await;
+        if let Ok(admin) = sqlx::PgPool::connect(&format!("{PG_BASE}/postgres")).await {
+            let _ = sqlx::query(&format!("drop database if exists \"{db}\" with (force)")).execute(&admin).await;
+        }
+        if let Ok(c) = async_nats::connect("nats://127.0.0.1:4222").await {
+            let _ = async_nats::jetstream::new(c).delete_stream(&stream).await;
+        }
+        println!("# usage benchmark: {secs} s per run, 100 users; {records} UsageRecorded events in all");
+        println!();
+        println!("| run | commands/s | p50 ms | p99 ms | errors | pgbench same SQL, tps |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+        println!("| RecordUsage, 16 clients | {:.0} | {:.1} | {:.1} | {} | {} |", r16.0, r16.1, r16.2, r16.3, p16.map(|t| format!("{t:.0}")).unwrap_or("-".into()));
+        println!("| RecordUsage, 64 clients | {:.0} | {:.1} | {:.1} | {} | {} |", r64.0, r64.1, r64.2, r64.3, p64.map(|t| format!("{t:.0}")).unwrap_or("-".into()));
+        println!();
+        println!("| one user's day, sequential | mean latency ms |");
+        println!("| --- | ---: |");
+        println!("| commands 1–100 | {first:.2} |");
+        println!("| commands {}–{} | {last:.2} |", day_commands.saturating_sub(99), day_commands);
+        println!();
+        println!("| loading that day's meter ({day_commands}+ events) | mean ms |");
+        println!("| --- | ---: |");
+        println!("| from its snapshot (at most 100 events replayed) | {:.2} |", mean(&snap));
+        println!("| full replay, no snapshot | {:.2} |", mean(&full));
+    });
+}
