@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use aggregates::conversation::Conversation;
 use aggregates::meter::Meter;
 use aggregates::session::{Session, SessionPolicy};
 use aggregates::user::{User, UserPolicy};
@@ -18,6 +19,7 @@ use eventstore::crypto::KeyStore;
 use eventstore::passwords::PasswordHasher;
 use eventstore::secrets::{self, Secrets};
 use eventstore::{database, CommandBus};
+use projections::feed::ConversationFeed;
 use projections::{checkpoint, CheckpointWatch, ReadModel};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -247,6 +249,11 @@ impl Application {
                         .with_max_attempts(20),
                 ),
                 plans: Arc::new(config.plans.clone()),
+                conversations: Arc::new(
+                    CommandBus::<Conversation>::new(pool.clone(), keys.clone(), ())
+                        .with_snapshots(100),
+                ),
+                feed: ConversationFeed::spawn(pool.clone(), stop.clone()),
                 passwords,
                 dummy_hash: Arc::new(dummy_hash),
                 secrets: secrets.clone(),

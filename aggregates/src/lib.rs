@@ -11,9 +11,11 @@
 //! - [`envelope`]: [`StreamEnvelope`], the JSON document every event travels in on NATS.
 //! - [`user`]: the `user` aggregate: an account, its verification, password and sign-in rules.
 //! - [`session`]: the `session` aggregate: one sign-in, its refresh-token rotation.
+//! - [`conversation`]: the `conversation` aggregate: a conversation and its messages.
 //! - [`meter`]: the `meter` aggregate: one user's usage on one day, against the plan.
 //! - [`plan`]: plans and their daily limits (configuration, not code).
 
+pub mod conversation;
 pub mod cursor;
 pub mod envelope;
 pub mod metadata;

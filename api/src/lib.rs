@@ -52,6 +52,8 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::me::router(state.config.avatar_max_bytes))
         .merge(routes::privacy::router())
         .merge(routes::usage::router())
+        .merge(routes::conversations::router())
+        .merge(routes::live::router())
         .merge(routes::users::router())
         .merge(routes::health::router())
         .merge(openapi::router())

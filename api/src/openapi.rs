@@ -5,7 +5,9 @@ use axum::Router;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::routes::{auth, health, me, password, privacy, sessions, usage, users};
+use crate::routes::{
+    auth, conversations, health, live, me, password, privacy, sessions, usage, users,
+};
 use crate::AppState;
 
 #[derive(OpenApi)]
@@ -39,6 +41,18 @@ use crate::AppState;
         usage::record_usage,
         usage::usage,
         usage::change_plan,
+        conversations::list,
+        conversations::create,
+        conversations::get_one,
+        conversations::rename,
+        conversations::delete_one,
+        conversations::bulk_delete,
+        conversations::list_messages,
+        conversations::post_message,
+        conversations::get_message,
+        conversations::edit_message,
+        conversations::delete_message,
+        live::stream,
         users::status,
         users::avatar,
         health::live,
@@ -52,6 +66,7 @@ use crate::AppState;
         (name = "auth", description = "Registration and sign-in"),
         (name = "users", description = "Accounts"),
         (name = "me", description = "The signed-in user's own account"),
+        (name = "conversations", description = "Conversations and messages (owner only), and their live stream"),
         (name = "usage", description = "Plans, usage metering and limits (days are UTC)"),
         (name = "operations", description = "Health and metrics"),
     )

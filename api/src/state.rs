@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aggregates::conversation::Conversation;
 use aggregates::meter::Meter;
 use aggregates::plan::Plans;
 use aggregates::session::Session;
@@ -13,6 +14,7 @@ use eventstore::passwords::PasswordHasher;
 use eventstore::secrets::Secrets;
 use eventstore::CommandBus;
 use metrics_exporter_prometheus::PrometheusHandle;
+use projections::feed::ConversationFeed;
 use projections::CheckpointWatch;
 use sqlx::PgPool;
 
@@ -77,6 +79,9 @@ pub struct AppState {
     pub users: Arc<CommandBus<User>>,
     pub sessions: Arc<CommandBus<Session>>,
     pub meters: Arc<CommandBus<Meter>>,
+    pub conversations: Arc<CommandBus<Conversation>>,
+    /// Which conversations just changed (the live stream).
+    pub feed: ConversationFeed,
     pub plans: Arc<Plans>,
     pub passwords: PasswordHasher,
     /// A hash of nothing anyone knows: unknown emails are checked against it so that

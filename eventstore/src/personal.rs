@@ -30,7 +30,8 @@ pub const PERSONAL_FIELDS: &[&str] = &[
 /// Metadata keys that hold personal data.
 pub const PERSONAL_METADATA: &[&str] = &["ip", "user_agent"];
 
-/// The user whose personal data an event carries.
+/// The user whose personal data an event carries: the `user` aggregate itself, else the
+/// payload's `user_id` or `owner_id`, else the acting user.
 pub fn subject(
     aggregate_type: &str,
     aggregate_id: &str,
@@ -40,12 +41,13 @@ pub fn subject(
     if aggregate_type == aggregates::user::AGGREGATE_TYPE {
         return aggregate_id.parse().ok();
     }
-    let from_payload = payload
-        .as_object()
-        .and_then(|o| o.values().next())
-        .and_then(|inner| inner.get("user_id"))
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse().ok());
+    let inner = payload.as_object().and_then(|o| o.values().next());
+    let from_payload = ["user_id", "owner_id"].iter().find_map(|k| {
+        inner
+            .and_then(|i| i.get(*k))
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+    });
     from_payload.or_else(|| {
         let role = metadata
             .get("actor_role")

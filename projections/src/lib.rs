@@ -12,12 +12,15 @@
 //! - [`users`]: accounts (`users` table); the status query.
 //! - [`sessions`]: sign-ins (`sessions` table), checked on every authenticated request.
 //! - [`usage`]: usage per user, day and kind.
+//! - [`conversations`]: conversations and messages; the live stream's notifications.
 //! - [`event_stats`]: how many events of each type the log holds.
 //! - [`rebuild`]: replaying a read model from the log.
 //! - [`watch`]: following every checkpoint, for read-your-writes.
 
 pub mod checkpoint;
+pub mod conversations;
 pub mod event_stats;
+pub mod feed;
 pub mod read_model;
 pub mod rebuild;
 pub mod sessions;

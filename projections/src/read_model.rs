@@ -6,7 +6,7 @@ use std::str::FromStr;
 use eventstore::StoredEvent;
 use sqlx::PgConnection;
 
-use crate::{event_stats, sessions, usage, users};
+use crate::{conversations, event_stats, sessions, usage, users};
 
 /// Every read model Chronicle keeps. Adding one here makes the projector, rebuild, health
 /// and metrics know about it.
@@ -15,6 +15,7 @@ pub enum ReadModel {
     Users,
     Sessions,
     Usage,
+    Conversations,
     EventStats,
 }
 
@@ -61,10 +62,11 @@ impl ProjectionError {
 }
 
 impl ReadModel {
-    pub const ALL: [ReadModel; 4] = [
+    pub const ALL: [ReadModel; 5] = [
         ReadModel::Users,
         ReadModel::Sessions,
         ReadModel::Usage,
+        ReadModel::Conversations,
         ReadModel::EventStats,
     ];
 
@@ -74,6 +76,7 @@ impl ReadModel {
             ReadModel::Users => "users",
             ReadModel::Sessions => "sessions",
             ReadModel::Usage => "usage",
+            ReadModel::Conversations => "conversations",
             ReadModel::EventStats => "event_stats",
         }
     }
@@ -88,6 +91,7 @@ impl ReadModel {
             ReadModel::Users => users::apply(conn, event).await,
             ReadModel::Sessions => sessions::apply(conn, event).await,
             ReadModel::Usage => usage::apply(conn, event).await,
+            ReadModel::Conversations => conversations::apply(conn, event).await,
             ReadModel::EventStats => event_stats::apply(conn, event).await,
         }
     }
@@ -98,6 +102,7 @@ impl ReadModel {
             ReadModel::Users => users::clear(conn).await,
             ReadModel::Sessions => sessions::clear(conn).await,
             ReadModel::Usage => usage::clear(conn).await,
+            ReadModel::Conversations => conversations::clear(conn).await,
             ReadModel::EventStats => event_stats::clear(conn).await,
         }
     }
@@ -110,7 +115,7 @@ impl fmt::Display for ReadModel {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("no read model named {0:?} (known: users, sessions, usage, event_stats)")]
+#[error("no read model named {0:?} (known: users, sessions, usage, conversations, event_stats)")]
 pub struct UnknownReadModel(pub String);
 
 impl FromStr for ReadModel {

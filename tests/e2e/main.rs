@@ -8,6 +8,7 @@ mod support;
 mod usage;
 
 mod auth;
+mod conversations;
 mod http_contract;
 mod idempotency;
 mod mailer;

@@ -33,7 +33,10 @@ async fn health_endpoints_report_every_part_of_the_pipeline() {
         .iter()
         .filter_map(|p| p["name"].as_str())
         .collect();
-    assert_eq!(names, vec!["event_stats", "sessions", "usage", "users"]);
+    assert_eq!(
+        names,
+        vec!["conversations", "event_stats", "sessions", "usage", "users"]
+    );
     let (status, _) = app.get_json("/health/detailed").await;
     assert_eq!(status, 200);
     app.finish().await;

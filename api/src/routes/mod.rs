@@ -2,7 +2,9 @@
 
 pub mod account;
 pub mod auth;
+pub mod conversations;
 pub mod health;
+pub mod live;
 pub mod me;
 pub mod password;
 pub mod privacy;

@@ -1,0 +1,528 @@
+//! Conversations and messages: `/api/v1/conversations...` and `/api/v1/messages/{id}`.
+//! Only the owner sees a conversation or a message: anyone else gets 404 on every route.
+//! The live stream is in [`super::live`].
+
+use aggregates::conversation::{ConversationCommand, ConversationError, ROLE_USER};
+use aggregates::meter::{meter_id, MeterCommand, MeterError, KIND_MESSAGES};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use eventstore::CommandError;
+use projections::conversations::{self, ConversationRow, MessageRow};
+use projections::ReadModel;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::auth::AuthUser;
+use crate::envelope::Reply;
+use crate::extract::{AppJson, AppQuery, RequestMeta};
+use crate::routes::account::profile;
+use crate::routes::read_your_writes::settle;
+use crate::{ApiError, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/v1/conversations",
+            get(list).post(create).delete(bulk_delete),
+        )
+        .route(
+            "/api/v1/conversations/{id}",
+            get(get_one).patch(rename).delete(delete_one),
+        )
+        .route(
+            "/api/v1/conversations/{id}/messages",
+            get(list_messages).post(post_message),
+        )
+        .route(
+            "/api/v1/messages/{id}",
+            get(get_message).patch(edit_message).delete(delete_message),
+        )
+}
+
+fn not_found() -> ApiError {
+    ApiError::NotFound("no such conversation".into())
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    id.parse().map_err(|_| not_found())
+}
+
+fn as_owner(meta: aggregates::EventMetadata, auth: &AuthUser) -> aggregates::EventMetadata {
+    let mut m = meta;
+    m.actor_id = Some(auth.user_id.to_string());
+    m.actor_role = auth.role.clone();
+    m
+}
+
+pub fn conversation_error(e: CommandError<ConversationError>) -> ApiError {
+    match e {
+        CommandError::Domain(ConversationError::NotFound)
+        | CommandError::Domain(ConversationError::AlreadyStarted) => not_found(),
+        CommandError::Domain(ConversationError::MessageNotFound) => {
+            ApiError::NotFound("no such message".into())
+        }
+        CommandError::Domain(ConversationError::Invalid { field, message }) => {
+            ApiError::validation(field, message)
+        }
+        CommandError::Conflict => {
+            ApiError::Conflict("the conversation changed meanwhile; try again".into())
+        }
+        CommandError::Store(e) => ApiError::internal(e),
+    }
+}
+
+async fn owned(state: &AppState, auth: &AuthUser, id: Uuid) -> Result<ConversationRow, ApiError> {
+    conversations::owned(&state.pool, auth.user_id, id)
+        .await?
+        .ok_or_else(not_found)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Search in titles.
+    #[serde(default)]
+    pub q: Option<String>,
+    #[serde(default)]
+    pub page: Option<u32>,
+    /// 1 to 100 (default 20).
+    #[serde(default)]
+    pub per_page: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationPage {
+    pub items: Vec<ConversationRow>,
+    pub page: u32,
+    pub per_page: u32,
+    pub total: i64,
+}
+
+/// My conversations, most recently active first.
+#[utoipa::path(get, path = "/api/v1/conversations", tag = "conversations", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, description = "A page", body = ConversationPage)))]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    AppQuery(q): AppQuery<ListQuery>,
+) -> Result<Reply<ConversationPage>, ApiError> {
+    let page = q.page.unwrap_or(1).max(1);
+    let per_page = q.per_page.unwrap_or(20);
+    if !(1..=100).contains(&per_page) {
+        return Err(ApiError::validation("per_page", "must be 1 to 100"));
+    }
+    let search = q.q.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let (items, total) = conversations::list(
+        &state.pool,
+        auth.user_id,
+        search,
+        per_page as i64,
+        (page as i64 - 1) * per_page as i64,
+    )
+    .await?;
+    Ok(Reply::ok(ConversationPage {
+        items,
+        page,
+        per_page,
+        total,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TitleRequest {
+    pub title: String,
+}
+
+/// Start a conversation. 402 `upgrade_required` when the plan's `max_conversations` are in use.
+#[utoipa::path(post, path = "/api/v1/conversations", tag = "conversations", security(("bearer" = [])),
+    request_body(content = TitleRequest, content_type = "application/json"),
+    responses((status = 201, description = "Created", body = ConversationRow),
+              (status = 402, description = "`upgrade_required`", body = crate::error::ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    RequestMeta(meta): RequestMeta,
+    auth: AuthUser,
+    AppJson(req): AppJson<TitleRequest>,
+) -> Result<Reply<ConversationRow>, ApiError> {
+    let me = profile(&state, auth.user_id).await?;
+    let plan = state
+        .plans
+        .get(&me.plan)
+        .or_else(|| state.plans.get(&state.plans.default))
+        .cloned();
+    if let Some(plan) = plan {
+        let live = conversations::count_live(&state.pool, auth.user_id).await?;
+        if live as u64 >= plan.max_conversations {
+            return Err(ApiError::UpgradeRequired {
+                message: format!(
+                    "the {} plan allows {} conversations; upgrade for more",
+                    plan.name, plan.max_conversations
+                ),
+                details: json!({"plan": plan.name, "kind": "conversations", "limit": plan.max_conversations, "used": live, "remaining": 0}),
+            });
+        }
+    }
+    let id = Uuid::now_v7();
+    let outcome = state
+        .conversations
+        .execute(
+            &id.to_string(),
+            ConversationCommand::StartConversation {
+                owner_id: auth.user_id,
+                title: req.title.trim().to_owned(),
+            },
+            &as_owner(meta, &auth),
+        )
+        .await
+        .map_err(conversation_error)?;
+    let lagging = settle(&state, outcome.cursor, &[ReadModel::Conversations]).await;
+    let mut reply = Reply::ok(owned(&state, &auth, id).await?).with_status(StatusCode::CREATED);
+    reply.position = outcome.cursor;
+    reply.lagging = lagging;
+    Ok(reply)
+}
+
+/// One of my conversations.
+#[utoipa::path(get, path = "/api/v1/conversations/{id}", tag = "conversations", security(("bearer" = [])),
+    params(("id" = Uuid, Path)), responses((status = 200, body = ConversationRow), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get_one(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Reply<ConversationRow>, ApiError> {
+    Ok(Reply::ok(owned(&state, &auth, parse_id(&id)?).await?))
+}
+
+/// Rename one of my conversations.
+#[utoipa::path(patch, path = "/api/v1/conversations/{id}", tag = "conversations", security(("bearer" = [])),
+    params(("id" = Uuid, Path)), request_body(content = TitleRequest, content_type = "application/json"),
+    responses((status = 200, body = ConversationRow), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn rename(
+    State(state): State<AppState>,
+    RequestMeta(meta): RequestMeta,
+    auth: AuthUser,
+    Path(id): Path<String>,
+    AppJson(req): AppJson<TitleRequest>,
+) -> Result<Reply<ConversationRow>, ApiError> {
+    let id = parse_id(&id)?;
+    let outcome = state
+        .conversations
+        .execute(
+            &id.to_string(),
+            ConversationCommand::Rename {
+                by: auth.user_id,
+                title: req.title.trim().to_owned(),
+            },
+            &as_owner(meta, &auth),
+        )
+        .await
+        .map_err(conversation_error)?;
+    settle(&state, outcome.cursor, &[ReadModel::Conversations]).await;
+    let mut reply = Reply::ok(owned(&state, &auth, id).await?);
+    reply.position = outcome.cursor;
+    Ok(reply)
+}
+
+async fn delete_conversation(
+    state: &AppState,
+    meta: &aggregates::EventMetadata,
+    auth: &AuthUser,
+    id: Uuid,
+) -> Result<Option<aggregates::LogCursor>, ApiError> {
+    let outcome = state
+        .conversations
+        .execute(
+            &id.to_string(),
+            ConversationCommand::Delete { by: auth.user_id },
+            meta,
+        )
+        .await
+        .map_err(conversation_error)?;
+    Ok(outcome.cursor)
+}
+
+/// Delete one of my conversations.
+#[utoipa::path(delete, path = "/api/v1/conversations/{id}", tag = "conversations", security(("bearer" = [])),
+    params(("id" = Uuid, Path)), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn delete_one(
+    State(state): State<AppState>,
+    RequestMeta(meta): RequestMeta,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let cursor = delete_conversation(&state, &as_owner(meta, &auth), &auth, parse_id(&id)?).await?;
+    settle(&state, cursor, &[ReadModel::Conversations]).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkDelete {
+    /// 1 to 100 conversation ids.
+    pub ids: Vec<Uuid>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkDeleted {
+    /// The ids that were mine and are now deleted (others are ignored).
+    pub deleted: Vec<Uuid>,
+}
+
+/// Delete several of my conversations.
+#[utoipa::path(delete, path = "/api/v1/conversations", tag = "conversations", security(("bearer" = [])),
+    request_body(content = BulkDelete, content_type = "application/json"), responses((status = 200, body = BulkDeleted)))]
+pub async fn bulk_delete(
+    State(state): State<AppState>,
+    RequestMeta(meta): RequestMeta,
+    auth: AuthUser,
+    AppJson(req): AppJson<BulkDelete>,
+) -> Result<Reply<BulkDeleted>, ApiError> {
+    if req.ids.is_empty() || req.ids.len() > 100 {
+        return Err(ApiError::validation("ids", "send 1 to 100 ids"));
+    }
+    let meta = as_owner(meta, &auth);
+    let mut deleted = vec![];
+    let mut cursor = None;
+    for id in req.ids {
+        match delete_conversation(&state, &meta, &auth, id).await {
+            Ok(c) => {
+                deleted.push(id);
+                cursor = c.max(cursor);
+            }
+            Err(ApiError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    settle(&state, cursor, &[ReadModel::Conversations]).await;
+    Ok(Reply::ok(BulkDeleted { deleted }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct MessagesQuery {
+    /// Messages after this cursor (a message's `posted_seq`); default from the start.
+    #[serde(default)]
+    pub after: Option<i64>,
+    /// 1 to 200 (default 50).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessagePage {
+    pub items: Vec<MessageRow>,
+    /// Pass as `after` for the next page; null at the end.
+    pub next: Option<i64>,
+}
+
+/// Messages of one of my conversations, oldest first (deleted ones as tombstones).
+#[utoipa::path(get, path = "/api/v1/conversations/{id}/messages", tag = "conversations", security(("bearer" = [])),
+    params(("id" = Uuid, Path), MessagesQuery), responses((status = 200, body = MessagePage), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn list_messages(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+    AppQuery(q): AppQuery<MessagesQuery>,
+) -> Result<Reply<MessagePage>, ApiError> {
+    let conversation = owned(&state, &auth, parse_id(&id)?).await?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::validation("limit", "must be 1 to 200"));
+    }
+    let items = conversations::messages(
+        &state.pool,
+        conversation.id,
+        q.after.unwrap_or(0),
+        limit as i64,
+    )
+    .await?;
+    let next = (items.len() == limit as usize)
+        .then(|| items.last().map(|m| m.posted_seq))
+        .flatten();
+    Ok(Reply::ok(MessagePage { items, next }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContentRequest {
+    pub content: String,
+}
+
+/// Count a message against the plan's daily limit before it is accepted.
+pub async fn charge_message(
+    state: &AppState,
+    auth: &AuthUser,
+    meta: &aggregates::EventMetadata,
+) -> Result<(), ApiError> {
+    let me = profile(state, auth.user_id).await?;
+    let plan = state
+        .plans
+        .get(&me.plan)
+        .or_else(|| state.plans.get(&state.plans.default))
+        .cloned()
+        .ok_or_else(|| ApiError::internal("no plans configured"))?;
+    let now = state.clock.now();
+    let day = now.date_naive();
+    let command = MeterCommand::RecordUsage {
+        user_id: auth.user_id,
+        day,
+        kind: KIND_MESSAGES.into(),
+        amount: 1,
+        occurred_at: now,
+        limit: plan.daily_limit(KIND_MESSAGES),
+    };
+    match state
+        .meters
+        .execute(&meter_id(auth.user_id, day), command, meta)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(CommandError::Domain(MeterError::LimitReached { kind, limit, used })) => {
+            Err(ApiError::UpgradeRequired {
+                message: format!(
+                    "the {} plan allows {limit} {kind} a day; upgrade for more",
+                    plan.name
+                ),
+                details: json!({"plan": plan.name, "kind": kind, "limit": limit, "used": used, "remaining": limit.saturating_sub(used), "day": day}),
+            })
+        }
+        Err(CommandError::Domain(MeterError::Invalid { field, message })) => {
+            Err(ApiError::validation(field, message))
+        }
+        Err(CommandError::Conflict) => Err(ApiError::Conflict(
+            "usage was recorded concurrently; try again".into(),
+        )),
+        Err(CommandError::Store(e)) => Err(ApiError::internal(e)),
+    }
+}
+
+/// Post a message (PostMessage). It counts as usage (`messages`): 402 `upgrade_required`
+/// when the day's messages are used up, and then nothing is appended.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/messages", tag = "conversations", security(("bearer" = [])),
+    params(("id" = Uuid, Path)), request_body(content = ContentRequest, content_type = "application/json"),
+    responses((status = 201, body = MessageRow), (status = 402, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn post_message(
+    State(state): State<AppState>,
+    RequestMeta(meta): RequestMeta,
+    auth: AuthUser,
+    Path(id): Path<String>,
+    AppJson(req): AppJson<ContentRequest>,
+) -> Result<Reply<MessageRow>, ApiError> {
+    let conversation = owned(&state, &auth, parse_id(&id)?).await?;
+    let content = req.content.trim().to_owned();
+    if content.is_empty() || content.chars().count() > aggregates::conversation::CONTENT_MAX {
+        return Err(ApiError::validation(
+            "content",
+            "must be 1 to 32000 characters",
+        ));
+    }
+    let meta = as_owner(meta, &auth);
+    charge_message(&state, &auth, &meta).await?;
+    let message_id = Uuid::now_v7();
+    let outcome = state
+        .conversations
+        .execute(
+            &conversation.id.to_string(),
+            ConversationCommand::PostMessage {
+                by: auth.user_id,
+                message_id,
+                role: ROLE_USER.into(),
+                content,
+                in_reply_to: None,
+            },
+            &meta,
+        )
+        .await
+        .map_err(conversation_error)?;
+    let lagging = settle(&state, outcome.cursor, &[ReadModel::Conversations]).await;
+    let message = conversations::message_owned(&state.pool, auth.user_id, message_id)
+        .await?
+        .ok_or(ApiError::NotCaughtUp)?;
+    let mut reply = Reply::ok(message).with_status(StatusCode::CREATED);
+    reply.position = outcome.cursor;
+    reply.lagging = lagging;
+    Ok(reply)
+}
+
+async fn my_message(state: &AppState, auth: &AuthUser, id: &str) -> Result<MessageRow, ApiError> {
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| ApiError::NotFound("no such message".into()))?;
+    conversations::message_owned(&state.pool, auth.user_id, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such message".into()))
+}
+
+/// One of my messages.
+#[utoipa::path(get, path = "/api/v1/messages/{id}", tag = "conversations", security(("bearer" = [])),
+    params(("id" = Uuid, Path)), responses((status = 200, body = MessageRow), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get_message(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Reply<MessageRow>, ApiError> {
+    Ok(Reply::ok(my_message(&state, &auth, &id).await?))
+}
+
+/// Edit one of my messages.
+#[utoipa::path(patch, path = "/api/v1/messages/{id}", tag = "conversations", security(("bearer" = [])),
+    params(("id" = Uuid, Path)), request_body(content = ContentRequest, content_type = "application/json"),
+    responses((status = 200, body = MessageRow), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn edit_message(
+    State(state): State<AppState>,
+    RequestMeta(meta): RequestMeta,
+    auth: AuthUser,
+    Path(id): Path<String>,
+    AppJson(req): AppJson<ContentRequest>,
+) -> Result<Reply<MessageRow>, ApiError> {
+    let message = my_message(&state, &auth, &id).await?;
+    let outcome = state
+        .conversations
+        .execute(
+            &message.conversation_id.to_string(),
+            ConversationCommand::EditMessage {
+                by: auth.user_id,
+                message_id: message.id,
+                content: req.content.trim().to_owned(),
+            },
+            &as_owner(meta, &auth),
+        )
+        .await
+        .map_err(conversation_error)?;
+    settle(&state, outcome.cursor, &[ReadModel::Conversations]).await;
+    let mut reply = Reply::ok(my_message(&state, &auth, &id).await?);
+    reply.position = outcome.cursor;
+    Ok(reply)
+}
+
+/// Delete one of my messages (the conversation keeps a tombstone; the history keeps it).
+#[utoipa::path(delete, path = "/api/v1/messages/{id}", tag = "conversations", security(("bearer" = [])),
+    params(("id" = Uuid, Path)), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn delete_message(
+    State(state): State<AppState>,
+    RequestMeta(meta): RequestMeta,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let message = my_message(&state, &auth, &id).await?;
+    let outcome = state
+        .conversations
+        .execute(
+            &message.conversation_id.to_string(),
+            ConversationCommand::DeleteMessage {
+                by: auth.user_id,
+                message_id: message.id,
+            },
+            &as_owner(meta, &auth),
+        )
+        .await
+        .map_err(conversation_error)?;
+    settle(&state, outcome.cursor, &[ReadModel::Conversations]).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
