@@ -9,6 +9,7 @@ use std::sync::Arc;
 use aggregates::conversation::Conversation;
 use aggregates::meter::Meter;
 use aggregates::session::{Session, SessionPolicy};
+use aggregates::upload::Upload;
 use aggregates::user::{User, UserPolicy};
 use anyhow::Context;
 use api::auth::rate_limit::RateLimits;
@@ -254,6 +255,7 @@ impl Application {
                         .with_snapshots(100),
                 ),
                 feed: ConversationFeed::spawn(pool.clone(), stop.clone()),
+                uploads: Arc::new(CommandBus::<Upload>::new(pool.clone(), keys.clone(), ())),
                 passwords,
                 dummy_hash: Arc::new(dummy_hash),
                 secrets: secrets.clone(),
@@ -282,6 +284,7 @@ impl Application {
                     cookie_secure: config.cookie_secure,
                     data_dir: config.data_dir.clone(),
                     avatar_max_bytes: config.avatar_max_bytes,
+                    upload_max_bytes: config.upload_max_bytes,
                 }),
             };
             (Some(listener), Some(api::router(state)))

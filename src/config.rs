@@ -80,6 +80,7 @@ pub struct Config {
     pub admin_email: Option<String>,
     pub admin_password: Option<String>,
     pub avatar_max_bytes: usize,
+    pub upload_max_bytes: usize,
     /// Wraps every user's data key. Rotating: set the new one here and the old one in
     /// `MASTER_KEY_PREVIOUS`, run `chronicle keys rotate`, then drop the old one.
     pub master_keys: MasterKeys,
@@ -312,6 +313,10 @@ impl Config {
             )? as u32,
             admin_email,
             admin_password,
+            upload_max_bytes: positive(
+                "UPLOAD_MAX_BYTES",
+                v.parse("UPLOAD_MAX_BYTES", 10 * 1024 * 1024)?,
+            )? as usize,
             avatar_max_bytes: positive(
                 "AVATAR_MAX_BYTES",
                 v.parse("AVATAR_MAX_BYTES", 2 * 1024 * 1024)?,

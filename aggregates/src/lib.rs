@@ -22,6 +22,7 @@ pub mod metadata;
 pub mod meter;
 pub mod plan;
 pub mod session;
+pub mod upload;
 pub mod user;
 
 pub use cursor::LogCursor;

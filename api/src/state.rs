@@ -8,6 +8,7 @@ use aggregates::conversation::Conversation;
 use aggregates::meter::Meter;
 use aggregates::plan::Plans;
 use aggregates::session::Session;
+use aggregates::upload::Upload;
 use aggregates::user::User;
 use eventstore::crypto::KeyStore;
 use eventstore::passwords::PasswordHasher;
@@ -50,6 +51,8 @@ pub struct ApiConfig {
     /// Avatars are kept under `data_dir/avatars/`.
     pub data_dir: PathBuf,
     pub avatar_max_bytes: usize,
+    /// The largest upload accepted (bytes).
+    pub upload_max_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -69,6 +72,7 @@ impl Default for ApiConfig {
             cookie_secure: true,
             data_dir: PathBuf::from("./data"),
             avatar_max_bytes: 2 * 1024 * 1024,
+            upload_max_bytes: 10 * 1024 * 1024,
         }
     }
 }
@@ -80,6 +84,7 @@ pub struct AppState {
     pub sessions: Arc<CommandBus<Session>>,
     pub meters: Arc<CommandBus<Meter>>,
     pub conversations: Arc<CommandBus<Conversation>>,
+    pub uploads: Arc<CommandBus<Upload>>,
     /// Which conversations just changed (the live stream).
     pub feed: ConversationFeed,
     pub plans: Arc<Plans>,

@@ -25,6 +25,7 @@ pub const PERSONAL_FIELDS: &[&str] = &[
     "sha256",
     "title",
     "content",
+    "filename",
 ];
 
 /// Metadata keys that hold personal data.

@@ -24,6 +24,7 @@ pub mod feed;
 pub mod read_model;
 pub mod rebuild;
 pub mod sessions;
+pub mod uploads;
 pub mod usage;
 pub mod users;
 pub mod watch;

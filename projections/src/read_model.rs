@@ -6,7 +6,7 @@ use std::str::FromStr;
 use eventstore::StoredEvent;
 use sqlx::PgConnection;
 
-use crate::{conversations, event_stats, sessions, usage, users};
+use crate::{conversations, event_stats, sessions, uploads, usage, users};
 
 /// Every read model Chronicle keeps. Adding one here makes the projector, rebuild, health
 /// and metrics know about it.
@@ -16,6 +16,7 @@ pub enum ReadModel {
     Sessions,
     Usage,
     Conversations,
+    Uploads,
     EventStats,
 }
 
@@ -62,11 +63,12 @@ impl ProjectionError {
 }
 
 impl ReadModel {
-    pub const ALL: [ReadModel; 5] = [
+    pub const ALL: [ReadModel; 6] = [
         ReadModel::Users,
         ReadModel::Sessions,
         ReadModel::Usage,
         ReadModel::Conversations,
+        ReadModel::Uploads,
         ReadModel::EventStats,
     ];
 
@@ -77,6 +79,7 @@ impl ReadModel {
             ReadModel::Sessions => "sessions",
             ReadModel::Usage => "usage",
             ReadModel::Conversations => "conversations",
+            ReadModel::Uploads => "uploads",
             ReadModel::EventStats => "event_stats",
         }
     }
@@ -92,6 +95,7 @@ impl ReadModel {
             ReadModel::Sessions => sessions::apply(conn, event).await,
             ReadModel::Usage => usage::apply(conn, event).await,
             ReadModel::Conversations => conversations::apply(conn, event).await,
+            ReadModel::Uploads => uploads::apply(conn, event).await,
             ReadModel::EventStats => event_stats::apply(conn, event).await,
         }
     }
@@ -103,6 +107,7 @@ impl ReadModel {
             ReadModel::Sessions => sessions::clear(conn).await,
             ReadModel::Usage => usage::clear(conn).await,
             ReadModel::Conversations => conversations::clear(conn).await,
+            ReadModel::Uploads => uploads::clear(conn).await,
             ReadModel::EventStats => event_stats::clear(conn).await,
         }
     }
@@ -115,7 +120,7 @@ impl fmt::Display for ReadModel {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("no read model named {0:?} (known: users, sessions, usage, conversations, event_stats)")]
+#[error("no read model named {0:?} (known: users, sessions, usage, conversations, uploads, event_stats)")]
 pub struct UnknownReadModel(pub String);
 
 impl FromStr for ReadModel {

@@ -5,6 +5,7 @@
 //! One test binary (modules below) keeps link time down.
 
 mod support;
+mod uploads;
 mod usage;
 
 mod auth;

@@ -35,7 +35,14 @@ async fn health_endpoints_report_every_part_of_the_pipeline() {
         .collect();
     assert_eq!(
         names,
-        vec!["conversations", "event_stats", "sessions", "usage", "users"]
+        vec![
+            "conversations",
+            "event_stats",
+            "sessions",
+            "uploads",
+            "usage",
+            "users"
+        ]
     );
     let (status, _) = app.get_json("/health/detailed").await;
     assert_eq!(status, 200);

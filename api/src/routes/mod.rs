@@ -10,5 +10,6 @@ pub mod password;
 pub mod privacy;
 pub mod read_your_writes;
 pub mod sessions;
+pub mod uploads;
 pub mod usage;
 pub mod users;

@@ -237,7 +237,12 @@ pub async fn erase_user(
     settle(
         state,
         outcome.cursor,
-        &[ReadModel::Users, ReadModel::Sessions],
+        &[
+            ReadModel::Users,
+            ReadModel::Sessions,
+            ReadModel::Conversations,
+            ReadModel::Uploads,
+        ],
     )
     .await;
     if let Some(sha) = avatar.filter(|s| s.chars().all(|c| c.is_ascii_hexdigit())) {
@@ -247,6 +252,19 @@ pub async fn erase_user(
             .await?;
         if shared == 0 {
             let _ = tokio::fs::remove_file(state.config.data_dir.join("avatars").join(&sha)).await;
+        }
+    }
+    // uploaded files go too, unless another user stored the same bytes
+    for sha in projections::uploads::hashes_of(&state.pool, user_id).await? {
+        let shared: i64 = sqlx::query_scalar(
+            "select count(*) from uploads where sha256 = $1 and owner_id <> $2 and deleted_at is null",
+        )
+        .bind(&sha)
+        .bind(user_id)
+        .fetch_one(&state.pool)
+        .await?;
+        if shared == 0 && sha.chars().all(|c| c.is_ascii_hexdigit()) {
+            let _ = tokio::fs::remove_file(state.config.data_dir.join("uploads").join(&sha)).await;
         }
     }
     tracing::info!(user.id = %user_id, requested_by, "Erased a user");
