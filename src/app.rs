@@ -26,6 +26,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use workers::assistant::{Assistant, AssistantConfig};
 use workers::mailer::{Mailer, MailerConfig};
 use workers::projector::ProjectorConfig;
 use workers::relay::RelayConfig;
@@ -44,10 +45,19 @@ pub enum Role {
     Projector,
     /// JetStream → mail.
     Mailer,
+    /// JetStream → the model → replies to user messages (when LLM_BASE_URL and LLM_API_KEY
+    /// are set).
+    Assistant,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Api, Role::Relay, Role::Projector, Role::Mailer];
+    pub const ALL: [Role; 5] = [
+        Role::Api,
+        Role::Relay,
+        Role::Projector,
+        Role::Mailer,
+        Role::Assistant,
+    ];
 }
 
 impl fmt::Display for Role {
@@ -57,6 +67,7 @@ impl fmt::Display for Role {
             Role::Relay => "relay",
             Role::Projector => "projector",
             Role::Mailer => "mailer",
+            Role::Assistant => "assistant",
         })
     }
 }
@@ -68,7 +79,9 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.to_string() == s.trim())
-            .ok_or_else(|| format!("unknown role {s:?} (known: api, relay, projector, mailer)"))
+            .ok_or_else(|| {
+                format!("unknown role {s:?} (known: api, relay, projector, mailer, assistant)")
+            })
     }
 }
 
@@ -219,6 +232,9 @@ impl Application {
             .context("the mailer cannot start")?;
             tasks.spawn(mailer.run(stop.clone()));
         }
+        if roles.has(Role::Assistant) {
+            spawn_assistant(&config, &roles, &pool, &bus, &keys, &stop, &mut tasks).await?;
+        }
 
         let (listener, router) = if roles.has(Role::Api) {
             let listener = TcpListener::bind(config.bind)
@@ -255,6 +271,12 @@ impl Application {
                         .with_snapshots(100),
                 ),
                 feed: ConversationFeed::spawn(pool.clone(), stop.clone()),
+                llm: config
+                    .llm
+                    .clone()
+                    .map(llm::LlmClient::new)
+                    .transpose()
+                    .context("LLM_BASE_URL: cannot make the model's HTTP client")?,
                 uploads: Arc::new(CommandBus::<Upload>::new(pool.clone(), keys.clone(), ())),
                 passwords,
                 dummy_hash: Arc::new(dummy_hash),
@@ -344,6 +366,44 @@ impl Application {
         tracing::info!("Chronicle stopped");
         Ok(())
     }
+}
+
+/// Start the assistant when the model is configured; without it, say so (a warning when
+/// the assistant role was asked for by name).
+async fn spawn_assistant(
+    config: &Config,
+    roles: &Roles,
+    pool: &PgPool,
+    bus: &EventBus,
+    keys: &KeyStore,
+    stop: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    let Some(llm) = config.llm.clone() else {
+        if *roles == Roles::all() {
+            tracing::info!("The assistant is off: set LLM_BASE_URL and LLM_API_KEY to turn it on");
+        } else {
+            tracing::warn!("The assistant role is not started: set LLM_BASE_URL and LLM_API_KEY");
+        }
+        return Ok(());
+    };
+    if !roles.has(Role::Relay) {
+        let _ = bus.ensure_stream().await;
+    }
+    let assistant = Assistant::new(
+        pool.clone(),
+        bus.clone(),
+        keys.clone(),
+        AssistantConfig {
+            llm,
+            max_attempts: config.assistant_max_attempts,
+            plans: config.plans.clone(),
+            meter_snapshot_every: config.meter_snapshot_every,
+        },
+    )
+    .context("LLM_BASE_URL: the assistant cannot start")?;
+    tasks.spawn(assistant.run(stop.clone()));
+    Ok(())
 }
 
 /// The user rules' numbers from the configuration.

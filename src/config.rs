@@ -89,6 +89,11 @@ pub struct Config {
     pub plans: Plans,
     /// Meters (a user's day of usage) are snapshotted every this many events.
     pub meter_snapshot_every: u64,
+    /// The assistant's model (`LLM_BASE_URL`, `LLM_API_KEY`, `LLM_MODEL`,
+    /// `LLM_TIMEOUT_SECS`); None when the base URL and key are unset: the assistant is off.
+    pub llm: Option<llm::LlmConfig>,
+    /// Deliveries of a user message before a transient model failure is final.
+    pub assistant_max_attempts: u32,
 }
 
 /// Read a variable through `get` (the environment, or a map in tests).
@@ -261,7 +266,36 @@ impl Config {
                     .map_err(|e| anyhow::anyhow!("PLANS_FILE={path} is invalid: {e}"))?
             }
         };
+        let llm_timeout = positive("LLM_TIMEOUT_SECS", v.parse("LLM_TIMEOUT_SECS", 30)?)?;
+        let llm = match (
+            v.0("LLM_BASE_URL")
+                .map(|u| u.trim().trim_end_matches('/').to_owned())
+                .filter(|u| !u.is_empty()),
+            v.0("LLM_API_KEY")
+                .map(|k| k.trim().to_owned())
+                .filter(|k| !k.is_empty()),
+        ) {
+            (None, None) => None,
+            (Some(base_url), Some(key)) => {
+                if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                    bail!("LLM_BASE_URL={base_url:?} is invalid: use an OpenAI-compatible base URL such as https://api.openai.com/v1");
+                }
+                Some(llm::LlmConfig {
+                    base_url,
+                    api_key: llm::ApiKey::new(key),
+                    model: v.string("LLM_MODEL", "gpt-4o-mini"),
+                    timeout: Duration::from_secs(llm_timeout),
+                })
+            }
+            (Some(_), None) => bail!("LLM_API_KEY is missing: LLM_BASE_URL and LLM_API_KEY go together (set both to enable the assistant, or neither)"),
+            (None, Some(_)) => bail!("LLM_BASE_URL is missing: LLM_BASE_URL and LLM_API_KEY go together (set both to enable the assistant, or neither)"),
+        };
         Ok(Self {
+            llm,
+            assistant_max_attempts: positive(
+                "ASSISTANT_MAX_ATTEMPTS",
+                v.parse("ASSISTANT_MAX_ATTEMPTS", 3)?,
+            )? as u32,
             plans,
             meter_snapshot_every: positive(
                 "METER_SNAPSHOT_EVERY",
@@ -477,6 +511,10 @@ mod tests {
             ("MASTER_KEY_PREVIOUS", "zz"),
             ("PLANS", "{\"default\":\"gold\",\"plans\":[]}"),
             ("PLANS_FILE", "/nonexistent/plans.json"),
+            ("LLM_BASE_URL", "https://api.openai.com/v1"),
+            ("LLM_API_KEY", "sk-test"),
+            ("LLM_TIMEOUT_SECS", "0"),
+            ("ASSISTANT_MAX_ATTEMPTS", "0"),
         ] {
             let err = config(&[("SECRET_KEY", &"k".repeat(32)), (name, value)])
                 .err()
@@ -484,6 +522,36 @@ mod tests {
                 .unwrap_or_default();
             assert!(err.contains(name), "{name}: {err}");
         }
+    }
+
+    #[test]
+    fn the_assistant_is_on_only_with_a_base_url_and_a_key_which_is_never_printed() {
+        let off = config(&[("SECRET_KEY", &"k".repeat(32))]).expect("valid");
+        assert!(off.llm.is_none());
+        assert_eq!(off.assistant_max_attempts, 3);
+        let on = config(&[
+            ("SECRET_KEY", &"k".repeat(32)),
+            ("LLM_BASE_URL", "https://api.openai.com/v1/"),
+            ("LLM_API_KEY", "sk-very-secret"),
+        ])
+        .expect("valid");
+        let llm = on.llm.clone().expect("on");
+        assert_eq!(llm.base_url, "https://api.openai.com/v1");
+        assert_eq!(llm.model, "gpt-4o-mini");
+        assert_eq!(llm.timeout, Duration::from_secs(30));
+        assert!(!format!("{on:?}").contains("sk-very-secret"));
+        let err = config(&[
+            ("SECRET_KEY", &"k".repeat(32)),
+            ("LLM_BASE_URL", "api.openai.com"),
+            ("LLM_API_KEY", "sk-very-secret"),
+        ])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            err.contains("LLM_BASE_URL") && !err.contains("sk-very"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -28,8 +28,9 @@ enum Command {
     ///
     /// Creates the database if it is missing, applies migrations and creates the stream.
     Serve {
-        /// Run only these parts, comma-separated: api, relay, projector, mailer.
-        #[arg(long, default_value = "api,relay,projector,mailer")]
+        /// Run only these parts, comma-separated: api, relay, projector, mailer, assistant
+        /// (the assistant runs only when LLM_BASE_URL and LLM_API_KEY are set).
+        #[arg(long, default_value = "api,relay,projector,mailer,assistant")]
         roles: Roles,
         /// Listen here instead of BIND.
         #[arg(long)]
@@ -37,7 +38,7 @@ enum Command {
     },
     /// Run one background worker (the same as `serve --roles <role>`).
     Worker {
-        /// relay, projector or mailer
+        /// relay, projector, mailer or assistant
         role: chronicle::Role,
     },
     /// Create the database if it is missing and apply pending migrations, then exit.

@@ -2,10 +2,17 @@
 //! conversation id.
 //!
 //! The state keeps only what decisions need (owner, which messages exist, which are
-//! deleted): titles and contents live in the events (sealed as personal data) and the read
-//! models, not here, so a snapshot of this state holds nothing personal.
+//! deleted, which user messages the assistant has dealt with): titles and contents live in
+//! the events (sealed as personal data) and the read models, not here, so a snapshot of
+//! this state holds nothing personal.
+//!
+//! The assistant answers a user message at most once, and this aggregate is where that
+//! holds: a user message with a reply or a recorded failure ([`Conversation::answered`])
+//! gets no second reply and no failure, whoever asks (a redelivered stream message, the
+//! `/chat` route, two workers racing). The reply's id is derived from the message's
+//! ([`reply_id`]), so the same reply posted twice is also one reply.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -16,6 +23,22 @@ pub const AGGREGATE_TYPE: &str = "conversation";
 
 pub const ROLE_USER: &str = "user";
 pub const ROLE_ASSISTANT: &str = "assistant";
+
+/// Read models show a recorded assistant failure as a message of this role (never posted:
+/// it comes from [`ConversationEvent::AssistantFailed`]).
+pub const ROLE_ASSISTANT_ERROR: &str = "assistant_error";
+
+/// Longest failure reason (characters).
+pub const REASON_MAX: usize = 500;
+
+/// The namespace of [`reply_id`] (a fixed random UUID: never change it).
+const REPLY_NAMESPACE: Uuid = Uuid::from_u128(0x6c1d_5e0a_93b4_4f8e_a2d7_0f51_c8e3_9b24);
+
+/// The id of the assistant's reply to `message_id` (UUID v5 of it): whoever posts the reply,
+/// however often, it is the same message. Read models also give a recorded failure this id.
+pub fn reply_id(message_id: Uuid) -> Uuid {
+    Uuid::new_v5(&REPLY_NAMESPACE, message_id.as_bytes())
+}
 
 /// Longest title and message (characters).
 pub const TITLE_MAX: usize = 200;
@@ -52,6 +75,14 @@ pub enum ConversationEvent {
         owner_id: Uuid,
         message_id: Uuid,
     },
+    /// The assistant gave up on answering a user message (`message_id`); no reply will
+    /// come. `reason` is short and from a fixed vocabulary (never the prompt or provider
+    /// output): "tokens limit reached", "the model refused the request (HTTP 400)", ...
+    AssistantFailed {
+        owner_id: Uuid,
+        message_id: Uuid,
+        reason: String,
+    },
 }
 
 impl DomainEvent for ConversationEvent {
@@ -63,6 +94,7 @@ impl DomainEvent for ConversationEvent {
             ConversationEvent::MessagePosted { .. } => "MessagePosted",
             ConversationEvent::MessageEdited { .. } => "MessageEdited",
             ConversationEvent::MessageDeleted { .. } => "MessageDeleted",
+            ConversationEvent::AssistantFailed { .. } => "AssistantFailed",
         }
         .to_owned()
     }
@@ -101,6 +133,22 @@ pub enum ConversationCommand {
         by: Uuid,
         message_id: Uuid,
     },
+    /// A user's prompt and the assistant's reply, appended together (`POST /api/v1/chat`):
+    /// a stream consumer that sees the prompt finds it answered already.
+    PostExchange {
+        by: Uuid,
+        prompt_id: Uuid,
+        prompt: String,
+        /// Normally [`reply_id`]`(prompt_id)`.
+        reply_id: Uuid,
+        reply: String,
+    },
+    /// The assistant gives up on `message_id` (a user message) with `reason`.
+    RecordAssistantFailure {
+        by: Uuid,
+        message_id: Uuid,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -130,6 +178,10 @@ pub struct Conversation {
     pub owner_id: Option<Uuid>,
     pub deleted: bool,
     pub messages: BTreeMap<Uuid, MessageState>,
+    /// User messages with an assistant reply or a recorded failure: answered for good.
+    /// No `#[serde(default)]` on purpose: a snapshot taken before this field existed does
+    /// not deserialise, so the command bus ignores it and replays the whole log instead.
+    pub answered: BTreeSet<Uuid>,
 }
 
 fn check_text(text: &str, field: &'static str, max: usize) -> Result<(), ConversationError> {
@@ -156,6 +208,23 @@ impl Conversation {
             .get(&id)
             .filter(|m| !m.deleted)
             .ok_or(ConversationError::MessageNotFound)
+    }
+
+    /// A message of this conversation the assistant may answer (a user's, deleted or not).
+    fn user_message(&self, id: Uuid) -> Result<(), ConversationError> {
+        match self.messages.get(&id) {
+            Some(m) if m.role == ROLE_USER => Ok(()),
+            Some(_) => Err(ConversationError::Invalid {
+                field: "in_reply_to",
+                message: "the assistant answers user messages only",
+            }),
+            None => Err(ConversationError::MessageNotFound),
+        }
+    }
+
+    /// Whether the assistant has dealt with user message `id` (a reply or a failure).
+    pub fn is_answered(&self, id: Uuid) -> bool {
+        self.answered.contains(&id)
     }
 }
 
@@ -211,14 +280,24 @@ impl Aggregate for Conversation {
                     // the same message twice (a retried command): nothing new happens
                     return Ok(());
                 }
+                if role != ROLE_USER && role != ROLE_ASSISTANT {
+                    return Err(ConversationError::Invalid {
+                        field: "role",
+                        message: "must be user or assistant",
+                    });
+                }
                 if role == ROLE_ASSISTANT {
-                    // one reply per message, ever
-                    let replied = in_reply_to.is_none();
-                    if replied {
+                    let Some(question) = in_reply_to else {
                         return Err(ConversationError::Invalid {
                             field: "in_reply_to",
                             message: "an assistant reply answers a message",
                         });
+                    };
+                    self.user_message(question)?;
+                    if self.is_answered(question) {
+                        // one reply per message, ever: a second one (another id, or after
+                        // a recorded failure) changes nothing
+                        return Ok(());
                     }
                 }
                 sink.write(
@@ -268,6 +347,72 @@ impl Aggregate for Conversation {
                 )
                 .await;
             }
+            ConversationCommand::PostExchange {
+                by,
+                prompt_id,
+                prompt,
+                reply_id,
+                reply,
+            } => {
+                let owner_id = self.owned_by(by)?;
+                check_text(&prompt, "prompt", CONTENT_MAX)?;
+                check_text(&reply, "reply", CONTENT_MAX)?;
+                if self.messages.contains_key(&prompt_id) {
+                    // the same exchange twice (a retried command)
+                    return Ok(());
+                }
+                if prompt_id == reply_id || self.messages.contains_key(&reply_id) {
+                    return Err(ConversationError::Invalid {
+                        field: "reply_id",
+                        message: "must be a new message id",
+                    });
+                }
+                // one commit: whoever reads the prompt from the log finds it answered
+                sink.write(
+                    ConversationEvent::MessagePosted {
+                        owner_id,
+                        message_id: prompt_id,
+                        role: ROLE_USER.into(),
+                        content: prompt,
+                        in_reply_to: None,
+                    },
+                    self,
+                )
+                .await;
+                sink.write(
+                    ConversationEvent::MessagePosted {
+                        owner_id,
+                        message_id: reply_id,
+                        role: ROLE_ASSISTANT.into(),
+                        content: reply,
+                        in_reply_to: Some(prompt_id),
+                    },
+                    self,
+                )
+                .await;
+            }
+            ConversationCommand::RecordAssistantFailure {
+                by,
+                message_id,
+                reason,
+            } => {
+                let owner_id = self.owned_by(by)?;
+                check_text(&reason, "reason", REASON_MAX)?;
+                self.user_message(message_id)?;
+                if self.is_answered(message_id) {
+                    // answered (or given up on) already: a late failure changes nothing
+                    return Ok(());
+                }
+                sink.write(
+                    ConversationEvent::AssistantFailed {
+                        owner_id,
+                        message_id,
+                        reason,
+                    },
+                    self,
+                )
+                .await;
+            }
         }
         Ok(())
     }
@@ -280,8 +425,14 @@ impl Aggregate for Conversation {
             ConversationEvent::ConversationRenamed { .. } => {}
             ConversationEvent::ConversationDeleted { .. } => self.deleted = true,
             ConversationEvent::MessagePosted {
-                message_id, role, ..
+                message_id,
+                role,
+                in_reply_to,
+                ..
             } => {
+                if let Some(question) = in_reply_to {
+                    self.answered.insert(question);
+                }
                 self.messages.insert(
                     message_id,
                     MessageState {
@@ -295,6 +446,9 @@ impl Aggregate for Conversation {
                 if let Some(m) = self.messages.get_mut(&message_id) {
                     m.deleted = true;
                 }
+            }
+            ConversationEvent::AssistantFailed { message_id, .. } => {
+                self.answered.insert(message_id);
             }
         }
     }
@@ -366,6 +520,251 @@ mod tests {
             .when_async(post(owner(), 10))
             .await
             .then_expect_events(vec![]);
+    }
+
+    fn asked(id: u128) -> ConversationEvent {
+        ConversationEvent::MessagePosted {
+            owner_id: owner(),
+            message_id: Uuid::from_u128(id),
+            role: ROLE_USER.into(),
+            content: "what is 2 + 2?".into(),
+            in_reply_to: None,
+        }
+    }
+
+    fn reply_event(to: u128, id: Uuid) -> ConversationEvent {
+        ConversationEvent::MessagePosted {
+            owner_id: owner(),
+            message_id: id,
+            role: ROLE_ASSISTANT.into(),
+            content: "4".into(),
+            in_reply_to: Some(Uuid::from_u128(to)),
+        }
+    }
+
+    fn reply(to: u128, id: Uuid) -> ConversationCommand {
+        ConversationCommand::PostMessage {
+            by: owner(),
+            message_id: id,
+            role: ROLE_ASSISTANT.into(),
+            content: "4".into(),
+            in_reply_to: Some(Uuid::from_u128(to)),
+        }
+    }
+
+    fn failure(of: u128) -> ConversationCommand {
+        ConversationCommand::RecordAssistantFailure {
+            by: owner(),
+            message_id: Uuid::from_u128(of),
+            reason: "tokens limit reached".into(),
+        }
+    }
+
+    fn failed(of: u128) -> ConversationEvent {
+        ConversationEvent::AssistantFailed {
+            owner_id: owner(),
+            message_id: Uuid::from_u128(of),
+            reason: "tokens limit reached".into(),
+        }
+    }
+
+    #[test]
+    fn the_reply_id_is_derived_from_the_message_and_stable() {
+        let m = Uuid::from_u128(10);
+        assert_eq!(reply_id(m), reply_id(m));
+        assert_ne!(reply_id(m), reply_id(Uuid::from_u128(11)));
+        assert_ne!(reply_id(m), m);
+        // fixed for ever: replies already in logs were given these ids
+        assert_eq!(
+            reply_id(Uuid::nil()),
+            Uuid::new_v5(
+                &Uuid::from_u128(0x6c1d_5e0a_93b4_4f8e_a2d7_0f51_c8e3_9b24),
+                Uuid::nil().as_bytes()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn the_assistant_answers_a_user_message() {
+        TestFramework::<Conversation>::with(())
+            .given(vec![started(), asked(10)])
+            .when_async(reply(10, reply_id(Uuid::from_u128(10))))
+            .await
+            .then_expect_events(vec![reply_event(10, reply_id(Uuid::from_u128(10)))]);
+    }
+
+    #[tokio::test]
+    async fn the_same_reply_posted_again_changes_nothing() {
+        let id = reply_id(Uuid::from_u128(10));
+        TestFramework::<Conversation>::with(())
+            .given(vec![started(), asked(10), reply_event(10, id)])
+            .when_async(reply(10, id))
+            .await
+            .then_expect_events(vec![]);
+    }
+
+    #[tokio::test]
+    async fn a_second_reply_to_the_same_message_under_another_id_changes_nothing() {
+        TestFramework::<Conversation>::with(())
+            .given(vec![
+                started(),
+                asked(10),
+                reply_event(10, Uuid::from_u128(20)),
+            ])
+            .when_async(reply(10, Uuid::from_u128(21)))
+            .await
+            .then_expect_events(vec![]);
+    }
+
+    #[tokio::test]
+    async fn no_reply_comes_after_a_recorded_failure() {
+        TestFramework::<Conversation>::with(())
+            .given(vec![started(), asked(10), failed(10)])
+            .when_async(reply(10, reply_id(Uuid::from_u128(10))))
+            .await
+            .then_expect_events(vec![]);
+    }
+
+    #[tokio::test]
+    async fn a_reply_must_answer_a_user_message_of_the_conversation() {
+        TestFramework::<Conversation>::with(())
+            .given(vec![started()])
+            .when_async(reply(10, Uuid::from_u128(20)))
+            .await
+            .then_expect_error(ConversationError::MessageNotFound);
+        let id = Uuid::from_u128(20);
+        TestFramework::<Conversation>::with(())
+            .given(vec![started(), asked(10), reply_event(10, id)])
+            .when_async(ConversationCommand::PostMessage {
+                by: owner(),
+                message_id: Uuid::from_u128(30),
+                role: ROLE_ASSISTANT.into(),
+                content: "answering myself".into(),
+                in_reply_to: Some(id),
+            })
+            .await
+            .then_expect_error(ConversationError::Invalid {
+                field: "in_reply_to",
+                message: "the assistant answers user messages only",
+            });
+    }
+
+    #[tokio::test]
+    async fn only_user_and_assistant_messages_are_posted() {
+        TestFramework::<Conversation>::with(())
+            .given(vec![started()])
+            .when_async(ConversationCommand::PostMessage {
+                by: owner(),
+                message_id: Uuid::from_u128(10),
+                role: ROLE_ASSISTANT_ERROR.into(),
+                content: "boom".into(),
+                in_reply_to: None,
+            })
+            .await
+            .then_expect_error(ConversationError::Invalid {
+                field: "role",
+                message: "must be user or assistant",
+            });
+    }
+
+    #[tokio::test]
+    async fn the_assistant_records_a_failure() {
+        TestFramework::<Conversation>::with(())
+            .given(vec![started(), asked(10)])
+            .when_async(failure(10))
+            .await
+            .then_expect_events(vec![failed(10)]);
+    }
+
+    #[tokio::test]
+    async fn a_failure_after_a_reply_or_a_failure_changes_nothing() {
+        TestFramework::<Conversation>::with(())
+            .given(vec![
+                started(),
+                asked(10),
+                reply_event(10, reply_id(Uuid::from_u128(10))),
+            ])
+            .when_async(failure(10))
+            .await
+            .then_expect_events(vec![]);
+        TestFramework::<Conversation>::with(())
+            .given(vec![started(), asked(10), failed(10)])
+            .when_async(failure(10))
+            .await
+            .then_expect_events(vec![]);
+    }
+
+    #[tokio::test]
+    async fn a_failure_names_a_user_message_and_a_reason() {
+        TestFramework::<Conversation>::with(())
+            .given(vec![started()])
+            .when_async(failure(10))
+            .await
+            .then_expect_error(ConversationError::MessageNotFound);
+        TestFramework::<Conversation>::with(())
+            .given(vec![started(), asked(10)])
+            .when_async(ConversationCommand::RecordAssistantFailure {
+                by: owner(),
+                message_id: Uuid::from_u128(10),
+                reason: " ".into(),
+            })
+            .await
+            .then_expect_error(ConversationError::Invalid {
+                field: "reason",
+                message: "must not be empty, nor longer than allowed",
+            });
+        TestFramework::<Conversation>::with(())
+            .given(vec![started(), asked(10)])
+            .when_async(ConversationCommand::RecordAssistantFailure {
+                by: Uuid::from_u128(2),
+                message_id: Uuid::from_u128(10),
+                reason: "tokens limit reached".into(),
+            })
+            .await
+            .then_expect_error(ConversationError::NotFound);
+    }
+
+    #[tokio::test]
+    async fn an_exchange_posts_the_prompt_and_its_reply_together() {
+        let prompt_id = Uuid::from_u128(10);
+        let exchange = ConversationCommand::PostExchange {
+            by: owner(),
+            prompt_id,
+            prompt: "what is 2 + 2?".into(),
+            reply_id: reply_id(prompt_id),
+            reply: "4".into(),
+        };
+        TestFramework::<Conversation>::with(())
+            .given(vec![started()])
+            .when_async(exchange.clone())
+            .await
+            .then_expect_events(vec![asked(10), reply_event(10, reply_id(prompt_id))]);
+        TestFramework::<Conversation>::with(())
+            .given(vec![
+                started(),
+                asked(10),
+                reply_event(10, reply_id(prompt_id)),
+            ])
+            .when_async(exchange)
+            .await
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn replies_and_failures_mark_the_message_answered() {
+        let mut c = Conversation::default();
+        for e in [
+            started(),
+            asked(10),
+            asked(11),
+            reply_event(10, Uuid::from_u128(20)),
+            failed(11),
+        ] {
+            c.apply(e);
+        }
+        assert!(c.is_answered(Uuid::from_u128(10)));
+        assert!(c.is_answered(Uuid::from_u128(11)));
+        assert!(!c.is_answered(Uuid::from_u128(20)));
     }
 
     #[tokio::test]

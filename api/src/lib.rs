@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::usage::router())
         .merge(routes::conversations::router())
         .merge(routes::live::router())
+        .merge(routes::chat::router())
         .merge(routes::uploads::router(state.config.upload_max_bytes))
         .merge(routes::users::router())
         .merge(routes::health::router())

@@ -53,6 +53,7 @@ use crate::AppState;
         conversations::edit_message,
         conversations::delete_message,
         live::stream,
+        crate::routes::chat::chat,
         crate::routes::uploads::upload,
         crate::routes::uploads::list,
         crate::routes::uploads::get_one,

@@ -87,6 +87,8 @@ pub struct AppState {
     pub uploads: Arc<CommandBus<Upload>>,
     /// Which conversations just changed (the live stream).
     pub feed: ConversationFeed,
+    /// The assistant's model for `POST /api/v1/chat` (None: not configured, 503).
+    pub llm: Option<llm::LlmClient>,
     pub plans: Arc<Plans>,
     pub passwords: PasswordHasher,
     /// A hash of nothing anyone knows: unknown emails are checked against it so that

@@ -2,8 +2,16 @@
 //! Guarded by the conversation's sequence. Every change to a message NOTIFYs
 //! `chronicle_conversation` with the conversation id (delivered at commit), which the live
 //! stream listens to.
+//!
+//! A recorded assistant failure (`AssistantFailed`) is shown as a `messages` row of role
+//! `assistant_error` whose content is the reason, `in_reply_to` the user's message, and id
+//! the reply id the answer would have had (`aggregates::conversation::reply_id`): the list
+//! and the live stream show it where the reply would be, without a schema change. It does
+//! not count in `message_count`, and the assistant never sends it to the model.
 
-use aggregates::conversation::{ConversationEvent, AGGREGATE_TYPE};
+use aggregates::conversation::{
+    reply_id, ConversationEvent, AGGREGATE_TYPE, ROLE_ASSISTANT, ROLE_ASSISTANT_ERROR, ROLE_USER,
+};
 use aggregates::user::{self, UserEvent};
 use chrono::{DateTime, Utc};
 use eventstore::crypto::ERASED;
@@ -142,6 +150,27 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
+            message_changed = true;
+        }
+        ConversationEvent::AssistantFailed {
+            owner_id,
+            message_id,
+            reason,
+        } => {
+            sqlx::query(
+                "insert into messages (id, conversation_id, owner_id, role, content, in_reply_to, created_at, \
+                 posted_seq, changed_seq) values ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+            )
+            .bind(reply_id(message_id))
+            .bind(id)
+            .bind(owner_id)
+            .bind(ROLE_ASSISTANT_ERROR)
+            .bind(reason)
+            .bind(message_id)
+            .bind(at)
+            .bind(seq)
+            .execute(&mut *conn)
+            .await?;
             message_changed = true;
         }
     }
@@ -290,6 +319,8 @@ pub struct MessageRow {
     pub conversation_id: Uuid,
     #[serde(skip)]
     pub owner_id: Uuid,
+    /// `user`, `assistant`, or `assistant_error`: the assistant gave up on the message in
+    /// `in_reply_to`, and `content` says why.
     pub role: String,
     pub content: String,
     pub in_reply_to: Option<Uuid>,
@@ -321,6 +352,29 @@ pub async fn messages<'e>(
     .bind(limit)
     .fetch_all(db)
     .await
+}
+
+/// The last `limit` live user and assistant messages of a conversation posted before
+/// `before` (a `posted_seq`), oldest first: what the assistant sends to the model.
+pub async fn recent_messages<'e>(
+    db: impl PgExecutor<'e>,
+    conversation: Uuid,
+    before: i64,
+    limit: i64,
+) -> Result<Vec<MessageRow>, sqlx::Error> {
+    let mut rows: Vec<MessageRow> = sqlx::query_as(&format!(
+        "{SELECT_MESSAGE} where conversation_id = $1 and posted_seq < $2 and deleted_at is null \
+         and role in ($3, $4) order by posted_seq desc limit $5"
+    ))
+    .bind(conversation)
+    .bind(before)
+    .bind(ROLE_USER)
+    .bind(ROLE_ASSISTANT)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    rows.reverse();
+    Ok(rows)
 }
 
 /// Messages changed after `after` (a `changed_seq`), in change order: the live stream.

@@ -12,7 +12,7 @@ use crate::support::{json, TestApp, TestEnv};
 const PLANS: &str = r#"{"default":"free","plans":[
   {"name":"free","messages_per_day":3,"tokens_per_day":1000,"uploads_per_day":5,"max_conversations":2}]}"#;
 
-async fn token(app: &TestApp, email: &str) -> String {
+pub(crate) async fn token(app: &TestApp, email: &str) -> String {
     signed_up(app, email).await;
     let (s, b) = login(app, email, PASSWORD).await;
     assert_eq!(s, 200, "{b}");
@@ -22,7 +22,7 @@ async fn token(app: &TestApp, email: &str) -> String {
         .to_owned()
 }
 
-async fn call(
+pub(crate) async fn call(
     app: &TestApp,
     method: Method,
     path: &str,
@@ -341,7 +341,7 @@ async fn a_message_over_the_days_limit_is_refused_and_nothing_is_appended() {
 }
 
 /// Read server-sent events until `n` arrive: (id, data).
-async fn read_events(mut resp: reqwest::Response, n: usize) -> Vec<(i64, Value)> {
+pub(crate) async fn read_events(mut resp: reqwest::Response, n: usize) -> Vec<(i64, Value)> {
     let mut out = vec![];
     let mut buf = String::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

@@ -8,8 +8,10 @@ mod support;
 mod uploads;
 mod usage;
 
+mod assistant;
 mod auth;
 mod conversations;
+mod fake_model;
 mod http_contract;
 mod idempotency;
 mod mailer;

@@ -5,8 +5,10 @@
 //! - [`relay`]: the event store → JetStream relay (one active, elected by an advisory lock).
 //! - [`projector`]: JetStream → read models, one durable pull consumer per read model.
 //! - [`mailer`]: JetStream → mail (SMTP, or .eml files in development).
+//! - [`assistant`]: JetStream → the model → replies to user messages (docs/ASSISTANT.md).
 //! - [`backoff`]: the retry delay every worker loop uses.
 
+pub mod assistant;
 pub mod backoff;
 pub mod bus;
 pub mod mailer;
