@@ -73,6 +73,9 @@ impl TestEnv {
             eventstore::crypto::Key::random().to_hex(),
         );
         vars.insert("RELAY_POLL_INTERVAL_MS".into(), "100".into());
+        // a CI machine running every test at once on two cores can lag: give
+        // read-your-writes more room than production's 2 s
+        vars.insert("READ_YOUR_WRITES_TIMEOUT_MS".into(), "10000".into());
         vars.insert(
             "PLANS_FILE".into(),
             concat!(env!("CARGO_MANIFEST_DIR"), "/plans.json").into(),

@@ -53,12 +53,14 @@ impl From<UserRow> for Profile {
     }
 }
 
-/// The profile from the read model (after the caller waited for it when needed).
+/// The profile from the read model (after the caller waited for it when needed). The
+/// callers know the account exists (it signed in, or a command just succeeded on it), so a
+/// missing row means the read model is behind: 503 `not_caught_up`, never 404.
 pub async fn profile(state: &AppState, user_id: Uuid) -> Result<Profile, ApiError> {
     projections::users::by_id(&state.pool, user_id)
         .await?
         .map(Profile::from)
-        .ok_or_else(|| ApiError::NotFound("no such account".into()))
+        .ok_or(ApiError::NotCaughtUp)
 }
 
 pub fn client_ip(meta: &EventMetadata) -> Option<IpAddr> {
