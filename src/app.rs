@@ -143,7 +143,12 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         database::ensure_database(&config.database_url).await?;
-        let pool = database::connect(&config.database_url, config.database_max_connections).await?;
+        let pool = database::connect_with_timeout(
+            &config.database_url,
+            config.database_max_connections,
+            config.database_acquire_timeout,
+        )
+        .await?;
         database::migrate(&pool).await?;
         checkpoint::ensure_all(&pool).await?;
 

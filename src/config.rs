@@ -37,6 +37,8 @@ pub struct Config {
     pub app_env: AppEnv,
     pub database_url: String,
     pub database_max_connections: u32,
+    /// How long a request waits for a free connection before it is answered 503.
+    pub database_acquire_timeout: Duration,
     pub nats_url: String,
     pub stream: String,
     pub subject_prefix: String,
@@ -361,6 +363,10 @@ impl Config {
                 "DATABASE_MAX_CONNECTIONS",
                 v.parse("DATABASE_MAX_CONNECTIONS", 20)?,
             )? as u32,
+            database_acquire_timeout: Duration::from_secs(positive(
+                "DATABASE_ACQUIRE_TIMEOUT_SECS",
+                v.parse("DATABASE_ACQUIRE_TIMEOUT_SECS", 5)?,
+            )?),
             nats_url,
             stream,
             subject_prefix,

@@ -69,10 +69,20 @@ pub async fn ensure_database(url: &str) -> Result<(), DatabaseError> {
 /// A pool for the app. Connections are made lazily so that a process starts while
 /// PostgreSQL is briefly away; health checks report it.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DatabaseError> {
+    connect_with_timeout(url, max_connections, Duration::from_secs(5)).await
+}
+
+/// [`connect`] with how long a request may wait for a free connection before it is
+/// answered 503.
+pub async fn connect_with_timeout(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<PgPool, DatabaseError> {
     let options = connect_options(url)?;
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(acquire_timeout)
         .connect_with(options)
         .await
         .map_err(DatabaseError::Connect)

@@ -76,6 +76,7 @@ impl TestEnv {
         // a CI machine running every test at once on two cores can lag: give
         // read-your-writes more room than production's 2 s
         vars.insert("READ_YOUR_WRITES_TIMEOUT_MS".into(), "10000".into());
+        vars.insert("DATABASE_ACQUIRE_TIMEOUT_SECS".into(), "30".into());
         vars.insert(
             "PLANS_FILE".into(),
             concat!(env!("CARGO_MANIFEST_DIR"), "/plans.json").into(),
