@@ -58,7 +58,7 @@ impl TestEnv {
         let mut vars = HashMap::new();
         vars.insert("APP_ENV".into(), "test".into());
         vars.insert("DATABASE_URL".into(), format!("{}/{}", pg_base(), database));
-        vars.insert("DATABASE_MAX_CONNECTIONS".into(), "10".into());
+        vars.insert("DATABASE_MAX_CONNECTIONS".into(), "16".into());
         vars.insert("NATS_URL".into(), nats_url());
         vars.insert("CHRONICLE_STREAM".into(), stream.clone());
         vars.insert("CHRONICLE_SUBJECT_PREFIX".into(), prefix.clone());
@@ -75,7 +75,7 @@ impl TestEnv {
         vars.insert("RELAY_POLL_INTERVAL_MS".into(), "100".into());
         // a CI machine running every test at once on two cores can lag: give
         // read-your-writes more room than production's 2 s
-        vars.insert("READ_YOUR_WRITES_TIMEOUT_MS".into(), "10000".into());
+        vars.insert("READ_YOUR_WRITES_TIMEOUT_MS".into(), "30000".into());
         vars.insert("DATABASE_ACQUIRE_TIMEOUT_SECS".into(), "30".into());
         vars.insert(
             "PLANS_FILE".into(),
