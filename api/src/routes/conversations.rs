@@ -360,6 +360,17 @@ pub async fn charge_message(
     auth: &AuthUser,
     meta: &aggregates::EventMetadata,
 ) -> Result<(), ApiError> {
+    charge(state, auth, KIND_MESSAGES, meta).await
+}
+
+/// Count one of `kind` (messages, uploads...) against the plan's daily limit, before the
+/// thing is accepted: 402 `upgrade_required` when the day's allowance is used up.
+pub async fn charge(
+    state: &AppState,
+    auth: &AuthUser,
+    kind: &str,
+    meta: &aggregates::EventMetadata,
+) -> Result<(), ApiError> {
     let me = profile(state, auth.user_id).await?;
     let plan = state
         .plans
@@ -372,10 +383,10 @@ pub async fn charge_message(
     let command = MeterCommand::RecordUsage {
         user_id: auth.user_id,
         day,
-        kind: KIND_MESSAGES.into(),
+        kind: kind.into(),
         amount: 1,
         occurred_at: now,
-        limit: plan.daily_limit(KIND_MESSAGES),
+        limit: plan.daily_limit(kind),
     };
     match state
         .meters

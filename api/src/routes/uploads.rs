@@ -2,7 +2,7 @@
 //! counts as usage (`uploads`) against the plan; the type is told by content (PNG, JPEG,
 //! WebP, GIF, PDF, or UTF-8 text), the size limited by `UPLOAD_MAX_BYTES`.
 
-use aggregates::meter::{meter_id, MeterCommand, MeterError, KIND_UPLOADS};
+use aggregates::meter::KIND_UPLOADS;
 use aggregates::upload::{UploadCommand, UploadError};
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
@@ -13,14 +13,13 @@ use axum::Router;
 use eventstore::CommandError;
 use projections::uploads::{self, UploadRow};
 use projections::ReadModel;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::envelope::Reply;
 use crate::extract::RequestMeta;
-use crate::routes::account::profile;
+use crate::routes::conversations::charge;
 use crate::routes::read_your_writes::settle;
 use crate::{ApiError, AppState};
 
@@ -108,40 +107,7 @@ pub async fn upload(
     meta.actor_id = Some(auth.user_id.to_string());
     meta.actor_role = auth.role.clone();
     // counted against the plan before anything is stored
-    let me = profile(&state, auth.user_id).await?;
-    let plan = state
-        .plans
-        .get(&me.plan)
-        .or_else(|| state.plans.get(&state.plans.default))
-        .cloned()
-        .ok_or_else(|| ApiError::internal("no plans configured"))?;
-    let now = state.clock.now();
-    let day = now.date_naive();
-    let charge = MeterCommand::RecordUsage {
-        user_id: auth.user_id,
-        day,
-        kind: KIND_UPLOADS.into(),
-        amount: 1,
-        occurred_at: now,
-        limit: plan.daily_limit(KIND_UPLOADS),
-    };
-    match state
-        .meters
-        .execute(&meter_id(auth.user_id, day), charge, &meta)
-        .await
-    {
-        Ok(_) => {}
-        Err(CommandError::Domain(MeterError::LimitReached { kind, limit, used })) => {
-            return Err(ApiError::UpgradeRequired {
-                message: format!(
-                    "the {} plan allows {limit} {kind} a day; upgrade for more",
-                    plan.name
-                ),
-                details: json!({"plan": plan.name, "kind": kind, "limit": limit, "used": used, "remaining": limit.saturating_sub(used), "day": day}),
-            })
-        }
-        Err(e) => return Err(ApiError::internal(e)),
-    }
+    charge(&state, &auth, KIND_UPLOADS, &meta).await?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let dir = state.config.data_dir.join("uploads");
     let path = dir.join(&sha256);
