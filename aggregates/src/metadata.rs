@@ -47,6 +47,15 @@ impl EventMetadata {
         }
     }
 
+    /// The same request's metadata, with a known user as the actor.
+    pub fn acting_as(&self, actor_id: impl ToString, actor_role: &str) -> Self {
+        Self {
+            actor_id: Some(actor_id.to_string()),
+            actor_role: actor_role.to_owned(),
+            ..self.clone()
+        }
+    }
+
     /// The map cqrs-es stores.
     pub fn to_map(&self) -> HashMap<String, String> {
         let mut map = HashMap::new();

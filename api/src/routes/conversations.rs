@@ -53,10 +53,7 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 }
 
 fn as_owner(meta: aggregates::EventMetadata, auth: &AuthUser) -> aggregates::EventMetadata {
-    let mut m = meta;
-    m.actor_id = Some(auth.user_id.to_string());
-    m.actor_role = auth.role.clone();
-    m
+    meta.acting_as(auth.user_id, &auth.role)
 }
 
 pub fn conversation_error(e: CommandError<ConversationError>) -> ApiError {

@@ -42,10 +42,7 @@ pub fn router(avatar_max_bytes: usize) -> Router<AppState> {
 }
 
 fn me_meta(meta: &aggregates::EventMetadata, auth: &AuthUser) -> aggregates::EventMetadata {
-    let mut m = meta.clone();
-    m.actor_id = Some(auth.user_id.to_string());
-    m.actor_role = auth.role.clone();
-    m
+    meta.acting_as(auth.user_id, &auth.role)
 }
 
 /// My profile.

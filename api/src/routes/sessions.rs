@@ -65,10 +65,7 @@ fn duration(d: std::time::Duration) -> Duration {
 
 /// Metadata of a request made by a known user.
 fn as_user(meta: &EventMetadata, user_id: Uuid) -> EventMetadata {
-    let mut m = meta.clone();
-    m.actor_id = Some(user_id.to_string());
-    m.actor_role = "user".to_owned();
-    m
+    meta.acting_as(user_id, "user")
 }
 
 /// Answer with a token pair, as JSON and as cookies.
