@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use aggregates::api_key::ApiKey;
 use aggregates::conversation::Conversation;
 use aggregates::meter::Meter;
 use aggregates::session::{Session, SessionPolicy};
@@ -245,75 +246,16 @@ impl Application {
             let listener = TcpListener::bind(config.bind)
                 .await
                 .with_context(|| format!("BIND={}: cannot listen", config.bind))?;
-            let passwords = PasswordHasher::new(config.password_hash_concurrency);
-            let dummy_hash = passwords
-                .hash(secrets::random_token())
-                .await
-                .context("cannot hash the dummy password")?;
-            let limits = RateLimits::new(
-                config.rate_limit_auth_ip,
-                config.rate_limit_auth_account,
-                config.rate_limit_status_ip,
-            );
-            limits.spawn_cleanup(stop.clone());
-            let state = AppState {
-                pool: pool.clone(),
-                users: users.clone(),
-                sessions: Arc::new(CommandBus::<Session>::new(
-                    pool.clone(),
-                    keys.clone(),
-                    SessionPolicy::default(),
-                )),
-                keys: keys.clone(),
-                meters: Arc::new(
-                    CommandBus::<Meter>::new(pool.clone(), keys.clone(), ())
-                        .with_snapshots(config.meter_snapshot_every)
-                        .with_max_attempts(20),
-                ),
-                plans: Arc::new(config.plans.clone()),
-                conversations: Arc::new(
-                    CommandBus::<Conversation>::new(pool.clone(), keys.clone(), ())
-                        .with_snapshots(100),
-                ),
-                feed: ConversationFeed::spawn(pool.clone(), stop.clone()),
-                llm: config
-                    .llm
-                    .clone()
-                    .map(llm::LlmClient::new)
-                    .transpose()
-                    .context("LLM_BASE_URL: cannot make the model's HTTP client")?,
-                uploads: Arc::new(CommandBus::<Upload>::new(pool.clone(), keys.clone(), ())),
-                passwords,
-                dummy_hash: Arc::new(dummy_hash),
-                secrets: secrets.clone(),
-                tokens: TokenKeys::new(
-                    config.secret_key.expose(),
-                    &config.jwt_issuer,
-                    &config.jwt_audience,
-                ),
-                clock: clock.clone(),
-                limits,
-                checkpoints: CheckpointWatch::spawn(pool.clone(), stop.clone()),
-                nats: Some(bus.client.clone()),
-                metrics: crate::telemetry::metrics_handle(),
-                config: Arc::new(ApiConfig {
-                    read_your_writes_timeout: config.read_your_writes_timeout,
-                    body_limit: config.body_limit,
-                    allowed_origins: config.allowed_origins.clone(),
-                    status_endpoint_enabled: config.status_endpoint_enabled,
-                    relay_name: RelayConfig::default().name,
-                    ready_max_lag_events: config.ready_max_lag_events,
-                    ready_max_lag: config.ready_max_lag,
-                    app_env: format!("{:?}", config.app_env).to_lowercase(),
-                    frontend_url: config.frontend_url.clone(),
-                    access_token_ttl: config.access_token_ttl,
-                    refresh_token_ttl: config.refresh_token_ttl,
-                    cookie_secure: config.cookie_secure,
-                    data_dir: config.data_dir.clone(),
-                    avatar_max_bytes: config.avatar_max_bytes,
-                    upload_max_bytes: config.upload_max_bytes,
-                }),
-            };
+            let state = api_state(
+                &config,
+                &pool,
+                &keys,
+                users.clone(),
+                clock.clone(),
+                &stop,
+                Some(bus.client.clone()),
+            )
+            .await?;
             (Some(listener), Some(api::router(state)))
         } else {
             (None, None)
@@ -373,6 +315,89 @@ impl Application {
     }
 }
 
+/// What the API's handlers reach: also built by the admin CLI, which runs the same
+/// operations on the database without serving HTTP (`nats` None).
+pub async fn api_state(
+    config: &Config,
+    pool: &PgPool,
+    keys: &KeyStore,
+    users: Arc<CommandBus<User>>,
+    clock: Arc<dyn Clock>,
+    stop: &CancellationToken,
+    nats: Option<async_nats::Client>,
+) -> anyhow::Result<AppState> {
+    let passwords = PasswordHasher::new(config.password_hash_concurrency);
+    let dummy_hash = passwords
+        .hash(secrets::random_token())
+        .await
+        .context("cannot hash the dummy password")?;
+    let limits = RateLimits::new(
+        config.rate_limit_auth_ip,
+        config.rate_limit_auth_account,
+        config.rate_limit_status_ip,
+    );
+    limits.spawn_cleanup(stop.clone());
+    let state = AppState {
+        pool: pool.clone(),
+        users,
+        sessions: Arc::new(CommandBus::<Session>::new(
+            pool.clone(),
+            keys.clone(),
+            SessionPolicy::default(),
+        )),
+        keys: keys.clone(),
+        meters: Arc::new(
+            CommandBus::<Meter>::new(pool.clone(), keys.clone(), ())
+                .with_snapshots(config.meter_snapshot_every)
+                .with_max_attempts(20),
+        ),
+        plans: Arc::new(config.plans.clone()),
+        conversations: Arc::new(
+            CommandBus::<Conversation>::new(pool.clone(), keys.clone(), ()).with_snapshots(100),
+        ),
+        feed: ConversationFeed::spawn(pool.clone(), stop.clone()),
+        llm: config
+            .llm
+            .clone()
+            .map(llm::LlmClient::new)
+            .transpose()
+            .context("LLM_BASE_URL: cannot make the model's HTTP client")?,
+        uploads: Arc::new(CommandBus::<Upload>::new(pool.clone(), keys.clone(), ())),
+        api_keys: Arc::new(CommandBus::<ApiKey>::new(pool.clone(), keys.clone(), ())),
+        passwords,
+        dummy_hash: Arc::new(dummy_hash),
+        secrets: Secrets::new(config.secret_key.expose()),
+        tokens: TokenKeys::new(
+            config.secret_key.expose(),
+            &config.jwt_issuer,
+            &config.jwt_audience,
+        ),
+        clock,
+        limits,
+        checkpoints: CheckpointWatch::spawn(pool.clone(), stop.clone()),
+        nats,
+        metrics: crate::telemetry::metrics_handle(),
+        config: Arc::new(ApiConfig {
+            read_your_writes_timeout: config.read_your_writes_timeout,
+            body_limit: config.body_limit,
+            allowed_origins: config.allowed_origins.clone(),
+            status_endpoint_enabled: config.status_endpoint_enabled,
+            relay_name: RelayConfig::default().name,
+            ready_max_lag_events: config.ready_max_lag_events,
+            ready_max_lag: config.ready_max_lag,
+            app_env: format!("{:?}", config.app_env).to_lowercase(),
+            frontend_url: config.frontend_url.clone(),
+            access_token_ttl: config.access_token_ttl,
+            refresh_token_ttl: config.refresh_token_ttl,
+            cookie_secure: config.cookie_secure,
+            data_dir: config.data_dir.clone(),
+            avatar_max_bytes: config.avatar_max_bytes,
+            upload_max_bytes: config.upload_max_bytes,
+        }),
+    };
+    Ok(state)
+}
+
 /// Start the assistant when the model is configured; without it, say so (a warning when
 /// the assistant role was asked for by name).
 async fn spawn_assistant(
@@ -412,7 +437,7 @@ async fn spawn_assistant(
 }
 
 /// The user rules' numbers from the configuration.
-fn user_policy(config: &Config) -> UserPolicy {
+pub fn user_policy(config: &Config) -> UserPolicy {
     let secs = |d: std::time::Duration| chrono::Duration::seconds(d.as_secs() as i64);
     UserPolicy {
         max_login_failures: config.login_max_failures,

@@ -7,7 +7,9 @@
 //! - [`telemetry`]: JSON logs and the Prometheus recorder.
 //! - [`app`]: [`Application`] and [`Roles`]: which parts run in this process.
 //! - [`seed`]: the admin account from `ADMIN_EMAIL` / `ADMIN_PASSWORD`.
+//! - [`admin_cli`]: `chronicle admin ...`, the admin operations from a terminal.
 
+pub mod admin_cli;
 pub mod app;
 pub mod config;
 pub mod seed;

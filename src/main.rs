@@ -48,6 +48,14 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Run the service from a terminal: users, roles, audit trails, admin API keys.
+    ///
+    /// Talks to the database directly (the same operations as the admin API). Exit codes:
+    /// 0 done, 1 failure, 2 bad input, 3 not found, 4 refused, 5 read models behind.
+    Admin {
+        #[command(subcommand)]
+        command: chronicle::admin_cli::AdminCommand,
+    },
     /// The master key that wraps every user's data key.
     Keys {
         #[command(subcommand)]
@@ -79,8 +87,9 @@ enum ProjectionsCommand {
 #[tokio::main]
 async fn main() {
     let _ = dotenvy::dotenv();
-    chronicle::telemetry::init_logs();
-    if let Err(e) = run(Cli::parse()).await {
+    let cli = Cli::parse();
+    chronicle::telemetry::init_logs_to(matches!(cli.command, Command::Admin { .. }));
+    if let Err(e) = run(cli).await {
         eprintln!("chronicle: {e:#}");
         std::process::exit(1);
     }
@@ -103,6 +112,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             checkpoint::ensure_all(&pool).await?;
             println!("migrations applied");
             Ok(())
+        }
+        Command::Admin { command } => {
+            let code = chronicle::admin_cli::run(config, command).await;
+            std::process::exit(code)
         }
         Command::Keys { command } => match command {
             KeysCommand::Generate => {

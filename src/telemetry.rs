@@ -5,12 +5,32 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-/// Install the log subscriber once. `RUST_LOG` filters (default `info`).
+/// Install the log subscriber once, writing to standard output. `RUST_LOG` filters
+/// (default `info`).
 pub fn init_logs() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,async_nats=warn"));
+    init_logs_to(false);
+}
+
+/// [`init_logs`], to standard error when `stderr` (commands whose standard output is
+/// their answer, such as `chronicle admin ... --json`).
+pub fn init_logs_to(stderr: bool) {
+    let default = if stderr {
+        "warn"
+    } else {
+        "info,sqlx=warn,async_nats=warn"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let pretty = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("pretty"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let writer = move || -> Box<dyn std::io::Write> {
+        if stderr {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        }
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     let _ = if pretty {
         builder.try_init()
     } else {

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -44,7 +45,7 @@ pub fn reply_id(message_id: Uuid) -> Uuid {
 pub const TITLE_MAX: usize = 200;
 pub const CONTENT_MAX: usize = 32_000;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum ConversationEvent {
     ConversationStarted {
         owner_id: Uuid,

@@ -68,6 +68,25 @@ impl Serialize for LogCursor {
     }
 }
 
+/// On the wire a cursor is one string (see the module docs), so its schema is written by
+/// hand rather than derived from the two numbers.
+impl schemars::JsonSchema for LogCursor {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "LogCursor".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A place in the log's global order: the writing transaction's id and \
+                the event's position, each as 16 lower-case hex digits, joined by `-`. Opaque, \
+                but the strings sort in log order.",
+            "type": "string",
+            "pattern": "^[0-9a-f]{16}-[0-9a-f]{16}$",
+            "examples": ["00000000000002e0-0000000000000001"]
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for LogCursor {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let s = String::deserialize(deserializer)?;

@@ -1,6 +1,7 @@
 //! The envelope every event travels in on the NATS stream (documented in `docs/EVENTS.md`).
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -8,7 +9,7 @@ use crate::{EventMetadata, LogCursor};
 
 /// One event of the log as published to JetStream, as JSON. Consumers in any language
 /// keep `cursor` (or `transaction_id` + `position`) as their checkpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StreamEnvelope {
     /// The place of the event in the log's global order (opaque, sortable string).
     pub cursor: LogCursor,
@@ -26,5 +27,18 @@ pub struct StreamEnvelope {
     pub recorded_at: DateTime<Utc>,
     pub metadata: EventMetadata,
     /// The event's payload as stored: `{"<EventType>": { ...fields }}`.
+    #[schemars(schema_with = "payload_schema")]
     pub payload: serde_json::Value,
+}
+
+/// Any event's stored form: an object with one key, the event type (each event's own
+/// schema is in `docs/schemas/<aggregate>/<EventType>.v<major>.json`).
+fn payload_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "The event's payload as stored: `{\"<EventType>\": {fields}}`; its schema \
+            is `schemas/<aggregate_type>/<event_type>.v<major version>.json`.",
+        "type": "object",
+        "minProperties": 1,
+        "maxProperties": 1
+    })
 }

@@ -14,9 +14,13 @@
 //! - [`conversation`]: the `conversation` aggregate: a conversation and its messages.
 //! - [`meter`]: the `meter` aggregate: one user's usage on one day, against the plan.
 //! - [`plan`]: plans and their daily limits (configuration, not code).
+//! - [`api_key`]: the `api_key` aggregate: an admin API key (only its hash is kept).
+//! - [`describe`]: one readable line per stored event, for audit trails.
 
+pub mod api_key;
 pub mod conversation;
 pub mod cursor;
+pub mod describe;
 pub mod envelope;
 pub mod metadata;
 pub mod meter;

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The role of whoever caused an event.
@@ -15,7 +16,7 @@ pub const ROLE_ANONYMOUS: &str = "anonymous";
 pub const ROLE_SYSTEM: &str = "system";
 
 /// The metadata recorded with every event.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EventMetadata {
     /// The user (or worker) that caused the event; absent for anonymous requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -57,8 +57,10 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::chat::router())
         .merge(routes::uploads::router(state.config.upload_max_bytes))
         .merge(routes::users::router())
+        .merge(routes::admin::router())
         .merge(routes::health::router())
         .merge(openapi::router())
+        .merge(routes::console::router())
         // route_layer: the route template (MatchedPath) is known only inside the router
         .route_layer(axum::middleware::from_fn(middleware::http_metrics))
         .fallback(middleware::not_found)

@@ -158,6 +158,7 @@ pub fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("x-request-id"),
             HeaderName::from_static("x-min-position"),
             HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("x-admin-key"),
         ])
         .expose_headers([
             HeaderName::from_static("x-request-id"),

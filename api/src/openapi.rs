@@ -65,6 +65,21 @@ use crate::AppState;
         health::ready,
         health::detailed,
         health::metrics,
+        crate::routes::admin::users::list,
+        crate::routes::admin::users::create,
+        crate::routes::admin::users::read,
+        crate::routes::admin::users::update,
+        crate::routes::admin::users::erase,
+        crate::routes::admin::users::set_role,
+        crate::routes::admin::users::deactivate,
+        crate::routes::admin::users::reactivate,
+        crate::routes::admin::users::end_all_sessions,
+        crate::routes::admin::users::end_session,
+        crate::routes::admin::users::history,
+        crate::routes::admin::insight::stats,
+        crate::routes::admin::insight::projections_report,
+        crate::routes::admin::insight::rebuild,
+        crate::routes::admin::live::live,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth),
@@ -76,6 +91,7 @@ use crate::AppState;
         (name = "uploads", description = "Files I store (counted as usage)"),
         (name = "usage", description = "Plans, usage metering and limits (days are UTC)"),
         (name = "operations", description = "Health and metrics"),
+        (name = "admin", description = "Running the service and auditing users (role admin, or an admin API key in X-Admin-Key)"),
     )
 )]
 pub struct ApiDoc;
@@ -95,6 +111,15 @@ impl utoipa::Modify for BearerAuth {
                     .bearer_format("JWT")
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "admin_key",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "X-Admin-Key",
+                    "An admin API key made with `chronicle admin api-key create`",
+                ),
+            )),
         );
     }
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aggregates::api_key::ApiKey;
 use aggregates::conversation::Conversation;
 use aggregates::meter::Meter;
 use aggregates::plan::Plans;
@@ -85,6 +86,8 @@ pub struct AppState {
     pub meters: Arc<CommandBus<Meter>>,
     pub conversations: Arc<CommandBus<Conversation>>,
     pub uploads: Arc<CommandBus<Upload>>,
+    /// Admin API keys (checked against the event store on every use).
+    pub api_keys: Arc<CommandBus<ApiKey>>,
     /// Which conversations just changed (the live stream).
     pub feed: ConversationFeed,
     /// The assistant's model for `POST /api/v1/chat` (None: not configured, 503).

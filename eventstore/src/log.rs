@@ -183,37 +183,75 @@ pub async fn count_before<'e>(
     .await
 }
 
-/// Where a user's own history is: their `user` aggregate, the sessions they started, and
-/// every event they caused.
-const USER_HISTORY: &str = "(aggregate_type = 'user' and aggregate_id = $1) \
-     or (aggregate_type = 'session' and payload -> 'SessionStarted' ->> 'user_id' = $1) \
-     or metadata ->> 'actor_id' = $1";
+/// What a user's history holds: every event whose subject is the user (their `user`
+/// aggregate, and everything they own: sessions, meters, conversations, uploads; see
+/// `events.subject_id`, set at insert) and every event they caused as the actor.
+const USER_HISTORY: &str = "(subject_id = $1 or metadata ->> 'actor_id' = $1::text)";
 
-/// A page of a user's history, newest first, and how many events it has in all.
-pub async fn user_history<'e>(
+/// Which part of a user's history to read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HistoryFilter {
+    /// Only these event types (none: all).
+    pub types: Vec<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// Oldest first (the log's order) when false, newest first when true.
+    pub newest_first: bool,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// A page of a user's history, and how many events match in all.
+pub async fn subject_history<'e>(
     db: impl PgExecutor<'e> + Copy,
-    user_id: &str,
-    limit: i64,
-    offset: i64,
+    user_id: Uuid,
+    filter: &HistoryFilter,
 ) -> Result<(Vec<StoredEvent>, i64), sqlx::Error> {
-    let sql = format!(
-        "{SELECT_EVENT} where {USER_HISTORY} order by transaction_id desc, position desc limit $2 offset $3"
+    let conditions = format!(
+        "{USER_HISTORY} and (cardinality($2::text[]) = 0 or event_type = any($2)) \
+         and ($3::timestamptz is null or recorded_at >= $3) \
+         and ($4::timestamptz is null or recorded_at < $4)"
     );
-    let rows = sqlx::query(&sql)
+    let direction = if filter.newest_first { "desc" } else { "asc" };
+    let rows = sqlx::query(&format!(
+        "{SELECT_EVENT} where {conditions} \
+         order by transaction_id {direction}, position {direction} limit $5 offset $6"
+    ))
+    .bind(user_id)
+    .bind(&filter.types)
+    .bind(filter.since)
+    .bind(filter.until)
+    .bind(filter.limit)
+    .bind(filter.offset)
+    .fetch_all(db)
+    .await?;
+    let total: i64 = sqlx::query_scalar(&format!("select count(*) from events where {conditions}"))
         .bind(user_id)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(db)
+        .bind(&filter.types)
+        .bind(filter.since)
+        .bind(filter.until)
+        .fetch_one(db)
         .await?;
-    let total: i64 =
-        sqlx::query_scalar(&format!("select count(*) from events where {USER_HISTORY}"))
-            .bind(user_id)
-            .fetch_one(db)
-            .await?;
     Ok((
         rows.iter()
             .map(StoredEvent::from_row)
             .collect::<Result<_, _>>()?,
         total,
     ))
+}
+
+/// A page of a user's history, newest first, and how many events it has in all.
+pub async fn user_history<'e>(
+    db: impl PgExecutor<'e> + Copy,
+    user_id: Uuid,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<StoredEvent>, i64), sqlx::Error> {
+    let filter = HistoryFilter {
+        newest_first: true,
+        limit,
+        offset,
+        ..HistoryFilter::default()
+    };
+    subject_history(db, user_id, &filter).await
 }

@@ -102,7 +102,11 @@ async fn apply_user(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), 
         | UserEvent::PasswordChanged { .. }
         | UserEvent::ProfileUpdated { .. }
         | UserEvent::AvatarChanged { .. }
-        | UserEvent::PlanChanged { .. } => {}
+        | UserEvent::PlanChanged { .. }
+        | UserEvent::RoleChanged { .. }
+        | UserEvent::UserDeactivated { .. }
+        | UserEvent::UserReactivated {}
+        | UserEvent::EmailChanged { .. } => {}
     }
     Ok(())
 }

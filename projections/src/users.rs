@@ -5,7 +5,9 @@
 //! reported instead of papered over.
 
 use aggregates::session::{self, SessionEvent};
-use aggregates::user::{UserEvent, AGGREGATE_TYPE, STATUS_ACTIVE, STATUS_ERASED, STATUS_PENDING};
+use aggregates::user::{
+    UserEvent, AGGREGATE_TYPE, STATUS_ACTIVE, STATUS_DISABLED, STATUS_ERASED, STATUS_PENDING,
+};
 use chrono::{DateTime, Utc};
 use eventstore::crypto::ERASED;
 use eventstore::StoredEvent;
@@ -126,6 +128,56 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
             .bind(user_id)
             .bind(sequence)
             .bind(plan)
+            .bind(event.recorded_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        UserEvent::RoleChanged { role, .. } => {
+            sqlx::query(
+                "update users set role = $3, updated_at = $4, last_sequence = $2 where id = $1",
+            )
+            .bind(user_id)
+            .bind(sequence)
+            .bind(role)
+            .bind(event.recorded_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        UserEvent::UserDeactivated { .. } => {
+            sqlx::query(
+                "update users set status = $3, updated_at = $4, last_sequence = $2 where id = $1",
+            )
+            .bind(user_id)
+            .bind(sequence)
+            .bind(STATUS_DISABLED)
+            .bind(event.recorded_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        UserEvent::UserReactivated {} => {
+            sqlx::query(
+                "update users set status = case when email_verified then $3 else $4 end, \
+                 updated_at = $5, last_sequence = $2 where id = $1",
+            )
+            .bind(user_id)
+            .bind(sequence)
+            .bind(STATUS_ACTIVE)
+            .bind(STATUS_PENDING)
+            .bind(event.recorded_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        UserEvent::EmailChanged { email } => {
+            sqlx::query(
+                "update users set email = $3, email_verified = false, \
+                 status = case when status = $4 then $5 else status end, \
+                 updated_at = $6, last_sequence = $2 where id = $1",
+            )
+            .bind(user_id)
+            .bind(sequence)
+            .bind(email)
+            .bind(STATUS_ACTIVE)
+            .bind(STATUS_PENDING)
             .bind(event.recorded_at)
             .execute(&mut *conn)
             .await?;
@@ -320,4 +372,138 @@ pub async fn by_email<'e>(
         .bind(email)
         .fetch_optional(db)
         .await
+}
+
+/// How the admin's user list is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserSort {
+    Created,
+    LastLogin,
+    Email,
+}
+
+/// The admin's user list: what to match, in which order, which page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserFilter {
+    /// A part of the email or display name, any case.
+    pub q: Option<String>,
+    pub status: Option<String>,
+    pub role: Option<String>,
+    pub plan: Option<String>,
+    pub sort: UserSort,
+    pub descending: bool,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl Default for UserFilter {
+    fn default() -> Self {
+        Self {
+            q: None,
+            status: None,
+            role: None,
+            plan: None,
+            sort: UserSort::Created,
+            descending: true,
+            limit: 50,
+            offset: 0,
+        }
+    }
+}
+
+/// `%` and `_` in what someone typed match themselves.
+fn like_pattern(q: &str) -> String {
+    let escaped = q
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+/// A page of users matching `filter`, and how many match in all.
+pub async fn search<'e>(
+    db: impl PgExecutor<'e> + Copy,
+    filter: &UserFilter,
+) -> Result<(Vec<UserRow>, i64), sqlx::Error> {
+    let pattern = filter.q.as_deref().map(like_pattern);
+    let conditions = "($1::text is null or email ilike $1 or display_name ilike $1) \
+         and ($2::text is null or status = $2) and ($3::text is null or role = $3) \
+         and ($4::text is null or plan = $4)";
+    let column = match filter.sort {
+        UserSort::Created => "created_at",
+        UserSort::LastLogin => "last_login_at",
+        UserSort::Email => "email",
+    };
+    let direction = if filter.descending {
+        "desc nulls last"
+    } else {
+        "asc nulls first"
+    };
+    let rows = sqlx::query_as(&format!(
+        "{SELECT_USER} where {conditions} order by {column} {direction}, id limit $5 offset $6"
+    ))
+    .bind(&pattern)
+    .bind(&filter.status)
+    .bind(&filter.role)
+    .bind(&filter.plan)
+    .bind(filter.limit)
+    .bind(filter.offset)
+    .fetch_all(db)
+    .await?;
+    let total = sqlx::query_scalar(&format!("select count(*) from users where {conditions}"))
+        .bind(&pattern)
+        .bind(&filter.status)
+        .bind(&filter.role)
+        .bind(&filter.plan)
+        .fetch_one(db)
+        .await?;
+    Ok((rows, total))
+}
+
+/// How many users have each value of `status`, `role` or `plan`.
+pub async fn count_by<'e>(
+    db: impl PgExecutor<'e>,
+    column: CountBy,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let column = match column {
+        CountBy::Status => "status",
+        CountBy::Role => "role",
+        CountBy::Plan => "plan",
+    };
+    sqlx::query_as(&format!(
+        "select {column}, count(*) from users group by {column} order by {column}"
+    ))
+    .fetch_all(db)
+    .await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountBy {
+    Status,
+    Role,
+    Plan,
+}
+
+/// Admins who can act (verified, not deactivated, not erased), other than `except`.
+pub async fn active_admins_except<'e>(
+    db: impl PgExecutor<'e>,
+    except: Uuid,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "select count(*) from users where role = 'admin' and status = $2 and id <> $1",
+    )
+    .bind(except)
+    .bind(STATUS_ACTIVE)
+    .fetch_one(db)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like_pattern;
+
+    #[test]
+    fn wildcards_typed_by_people_match_themselves() {
+        assert_eq!(like_pattern("a%b_c\\"), "%a\\%b\\_c\\\\%");
+    }
 }

@@ -8,8 +8,10 @@ mod support;
 mod uploads;
 mod usage;
 
+mod admin;
 mod assistant;
 mod auth;
+mod console;
 mod conversations;
 mod fake_model;
 mod http_contract;

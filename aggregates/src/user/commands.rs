@@ -88,6 +88,24 @@ pub enum UserCommand {
     EraseUser {
         requested_by: String,
     },
+    /// An admin gives the account another role (`user` or `admin`).
+    ChangeRole {
+        role: String,
+    },
+    /// An admin switches the account off: it cannot sign in, and the write side revokes
+    /// every session.
+    Deactivate {
+        reason: Option<String>,
+    },
+    /// An admin switches a deactivated account back on.
+    Reactivate,
+    /// An admin moves the account to another email (claimed by the write side); the new
+    /// address must be verified again (a mail derived from `nonce`).
+    ChangeEmail {
+        email: String,
+        nonce: String,
+        now: DateTime<Utc>,
+    },
 }
 
 /// A cheap shape check: one `@`, something before it, a dot in the domain, no spaces.

@@ -6,11 +6,17 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// `LoginFailed.reason`: the password given was not the account's.
+pub const LOGIN_FAILED_WRONG_PASSWORD: &str = "wrong_password";
+/// `LoginFailed.reason`: the account has no password (it signs in by email only).
+pub const LOGIN_FAILED_NO_PASSWORD: &str = "no_password";
+
 /// How a one-time secret (verification, reset) was presented.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SecretMethod {
     Link,
@@ -20,7 +26,7 @@ pub enum SecretMethod {
 }
 
 /// What happened to a user. Stored as `{"<EventType>": {fields}}` in the log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum UserEvent {
     UserRegistered {
         user_id: Uuid,
@@ -60,10 +66,16 @@ pub enum UserEvent {
         at: DateTime<Utc>,
     },
     /// A sign-in with a wrong password. `locked_until` is set when this failure locked the
-    /// account.
+    /// account. Version 2.0 added `reason` (version 1.0 events are upcast on read with
+    /// `wrong_password`, see `eventstore::upcast`).
     LoginFailed {
+        /// Failed sign-ins in a row, this one included.
         attempts: u32,
+        /// Set when this failure locked the account.
         locked_until: Option<DateTime<Utc>>,
+        /// [`LOGIN_FAILED_WRONG_PASSWORD`], or [`LOGIN_FAILED_NO_PASSWORD`] when the account
+        /// has no password (an email-first account).
+        reason: String,
     },
     /// A reset mail (link + code derived from `nonce`) is due.
     PasswordResetRequested {
@@ -107,6 +119,23 @@ pub enum UserEvent {
         /// `user` (the owner, with the password) or `admin`.
         requested_by: String,
     },
+    /// The account got another role (by an admin).
+    RoleChanged {
+        role: String,
+        previous: String,
+    },
+    /// The account was switched off (by an admin): no sign-in, every session revoked.
+    UserDeactivated {
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// The account was switched back on.
+    UserReactivated {},
+    /// The account moved to another email, which is unverified until a
+    /// `EmailVerificationRequested` that follows is answered.
+    EmailChanged {
+        email: String,
+    },
 }
 
 impl DomainEvent for UserEvent {
@@ -127,11 +156,20 @@ impl DomainEvent for UserEvent {
             UserEvent::AvatarChanged { .. } => "AvatarChanged",
             UserEvent::PlanChanged { .. } => "PlanChanged",
             UserEvent::UserErased { .. } => "UserErased",
+            UserEvent::RoleChanged { .. } => "RoleChanged",
+            UserEvent::UserDeactivated { .. } => "UserDeactivated",
+            UserEvent::UserReactivated {} => "UserReactivated",
+            UserEvent::EmailChanged { .. } => "EmailChanged",
         }
         .to_owned()
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        match self {
+            // 2.0: `reason` added (eventstore::upcast turns 1.0 into 2.0 on read)
+            UserEvent::LoginFailed { .. } => "2.0",
+            _ => "1.0",
+        }
+        .to_owned()
     }
 }

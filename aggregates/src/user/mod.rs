@@ -16,7 +16,9 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 pub use commands::UserCommand;
-pub use events::{SecretMethod, UserEvent};
+pub use events::{
+    SecretMethod, UserEvent, LOGIN_FAILED_NO_PASSWORD, LOGIN_FAILED_WRONG_PASSWORD,
+};
 
 /// The aggregate type as stored in the log and used in stream subjects.
 pub const AGGREGATE_TYPE: &str = "user";
@@ -340,10 +342,16 @@ impl Aggregate for User {
                     let attempts = self.failed_logins + 1;
                     let locked_until = (attempts >= policy.max_login_failures)
                         .then(|| now + policy.lock_duration(self.lockouts));
+                    let reason = if self.password_hash.is_some() {
+                        events::LOGIN_FAILED_WRONG_PASSWORD
+                    } else {
+                        events::LOGIN_FAILED_NO_PASSWORD
+                    };
                     sink.write(
                         UserEvent::LoginFailed {
                             attempts,
                             locked_until,
+                            reason: reason.to_owned(),
                         },
                         self,
                     )
@@ -473,6 +481,61 @@ impl Aggregate for User {
                 sink.write(UserEvent::UserErased { requested_by }, self)
                     .await;
             }
+            UserCommand::ChangeRole { role } => {
+                self.must_exist()?;
+                if role != ROLE_USER && role != ROLE_ADMIN {
+                    return Err(UserError::Invalid {
+                        field: "role",
+                        message: "must be user or admin",
+                    });
+                }
+                if role != self.role {
+                    let previous = self.role.clone();
+                    sink.write(UserEvent::RoleChanged { role, previous }, self)
+                        .await;
+                }
+            }
+            UserCommand::Deactivate { reason } => {
+                self.must_exist()?;
+                check_profile_field(&reason, "reason", 500)?;
+                if !self.disabled {
+                    sink.write(UserEvent::UserDeactivated { reason }, self)
+                        .await;
+                }
+            }
+            UserCommand::Reactivate => {
+                self.must_exist()?;
+                if self.disabled {
+                    sink.write(UserEvent::UserReactivated {}, self).await;
+                }
+            }
+            UserCommand::ChangeEmail { email, nonce, now } => {
+                self.must_exist()?;
+                if !commands::is_plausible_email(&email) {
+                    return Err(UserError::Invalid {
+                        field: "email",
+                        message: "is not an email address",
+                    });
+                }
+                if email != self.email {
+                    sink.write(
+                        UserEvent::EmailChanged {
+                            email: email.clone(),
+                        },
+                        self,
+                    )
+                    .await;
+                    sink.write(
+                        UserEvent::EmailVerificationRequested {
+                            email,
+                            nonce,
+                            requested_at: now,
+                        },
+                        self,
+                    )
+                    .await;
+                }
+            }
             UserCommand::ChangeAvatar {
                 content_type,
                 sha256,
@@ -539,6 +602,7 @@ impl Aggregate for User {
             UserEvent::LoginFailed {
                 attempts,
                 locked_until,
+                ..
             } => {
                 self.failed_logins = attempts;
                 if locked_until.is_some() {
@@ -583,6 +647,14 @@ impl Aggregate for User {
             }
             UserEvent::AvatarChanged { .. } => {}
             UserEvent::PlanChanged { plan, .. } => self.plan = plan,
+            UserEvent::RoleChanged { role, .. } => self.role = role,
+            UserEvent::UserDeactivated { .. } => self.disabled = true,
+            UserEvent::UserReactivated {} => self.disabled = false,
+            UserEvent::EmailChanged { email } => {
+                self.email = email;
+                self.email_verified = false;
+                self.verification = None;
+            }
             UserEvent::UserErased { .. } => {
                 // nothing personal stays in the state either
                 *self = User {

@@ -228,6 +228,7 @@ async fn a_wrong_password_is_counted_and_the_fifth_locks_the_account() {
         given.push(UserEvent::LoginFailed {
             attempts,
             locked_until: None,
+            reason: LOGIN_FAILED_WRONG_PASSWORD.into(),
         });
     }
     UserTest::with(UserPolicy::default())
@@ -237,7 +238,57 @@ async fn a_wrong_password_is_counted_and_the_fifth_locks_the_account() {
         .then_expect_events(vec![UserEvent::LoginFailed {
             attempts: 5,
             locked_until: Some(t0() + Duration::minutes(1)),
+            reason: LOGIN_FAILED_WRONG_PASSWORD.into(),
         }]);
+}
+
+#[tokio::test]
+async fn a_failed_sign_in_to_an_account_without_a_password_says_so() {
+    // An email-first account: registered without a password, verified by its mail.
+    let no_password = vec![
+        UserEvent::UserRegistered {
+            user_id: id(),
+            email: "ada@example.com".into(),
+            display_name: None,
+            password_hash: None,
+            role: ROLE_USER.into(),
+            plan: DEFAULT_PLAN.into(),
+        },
+        UserEvent::EmailVerified {
+            method: SecretMethod::Link,
+            verified_at: t0(),
+        },
+    ];
+    UserTest::with(UserPolicy::default())
+        .given(no_password)
+        .when_async(login(false, t0()))
+        .await
+        .then_expect_events(vec![UserEvent::LoginFailed {
+            attempts: 1,
+            locked_until: None,
+            reason: LOGIN_FAILED_NO_PASSWORD.into(),
+        }]);
+    UserTest::with(UserPolicy::default())
+        .given(verified())
+        .when_async(login(false, t0()))
+        .await
+        .then_expect_events(vec![UserEvent::LoginFailed {
+            attempts: 1,
+            locked_until: None,
+            reason: LOGIN_FAILED_WRONG_PASSWORD.into(),
+        }]);
+}
+
+#[test]
+fn login_failed_is_version_2_and_the_other_user_events_version_1() {
+    use cqrs_es::DomainEvent;
+    let failed = UserEvent::LoginFailed {
+        attempts: 1,
+        locked_until: None,
+        reason: LOGIN_FAILED_WRONG_PASSWORD.into(),
+    };
+    assert_eq!(failed.event_version(), "2.0");
+    assert_eq!(registered().event_version(), "1.0");
 }
 
 #[tokio::test]
@@ -246,6 +297,7 @@ async fn during_a_lock_even_the_right_password_is_refused_and_afterwards_it_work
     given.push(UserEvent::LoginFailed {
         attempts: 5,
         locked_until: Some(t0() + Duration::minutes(1)),
+        reason: LOGIN_FAILED_WRONG_PASSWORD.into(),
     });
     UserTest::with(UserPolicy::default())
         .given(given.clone())
@@ -366,4 +418,99 @@ async fn erasing_records_user_erased() {
         .then_expect_events(vec![UserEvent::UserErased {
             requested_by: "user".into(),
         }]);
+}
+
+#[tokio::test]
+async fn an_admin_changes_the_role_and_the_same_role_records_nothing() {
+    UserTest::with(UserPolicy::default())
+        .given(verified())
+        .when_async(UserCommand::ChangeRole {
+            role: ROLE_ADMIN.into(),
+        })
+        .await
+        .then_expect_events(vec![UserEvent::RoleChanged {
+            role: ROLE_ADMIN.into(),
+            previous: ROLE_USER.into(),
+        }]);
+    UserTest::with(UserPolicy::default())
+        .given(verified())
+        .when_async(UserCommand::ChangeRole {
+            role: ROLE_USER.into(),
+        })
+        .await
+        .then_expect_events(vec![]);
+    UserTest::with(UserPolicy::default())
+        .given(verified())
+        .when_async(UserCommand::ChangeRole {
+            role: "root".into(),
+        })
+        .await
+        .then_expect_error(UserError::Invalid {
+            field: "role",
+            message: "must be user or admin",
+        });
+}
+
+#[tokio::test]
+async fn a_deactivated_user_cannot_sign_in_until_reactivated() {
+    let mut given = verified();
+    given.push(UserEvent::UserDeactivated {
+        reason: Some("abuse".into()),
+    });
+    UserTest::with(UserPolicy::default())
+        .given(given.clone())
+        .when_async(login(true, t0()))
+        .await
+        .then_expect_error(UserError::Disabled);
+    UserTest::with(UserPolicy::default())
+        .given(given.clone())
+        .when_async(UserCommand::Deactivate { reason: None })
+        .await
+        .then_expect_events(vec![]);
+    UserTest::with(UserPolicy::default())
+        .given(given.clone())
+        .when_async(UserCommand::Reactivate)
+        .await
+        .then_expect_events(vec![UserEvent::UserReactivated {}]);
+    given.push(UserEvent::UserReactivated {});
+    UserTest::with(UserPolicy::default())
+        .given(given)
+        .when_async(login(true, t0()))
+        .await
+        .then_expect_events(vec![]);
+}
+
+#[tokio::test]
+async fn a_new_email_must_be_verified_again() {
+    UserTest::with(UserPolicy::default())
+        .given(verified())
+        .when_async(UserCommand::ChangeEmail {
+            email: "ada@new.example".into(),
+            nonce: "n2".into(),
+            now: t0(),
+        })
+        .await
+        .then_expect_events(vec![
+            UserEvent::EmailChanged {
+                email: "ada@new.example".into(),
+            },
+            verification_requested_to("ada@new.example", "n2", t0()),
+        ]);
+    let mut given = verified();
+    given.push(UserEvent::EmailChanged {
+        email: "ada@new.example".into(),
+    });
+    UserTest::with(UserPolicy::default())
+        .given(given)
+        .when_async(login(true, t0()))
+        .await
+        .then_expect_error(UserError::EmailNotVerified);
+}
+
+fn verification_requested_to(email: &str, nonce: &str, at: DateTime<Utc>) -> UserEvent {
+    UserEvent::EmailVerificationRequested {
+        email: email.into(),
+        nonce: nonce.into(),
+        requested_at: at,
+    }
 }

@@ -1,8 +1,10 @@
 //! One module per resource, each with its `router()`.
 
 pub mod account;
+pub mod admin;
 pub mod auth;
 pub mod chat;
+pub mod console;
 pub mod conversations;
 pub mod health;
 pub mod live;

@@ -38,8 +38,7 @@ pub fn erase_route() -> axum::routing::MethodRouter<AppState> {
     axum::routing::delete(erase_me)
 }
 
-/// Payload keys that are secrets' derivatives: never shown, even to their owner.
-const HIDDEN: &[&str] = &["password_hash", "refresh_token_hash", "nonce"];
+use crate::routes::admin::audit::HIDDEN;
 
 /// One entry of a user's history.
 #[derive(Debug, Serialize, ToSchema)]
@@ -98,11 +97,18 @@ async fn my_events(
     offset: i64,
 ) -> Result<(Vec<HistoryEntry>, i64), ApiError> {
     let (events, total) =
-        eventstore::log::user_history(&state.pool, &user_id.to_string(), limit, offset).await?;
+        eventstore::log::user_history(&state.pool, user_id, limit, offset).await?;
     let mut out = Vec::with_capacity(events.len());
+    let me = user_id.to_string();
     for mut e in events {
         e.open(&state.keys).await.map_err(ApiError::internal)?;
-        out.push(HistoryEntry::from_event(e));
+        let mut entry = HistoryEntry::from_event(e);
+        if entry.actor_id.as_ref().is_some_and(|a| *a != me) {
+            // someone else known acted (an admin, an API key): where they were is theirs, not mine
+            entry.ip = None;
+            entry.user_agent = None;
+        }
+        out.push(entry);
     }
     Ok((out, total))
 }

@@ -145,7 +145,13 @@ pub async fn login(
         .await
         .map_err(ApiError::internal)?
         && user.password_hash.is_some();
-    let meta = as_user(&meta, user_id);
+    // The caller is the user only once the password is right; a wrong one is recorded
+    // as an anonymous attempt (the audit trail must not blame the account's owner).
+    let meta = if password_ok {
+        as_user(&meta, user_id)
+    } else {
+        meta
+    };
     let session_id = Uuid::now_v7();
     let now = state.clock.now();
     let outcome = state

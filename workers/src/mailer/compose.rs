@@ -110,7 +110,11 @@ impl Composer {
             | UserEvent::LoginFailed { .. }
             | UserEvent::PasswordResetCodeRejected { .. }
             | UserEvent::ProfileUpdated { .. }
-            | UserEvent::AvatarChanged { .. } => return Ok(None),
+            | UserEvent::AvatarChanged { .. }
+            | UserEvent::RoleChanged { .. }
+            | UserEvent::UserDeactivated { .. }
+            | UserEvent::UserReactivated {}
+            | UserEvent::EmailChanged { .. } => return Ok(None),
         };
         Ok(Some(mail))
     }

@@ -1,0 +1,153 @@
+//! `GET /api/v1/admin/events/live`: the event log as it grows, as server-sent events.
+//!
+//! It follows the log itself (in its global order, finished transactions only, like the
+//! relay), from the head when the request came or from `after` / `Last-Event-ID`, so a
+//! reconnecting viewer misses nothing. Each message's id is the event's cursor.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use aggregates::LogCursor;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use eventstore::StoredEvent;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::audit::{Actor, ActorLabels};
+use super::Admin;
+use crate::extract::AppQuery;
+use crate::{ApiError, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/admin/events/live", get(live))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LiveQuery {
+    /// Only these event types, comma-separated.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub types: Option<String>,
+    /// Start after this cursor instead of at the head of the log.
+    pub after: Option<String>,
+}
+
+/// One message of the live stream.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LiveEvent {
+    #[schema(value_type = String)]
+    pub cursor: LogCursor,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub recorded_at: DateTime<Utc>,
+    pub actor: Actor,
+    /// Whose history the event belongs to, when it is a user's.
+    pub subject_id: Option<Uuid>,
+    pub summary: String,
+}
+
+const POLL: Duration = Duration::from_millis(250);
+
+struct Follow {
+    state: AppState,
+    cursor: LogCursor,
+    types: Vec<String>,
+    pending: VecDeque<StoredEvent>,
+    labels: ActorLabels,
+}
+
+/// The event log as it happens (text/event-stream, event `event`, data [`LiveEvent`]).
+#[utoipa::path(get, path = "/api/v1/admin/events/live", tag = "admin",
+    security(("bearer" = []), ("admin_key" = [])),
+    params(LiveQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this cursor")),
+    responses((status = 200, description = "Server-sent events", content_type = "text/event-stream"),
+              (status = 403, body = crate::error::ErrorBody)))]
+pub async fn live(
+    State(state): State<AppState>,
+    _admin: Admin,
+    headers: HeaderMap,
+    AppQuery(q): AppQuery<LiveQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(q.after);
+    let cursor = match resume {
+        Some(c) => c
+            .trim()
+            .parse::<LogCursor>()
+            .map_err(|_| ApiError::validation("after", "is not a log cursor"))?,
+        None => eventstore::log::head(&state.pool)
+            .await?
+            .unwrap_or(LogCursor::START),
+    };
+    let types = super::type_list(q.types);
+    let follow = Follow {
+        state,
+        cursor,
+        types,
+        pending: VecDeque::new(),
+        labels: ActorLabels::default(),
+    };
+    let events = futures::stream::unfold(follow, |mut f| async move {
+        loop {
+            if let Some(mut e) = f.pending.pop_front() {
+                if !f.types.is_empty() && !f.types.contains(&e.event_type) {
+                    continue;
+                }
+                if e.open(&f.state.keys).await.is_err() {
+                    continue;
+                }
+                let actor = match f.labels.actor(&f.state, &e).await {
+                    Ok(a) => a,
+                    Err(_) => continue,
+                };
+                let subject_id = eventstore::personal::subject(
+                    &e.aggregate_type,
+                    &e.aggregate_id,
+                    &e.payload,
+                    &serde_json::Value::Null,
+                );
+                let message = LiveEvent {
+                    summary: aggregates::describe::summary(&e.event_type, &e.payload),
+                    cursor: e.cursor,
+                    event_id: e.event_id,
+                    event_type: e.event_type,
+                    aggregate_type: e.aggregate_type,
+                    aggregate_id: e.aggregate_id,
+                    recorded_at: e.recorded_at,
+                    actor,
+                    subject_id,
+                };
+                let event = Event::default()
+                    .event("event")
+                    .id(message.cursor.to_string())
+                    .json_data(&message)
+                    .unwrap_or_else(|_| Event::default().comment("unserialisable event"));
+                return Some((Ok(event), f));
+            }
+            match eventstore::log::read_after(&f.state.pool, f.cursor, 500).await {
+                Ok(batch) if !batch.is_empty() => {
+                    if let Some(last) = batch.last() {
+                        f.cursor = last.cursor;
+                    }
+                    f.pending.extend(batch);
+                }
+                _ => tokio::time::sleep(POLL).await,
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

@@ -1,0 +1,107 @@
+//! `/api/v1/admin`: running the service and auditing its users.
+//!
+//! Every route here takes an [`Admin`]: a signed-in user whose role is `admin` *now* (read
+//! from the users read model on each request, so a demoted admin loses access at once), or
+//! an admin API key in `X-Admin-Key`. Anyone else signed in gets 403; no credentials, 401.
+//! The events an admin causes name them as the actor: the admin's user id with role
+//! `admin`, or the key's id with role `api_key`.
+//!
+//! # Layout
+//! - [`ops`]: the operations themselves, shared with the admin CLI (`chronicle admin`).
+//! - [`audit`]: a user's audit trail (history with actors and readable summaries).
+//! - [`users`]: the user routes.
+//! - [`insight`]: stats and projections.
+//! - [`live`]: the event stream as it happens (server-sent events).
+
+pub mod audit;
+pub mod insight;
+pub mod live;
+pub mod ops;
+pub mod users;
+
+use aggregates::api_key::ROLE_API_KEY;
+use aggregates::user::ROLE_ADMIN;
+use aggregates::EventMetadata;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::Router;
+use uuid::Uuid;
+
+use crate::auth::AuthUser;
+use crate::extract::RequestMeta;
+use crate::{ApiError, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(users::router())
+        .merge(insight::router())
+        .merge(live::router())
+}
+
+/// Who is acting as an admin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminIdentity {
+    /// A signed-in user with the admin role.
+    User(Uuid),
+    /// An admin API key (its id).
+    ApiKey(Uuid),
+}
+
+/// An authorised admin request, with the metadata its events are recorded with.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub identity: AdminIdentity,
+    pub meta: EventMetadata,
+}
+
+impl Admin {
+    /// The signed-in admin's user id (None for an API key).
+    pub fn user_id(&self) -> Option<Uuid> {
+        match self.identity {
+            AdminIdentity::User(id) => Some(id),
+            AdminIdentity::ApiKey(_) => None,
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let RequestMeta(meta) = RequestMeta::from_request_parts(parts, state).await?;
+        if let Some(key) = parts.headers.get("x-admin-key") {
+            let key = key.to_str().map_err(|_| ApiError::TokenInvalid)?;
+            let id = ops::verify_api_key(state, key).await?;
+            return Ok(Admin {
+                identity: AdminIdentity::ApiKey(id),
+                meta: meta.acting_as(id, ROLE_API_KEY),
+            });
+        }
+        let auth = AuthUser::from_request_parts(parts, state).await?;
+        // the role as it is now, not as it was when the token was issued
+        let user = projections::users::by_id(&state.pool, auth.user_id)
+            .await?
+            .ok_or(ApiError::Forbidden)?;
+        if user.role != ROLE_ADMIN {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(Admin {
+            identity: AdminIdentity::User(auth.user_id),
+            meta: meta.acting_as(auth.user_id, ROLE_ADMIN),
+        })
+    }
+}
+
+/// A comma-separated list of event types (`type=A,B`), blanks dropped.
+fn type_list(raw: Option<String>) -> Vec<String> {
+    raw.map(|t| {
+        t.split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+    .unwrap_or_default()
+}

@@ -1,0 +1,512 @@
+//! `chronicle admin ...`: running the service from a terminal.
+//!
+//! The commands talk to the database directly (not over HTTP) and run the very operations
+//! the admin API runs (`api::routes::admin::ops`), so their events are the same and appear
+//! in the same audit trails. The actor of their events is `cli:<login>` with role `system`.
+//! Tables for people by default, `--json` for scripts.
+//!
+//! Exit codes: 0 done; 1 an unexpected failure (the database is down...); 2 bad arguments
+//! or input; 3 no such user or key; 4 refused (the email is taken, the last admin, a key
+//! revoked already); 5 the read models did not catch up in time (the change itself is
+//! recorded).
+
+use std::io::{IsTerminal, Read};
+use std::sync::Arc;
+
+use aggregates::EventMetadata;
+use anyhow::Context;
+use api::clock::SystemClock;
+use api::routes::admin::audit;
+use api::routes::admin::ops::{self, NewUser};
+use api::routes::admin::users::AdminUser;
+use api::{ApiError, AppState};
+use clap::{Args, Subcommand};
+use eventstore::crypto::KeyStore;
+use eventstore::log::HistoryFilter;
+use eventstore::{database, CommandBus};
+use projections::users::{UserFilter, UserSort};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::Config;
+
+pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_NOT_FOUND: i32 = 3;
+pub const EXIT_REFUSED: i32 = 4;
+pub const EXIT_NOT_CAUGHT_UP: i32 = 5;
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a user (with a password, or an invitation mail to choose one).
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        /// The password (visible to other local users in the process list: prefer
+        /// --password-stdin). Without either, the user gets an invitation mail.
+        #[arg(long, conflicts_with = "password_stdin")]
+        password: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Create the account verified (no verification mail).
+        #[arg(long)]
+        verify: bool,
+        /// user or admin
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// The plan (the configured default when absent).
+        #[arg(long)]
+        plan: Option<String>,
+        /// The display name.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Switch a user off: no sign-in, every session revoked.
+    DeactivateUser {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Switch a deactivated user back on.
+    ReactivateUser {
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// List users, newest first.
+    ListUsers {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// pending_verification, active, disabled or erased
+        #[arg(long)]
+        status: Option<String>,
+        /// user or admin
+        #[arg(long)]
+        role: Option<String>,
+        /// A part of the email or name.
+        #[arg(long)]
+        q: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Give a user the role user or admin.
+    SetRole {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// A user's audit trail as a timeline: who did what, when, from where.
+    UserHistory {
+        #[arg(long)]
+        email: String,
+        /// At most this many entries (the latest ones).
+        #[arg(long, default_value_t = 200)]
+        limit: u32,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Admin API keys (for `X-Admin-Key`).
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Make a key; it is printed once and never stored (only its hash is).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Every key, with when it was last used.
+    List {
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Revoke a key: it stops working at once.
+    Revoke {
+        /// The key's id (from `list`).
+        id: Uuid,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Output {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Run an admin command; the process's exit code.
+pub async fn run(config: Config, command: AdminCommand) -> i32 {
+    match execute(config, command).await {
+        Ok(()) => 0,
+        Err(CliError::Api(e)) => {
+            let code = match &e {
+                ApiError::Validation { .. } | ApiError::BadRequest { .. } => EXIT_USAGE,
+                ApiError::NotFound(_) => EXIT_NOT_FOUND,
+                ApiError::Conflict(_) => EXIT_REFUSED,
+                ApiError::NotCaughtUp => EXIT_NOT_CAUGHT_UP,
+                _ => EXIT_FAILURE,
+            };
+            let message = match &e {
+                ApiError::NotCaughtUp => {
+                    "the users read model is behind the log (is a projector running?); try again"
+                        .to_owned()
+                }
+                ApiError::Internal(cause) => cause.clone(),
+                other => other.to_string(),
+            };
+            eprintln!("chronicle admin: {message}");
+            code
+        }
+        Err(CliError::Other(e)) => {
+            eprintln!("chronicle admin: {e:#}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+enum CliError {
+    Api(ApiError),
+    Other(anyhow::Error),
+}
+
+impl From<ApiError> for CliError {
+    fn from(e: ApiError) -> Self {
+        CliError::Api(e)
+    }
+}
+
+impl From<anyhow::Error> for CliError {
+    fn from(e: anyhow::Error) -> Self {
+        CliError::Other(e)
+    }
+}
+
+impl From<sqlx::Error> for CliError {
+    fn from(e: sqlx::Error) -> Self {
+        CliError::Other(e.into())
+    }
+}
+
+/// The same state the API's handlers get, on a database connection, without HTTP or NATS.
+async fn state(config: &Config, stop: &CancellationToken) -> anyhow::Result<AppState> {
+    let pool =
+        database::connect_with_timeout(&config.database_url, 4, config.database_acquire_timeout)
+            .await
+            .context("DATABASE_URL: cannot connect")?;
+    database::migrate(&pool).await?;
+    let keys = KeyStore::new(pool.clone(), config.master_keys.clone());
+    let users = Arc::new(CommandBus::new(
+        pool.clone(),
+        keys.clone(),
+        crate::app::user_policy(config),
+    ));
+    crate::app::api_state(
+        config,
+        &pool,
+        &keys,
+        users,
+        Arc::new(SystemClock),
+        stop,
+        None,
+    )
+    .await
+}
+
+/// Who is at the terminal, as the actor of the events.
+fn cli_actor() -> String {
+    let login = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{login}")
+}
+
+fn cli_meta() -> EventMetadata {
+    let request = Uuid::now_v7().to_string();
+    EventMetadata {
+        user_agent: Some(format!("chronicle-cli/{}", env!("CARGO_PKG_VERSION"))),
+        request_id: Some(request.clone()),
+        correlation_id: Some(request.clone()),
+        causation_id: Some(request),
+        ..EventMetadata::system(&cli_actor())
+    }
+}
+
+async fn execute(config: Config, command: AdminCommand) -> Result<(), CliError> {
+    let stop = CancellationToken::new();
+    let state = state(&config, &stop).await?;
+    let outcome = dispatch(&state, command).await;
+    stop.cancel();
+    outcome
+}
+
+async fn dispatch(state: &AppState, command: AdminCommand) -> Result<(), CliError> {
+    let meta = cli_meta();
+    match command {
+        AdminCommand::CreateUser {
+            email,
+            password,
+            password_stdin,
+            verify,
+            role,
+            plan,
+            name,
+            out,
+        } => {
+            let password = if password_stdin {
+                Some(read_password_line()?)
+            } else {
+                password
+            };
+            let new = NewUser {
+                email,
+                password,
+                display_name: name,
+                role: Some(role),
+                plan,
+                verified: verify,
+            };
+            let (id, cursor) = ops::create_user(state, new, &meta).await?;
+            settled(state, cursor).await;
+            show_user(state, id, out, "created").await
+        }
+        AdminCommand::DeactivateUser { email, reason, out } => {
+            let id = ops::user_id_by_email(state, &email).await?;
+            let cursor = ops::deactivate(state, id, reason, &meta).await?;
+            settled(state, cursor).await;
+            show_user(state, id, out, "deactivated").await
+        }
+        AdminCommand::ReactivateUser { email, out } => {
+            let id = ops::user_id_by_email(state, &email).await?;
+            let cursor = ops::reactivate(state, id, &meta).await?;
+            settled(state, cursor).await;
+            show_user(state, id, out, "reactivated").await
+        }
+        AdminCommand::SetRole { email, role, out } => {
+            let id = ops::user_id_by_email(state, &email).await?;
+            let cursor = ops::set_role(state, id, role.trim(), &meta).await?;
+            settled(state, cursor).await;
+            show_user(state, id, out, "updated").await
+        }
+        AdminCommand::ListUsers {
+            limit,
+            status,
+            role,
+            q,
+            out,
+        } => {
+            if !(1..=10_000).contains(&limit) {
+                return Err(ApiError::validation("limit", "must be 1 to 10000").into());
+            }
+            let filter = UserFilter {
+                q,
+                status,
+                role,
+                plan: None,
+                sort: UserSort::Created,
+                descending: true,
+                limit: i64::from(limit),
+                offset: 0,
+            };
+            let (rows, total) = projections::users::search(&state.pool, &filter).await?;
+            let users: Vec<AdminUser> = rows.into_iter().map(AdminUser::from).collect();
+            if out.json {
+                print_json(&users)?;
+            } else {
+                print_users(&users);
+                println!("{} of {} users", users.len(), total);
+            }
+            Ok(())
+        }
+        AdminCommand::UserHistory { email, limit, out } => {
+            let id = ops::user_id_by_email(state, &email).await?;
+            let filter = HistoryFilter {
+                newest_first: true,
+                limit: i64::from(limit.clamp(1, 100_000)),
+                ..HistoryFilter::default()
+            };
+            let (mut entries, total) = audit::trail(state, id, &filter).await?;
+            entries.reverse(); // the latest `limit`, oldest first
+            if out.json {
+                print_json(&entries)?;
+            } else {
+                println!("History of {} ({id}): {total} events", email.trim());
+                for e in &entries {
+                    let from = match (&e.ip, &e.user_agent) {
+                        (Some(ip), Some(ua)) => format!("{ip}, {}", shorten(ua, 40)),
+                        (Some(ip), None) => ip.clone(),
+                        (None, Some(ua)) => shorten(ua, 40),
+                        (None, None) => "-".into(),
+                    };
+                    println!(
+                        "{}  {:<30} {:<8} {:<32} {}\n{:>22}{}",
+                        e.recorded_at.format("%Y-%m-%d %H:%M:%S"),
+                        e.event_type,
+                        e.actor.kind,
+                        shorten(&e.actor.label, 32),
+                        from,
+                        "",
+                        e.summary
+                    );
+                }
+            }
+            Ok(())
+        }
+        AdminCommand::ApiKey { command } => api_key(state, command, &meta).await,
+    }
+}
+
+async fn api_key(
+    state: &AppState,
+    command: ApiKeyCommand,
+    meta: &EventMetadata,
+) -> Result<(), CliError> {
+    match command {
+        ApiKeyCommand::Create { name, out } => {
+            let key = ops::create_api_key(state, &name, &cli_actor(), meta).await?;
+            if out.json {
+                print_json(&key)?;
+            } else {
+                println!("Created API key {} ({})", key.id, key.name);
+                println!("{}", key.key);
+                println!("Keep it now: it is not stored and cannot be shown again.");
+            }
+        }
+        ApiKeyCommand::List { out } => {
+            let keys = ops::list_api_keys(state).await?;
+            if out.json {
+                print_json(&keys)?;
+            } else {
+                println!(
+                    "{:<36}  {:<24} {:<8} {:<20} {:<20} created by",
+                    "id", "name", "state", "created", "last used"
+                );
+                for k in &keys {
+                    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                        t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                            .unwrap_or_else(|| "-".into())
+                    };
+                    println!(
+                        "{:<36}  {:<24} {:<8} {:<20} {:<20} {}",
+                        k.id,
+                        shorten(&k.name, 24),
+                        if k.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        },
+                        time(k.created_at),
+                        time(k.last_used_at),
+                        k.created_by
+                    );
+                }
+            }
+        }
+        ApiKeyCommand::Revoke { id, out } => {
+            let cursor = ops::revoke_api_key(state, id, &cli_actor(), meta).await?;
+            if out.json {
+                print_json(&serde_json::json!({ "id": id, "revoked": true, "position": cursor }))?;
+            } else {
+                println!("Revoked API key {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Wait (bounded) for the read models to show a change; say so when they do not.
+async fn settled(state: &AppState, cursor: Option<aggregates::LogCursor>) {
+    if cursor.is_some() && ops::users_caught_up(state, cursor).await.is_err() {
+        eprintln!(
+            "chronicle admin: recorded, but the read models have not caught up yet \
+             (is a projector running?)"
+        );
+    }
+}
+
+async fn show_user(state: &AppState, id: Uuid, out: Output, done: &str) -> Result<(), CliError> {
+    let user = projections::users::by_id(&state.pool, id)
+        .await?
+        .map(AdminUser::from);
+    match (out.json, user) {
+        (true, Some(u)) => print_json(&u)?,
+        (true, None) => print_json(&serde_json::json!({ "id": id }))?,
+        (false, Some(u)) => {
+            println!("{done} {} ({})", u.profile.email, u.profile.id);
+            print_users(&[u]);
+        }
+        (false, None) => println!("{done} user {id}"),
+    }
+    Ok(())
+}
+
+fn print_users(users: &[AdminUser]) {
+    println!(
+        "{:<36}  {:<32} {:<6} {:<10} {:<21} {:<17} last login",
+        "id", "email", "role", "plan", "status", "created"
+    );
+    for u in users {
+        println!(
+            "{:<36}  {:<32} {:<6} {:<10} {:<21} {:<17} {}",
+            u.profile.id,
+            shorten(&u.profile.email, 32),
+            u.profile.role,
+            shorten(&u.profile.plan, 10),
+            u.profile.status,
+            u.profile.created_at.format("%Y-%m-%d %H:%M"),
+            u.profile
+                .last_login_at
+                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| CliError::Other(e.into()))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn shorten(v: &str, max: usize) -> String {
+    if v.chars().count() <= max {
+        v.to_owned()
+    } else {
+        let mut s: String = v.chars().take(max.saturating_sub(1)).collect();
+        s.push('…');
+        s
+    }
+}
+
+fn read_password_line() -> Result<String, CliError> {
+    if std::io::stdin().is_terminal() {
+        eprint!("Password: ");
+    }
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| CliError::Other(e.into()))?;
+    let line = input.lines().next().unwrap_or("").to_owned();
+    if line.is_empty() {
+        return Err(ApiError::validation("password", "standard input held no password").into());
+    }
+    Ok(line)
+}

@@ -1,0 +1,330 @@
+#!/usr/bin/env node
+// The admin console (/admin) in headless Chromium: the journey an admin takes, and the
+// refusal of a normal user. Playwright (playwright-core only) drives Debian's chromium;
+// no browser is ever downloaded.
+//
+// Environment:
+//   BASE_URL          the running app, e.g. http://127.0.0.1:8080
+//   ADMIN_EMAIL       an admin's email and password
+//   ADMIN_PASSWORD
+//   USER_EMAIL        a normal, verified user with at least one sign-in, and their password
+//   USER_PASSWORD
+//   SCREENSHOT_DIR    where the screenshots go (created if missing)
+//   CHROMIUM_PATH     optional (default /usr/bin/chromium)
+//   STEP_TIMEOUT_MS   optional: how long one condition may take (default 20000)
+//
+// Exits 0 when every step passed, 1 (with the step and the reason) when one failed, 2
+// when the environment is incomplete. Waits for conditions with Playwright's waiting APIs,
+// never fixed sleeps.
+
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+let chromium;
+try {
+  ({ chromium } = await import('playwright-core'));
+} catch (e) {
+  console.error(`console.mjs: playwright-core is not installed (${e.message}).\nInstall it with: cd tests/browser && npm ci`);
+  process.exit(2);
+}
+
+const missing = ['BASE_URL', 'ADMIN_EMAIL', 'ADMIN_PASSWORD', 'USER_EMAIL', 'USER_PASSWORD', 'SCREENSHOT_DIR']
+  .filter((name) => !process.env[name]);
+if (missing.length) {
+  console.error(`console.mjs: set ${missing.join(', ')}`);
+  process.exit(2);
+}
+const BASE_URL = process.env.BASE_URL.replace(/\/+$/, '');
+const { ADMIN_EMAIL, ADMIN_PASSWORD, USER_EMAIL, USER_PASSWORD, SCREENSHOT_DIR } = process.env;
+const CHROMIUM_PATH = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const TIMEOUT = Number(process.env.STEP_TIMEOUT_MS) || 20000;
+if (!existsSync(CHROMIUM_PATH)) {
+  console.error(`console.mjs: no Chromium at ${CHROMIUM_PATH}. Install Debian's: apt-get install -y chromium (or set CHROMIUM_PATH)`);
+  process.exit(2);
+}
+mkdirSync(SCREENSHOT_DIR, { recursive: true });
+
+const origin = new URL(BASE_URL).origin;
+const problems = []; // console errors, page errors, requests leaving the origin
+const pages = new Map(); // name → page, for screenshots when a step fails
+const started = Date.now();
+
+class StepFailed extends Error {}
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+async function step(name, fn) {
+  const t0 = Date.now();
+  process.stdout.write(`- ${name} … `);
+  try {
+    await fn();
+  } catch (e) {
+    console.log('FAILED');
+    throw new StepFailed(`step "${name}" failed: ${e.message.split('\n=====')[0]}`);
+  }
+  console.log(`ok (${Date.now() - t0} ms)`);
+}
+
+async function shot(page, name) {
+  const path = join(SCREENSHOT_DIR, `${name}.png`);
+  await page.evaluate(() => window.scrollTo(0, 0)); // the sticky top bar belongs at the top
+  await page.screenshot({ path, fullPage: true });
+  return path;
+}
+
+/** A page whose console errors, uncaught errors and off-origin requests are recorded. */
+async function open(context, name) {
+  const page = await context.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  pages.set(name, page);
+  page.on('console', (msg) => {
+    if (msg.type() !== 'error') return;
+    const text = msg.text();
+    // the browser logs every 4xx answer it receives; the console handles those itself
+    if (/^Failed to load resource: the server responded with a status of 4\d\d/.test(text)) return;
+    problems.push(`[${name}] console error: ${text}`);
+  });
+  page.on('pageerror', (err) => problems.push(`[${name}] uncaught: ${err.message}`));
+  page.on('request', (req) => {
+    const url = req.url();
+    if (!url.startsWith('data:') && new URL(url).origin !== origin) problems.push(`[${name}] request off the origin: ${url}`);
+  });
+  page.on('dialog', (dialog) => {
+    problems.push(`[${name}] unexpected native dialog: ${dialog.message()}`);
+    dialog.dismiss().catch(() => {});
+  });
+  return page;
+}
+
+async function signIn(page, email, password) {
+  await page.locator('#login-view').waitFor({ state: 'visible' });
+  await page.fill('#login-email', email);
+  await page.fill('#login-password', password);
+  await page.click('#login-submit');
+}
+
+async function confirm(page, { fill } = {}) {
+  const dialog = page.locator('#confirm-dialog');
+  await dialog.waitFor({ state: 'visible' });
+  for (const [name, value] of Object.entries(fill ?? {})) await dialog.locator(`input[name="${name}"]`).fill(value);
+  await dialog.locator('#confirm-ok').click();
+  await dialog.waitFor({ state: 'hidden' });
+}
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM_PATH,
+  headless: true,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+
+let exitCode = 0;
+try {
+  const viewport = { width: 1366, height: 860 };
+  let userId;
+
+  // --- a normal user is refused ---------------------------------------------------------
+  await step('a normal user is refused the console', async () => {
+    const context = await browser.newContext({ viewport });
+    const page = await open(context, 'refused');
+    const adminCalls = [];
+    page.on('response', (res) => {
+      if (res.url().includes('/api/v1/admin/') && res.ok()) adminCalls.push(res.url());
+    });
+    await page.goto(`${BASE_URL}/admin`);
+    await signIn(page, USER_EMAIL, USER_PASSWORD);
+    await page.getByText('This console is for admins').waitFor({ state: 'visible' });
+    check(await page.locator('#shell').isHidden(), 'the console shell is visible to a non-admin');
+    check(await page.locator('#main table').count() === 0, 'a non-admin sees a table of data');
+    check(adminCalls.length === 0, `admin data reached a non-admin: ${adminCalls.join(', ')}`);
+    await shot(page, 'refused');
+    await context.close();
+    pages.delete('refused');
+  });
+
+  // --- the admin's journey -------------------------------------------------------------
+  const context = await browser.newContext({ viewport });
+  const page = await open(context, 'admin');
+
+  await step('the console is served with its security headers', async () => {
+    const res = await page.goto(`${BASE_URL}/admin`);
+    check(res.ok(), `GET /admin answered ${res.status()}`);
+    const headers = res.headers();
+    check((headers['content-type'] ?? '').startsWith('text/html'), `content-type is ${headers['content-type']}`);
+    check((headers['cache-control'] ?? '').includes('no-cache'), `cache-control is ${headers['cache-control']}`);
+    check((headers['content-security-policy'] ?? '').includes("script-src 'self'"), 'no CSP with script-src \'self\'');
+  });
+
+  await step('the admin signs in', async () => {
+    await signIn(page, ADMIN_EMAIL, ADMIN_PASSWORD);
+    await page.locator('#shell').waitFor({ state: 'visible' });
+    await page.locator('#whoami', { hasText: ADMIN_EMAIL }).waitFor();
+    await page.locator('h1', { hasText: 'Users' }).waitFor();
+    await page.locator('.users-table tbody tr').first().waitFor();
+    await shot(page, 'users');
+  });
+
+  await step('finds the user by email', async () => {
+    await page.fill('input[name="q"]', USER_EMAIL);
+    const rows = page.locator('.users-table tbody tr');
+    await page.locator(`.users-table tr[data-email="${USER_EMAIL}"]`).waitFor();
+    await page.waitForFunction(() => document.querySelectorAll('.users-table tbody tr').length === 1);
+    check(await rows.count() === 1, `the search shows ${await rows.count()} rows`);
+    check(page.url().includes('q='), 'the search is not kept in the URL');
+  });
+
+  await step('opens their timeline: registration and sign-in', async () => {
+    await page.locator(`.users-table tr[data-email="${USER_EMAIL}"] a.user-link`).click();
+    await page.waitForURL(/#\/users\/[0-9a-f-]{36}/);
+    userId = page.url().match(/#\/users\/([0-9a-f-]{36})/)[1];
+    await page.locator('[data-testid="profile-email"]', { hasText: USER_EMAIL }).waitFor();
+    const registered = page.locator('.entry[data-event-type="UserRegistered"]');
+    const signedIn = page.locator('.entry[data-event-type="SessionStarted"]').first();
+    await registered.waitFor();
+    await signedIn.waitFor();
+    check((await registered.locator('.entry-summary').textContent()).includes('Registered'), 'UserRegistered has no readable summary');
+    check((await signedIn.locator('.entry-meta').textContent()).includes('from'), 'SessionStarted shows no IP');
+    // the payload on demand
+    await registered.locator('summary').click();
+    await registered.locator('.payload', { hasText: '"UserRegistered"' }).waitFor({ state: 'visible' });
+    await page.locator('.sessions-table tbody tr').first().waitFor();
+    await shot(page, 'user');
+  });
+
+  let second;
+  await step('deactivating the user shows up live', async () => {
+    await page.click('a[data-nav="live"]');
+    await page.locator('#live-status[data-state="open"]').waitFor();
+    // a second tab (its own memory, so it signs in too) opens the user by link and acts
+    second = await open(context, 'second');
+    await second.goto(`${BASE_URL}/admin#/users/${userId}`);
+    await signIn(second, ADMIN_EMAIL, ADMIN_PASSWORD);
+    await second.locator('[data-testid="profile-email"]', { hasText: USER_EMAIL }).waitFor();
+    await second.click('button[data-action="deactivate"]');
+    await confirm(second, { fill: { reason: 'browser test' } });
+    await second.locator('.profile .badge', { hasText: 'disabled' }).waitFor();
+    await second.locator('.entry[data-event-type="UserDeactivated"]').first().waitFor();
+    const row = page.locator('.live-row[data-event-type="UserDeactivated"]').first();
+    await row.waitFor();
+    // the subject is named by email once looked up
+    await row.locator('a.subject', { hasText: USER_EMAIL }).waitFor();
+    await shot(second, 'user-deactivated');
+  });
+
+  await step('reactivating shows up live too', async () => {
+    await second.click('button[data-action="reactivate"]');
+    await confirm(second);
+    await second.locator('.profile .badge', { hasText: 'active' }).first().waitFor();
+    await page.locator('.live-row[data-event-type="UserReactivated"]').first().waitFor();
+    await shot(page, 'live');
+  });
+
+  await step('changing the plan (plans from /api/v1/plans)', async () => {
+    await second.locator('select[name="plan"] option[value="pro"]').waitFor({ state: 'attached' });
+    await second.selectOption('select[name="plan"]', 'pro');
+    await second.click('button[data-action="plan"]');
+    await confirm(second);
+    await second.locator('.profile .badge', { hasText: 'plan: pro' }).waitFor();
+    await second.locator('.entry[data-event-type="PlanChanged"]').first().waitFor();
+    await page.locator('.live-row[data-event-type="PlanChanged"]').first().waitFor();
+    await second.close();
+    pages.delete('second');
+  });
+
+  await step('the live stream filters by type', async () => {
+    await page.fill('#main input[name="type"]', 'UserDeactivated');
+    await page.press('#main input[name="type"]', 'Enter');
+    await page.locator('#live-status[data-state="open"]', { hasText: 'UserDeactivated' }).waitFor();
+    check(page.url().includes('type=UserDeactivated'), 'the filter is not kept in the URL');
+  });
+
+  await step('health: read models, relay, refreshed every 5 s', async () => {
+    await page.click('a[data-nav="health"]');
+    await page.locator('.projections-table tr[data-projection]').first().waitFor();
+    await page.locator('.projections-table tr[data-projection="users"]').waitFor();
+    const first = await page.locator('#health-updated').textContent();
+    check(first.startsWith('Updated'), `the health page says "${first}"`);
+    await page.waitForFunction((before) => {
+      const now = document.getElementById('health-updated')?.textContent ?? '';
+      return now.startsWith('Updated') && now !== before;
+    }, first, { timeout: 15000 });
+    await shot(page, 'health');
+    await page.click('tr[data-projection="event_stats"] button[data-action="rebuild"]');
+    await confirm(page);
+    await page.locator('.toast', { hasText: 'Rebuild of event_stats started' }).waitFor();
+    await page.locator('tr[data-projection="event_stats"] .badge', { hasText: 'running' }).waitFor();
+  });
+
+  await step('usage: charts and counts', async () => {
+    await page.click('a[data-nav="usage"]');
+    await page.locator('[data-testid="users-total"]').waitFor();
+    await page.waitForFunction(() => document.querySelectorAll('.chart canvas').length === 5);
+    const total = Number((await page.locator('[data-testid="users-total"]').textContent()).replace(/\D/g, ''));
+    check(total >= 2, `the usage page counts ${total} users`);
+    await shot(page, 'usage');
+  });
+
+  await step('erasing needs the email typed', async () => {
+    await page.click('a[data-nav="users"]');
+    await page.fill('input[name="q"]', 'ada@example.com');
+    await page.locator('.users-table tr[data-email="ada@example.com"] a.user-link').click();
+    await page.locator('[data-testid="profile-email"]', { hasText: 'ada@example.com' }).waitFor();
+    await page.click('button[data-action="erase"]');
+    const ok = page.locator('#confirm-ok');
+    await page.locator('#confirm-dialog').waitFor({ state: 'visible' });
+    check(await ok.isDisabled(), 'erasing can be confirmed without typing the email');
+    await page.fill('#confirm-dialog input[name="confirm_text"]', 'someone@else.com');
+    check(await ok.isDisabled(), 'erasing can be confirmed with another email');
+    await confirm(page, { fill: { confirm_text: 'ada@example.com' } });
+    await page.locator('.profile .badge', { hasText: 'erased' }).waitFor();
+    await page.locator('.entry[data-event-type="UserErased"]').first().waitFor();
+    await shot(page, 'user-erased');
+    await page.click('a[data-nav="usage"]');
+    await page.locator('[data-testid="users-total"]').waitFor();
+  });
+
+  await step('a reload forgets the token; signing out too', async () => {
+    await page.reload();
+    await page.locator('#login-view').waitFor({ state: 'visible' });
+    check(await page.locator('#shell').isHidden(), 'the console is shown after a reload without signing in');
+    await signIn(page, ADMIN_EMAIL, ADMIN_PASSWORD);
+    await page.locator('h1', { hasText: 'Usage' }).waitFor(); // back where it was
+    await page.click('#signout');
+    await page.locator('#login-view').waitFor({ state: 'visible' });
+  });
+
+  await step('a 401 goes back to sign-in (the admin ends their own sessions)', async () => {
+    await signIn(page, ADMIN_EMAIL, ADMIN_PASSWORD);
+    await page.locator('#shell').waitFor({ state: 'visible' });
+    await page.click('a[data-nav="users"]');
+    await page.fill('input[name="q"]', ADMIN_EMAIL);
+    await page.locator(`.users-table tr[data-email="${ADMIN_EMAIL}"] a.user-link`).click();
+    await page.locator('.profile .badge', { hasText: 'you' }).waitFor();
+    await page.click('button[data-action="revoke-all"]');
+    await confirm(page);
+    await page.locator('#login-view').waitFor({ state: 'visible' });
+    await page.locator('#login-error', { hasText: 'Sign in again' }).waitFor();
+    check(await page.locator('#main').evaluate((m) => m.children.length === 0), 'admin data stays on the page after a 401');
+  });
+
+  await step('no script errors, CSP violations or requests off the origin', async () => {
+    check(problems.length === 0, `\n  ${problems.join('\n  ')}`);
+  });
+
+  await context.close();
+  console.log(`console.mjs: every step passed in ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots in ${SCREENSHOT_DIR}`);
+} catch (e) {
+  exitCode = 1;
+  console.error(`\nconsole.mjs: ${e instanceof StepFailed ? e.message : e.stack}`);
+  for (const [name, page] of pages) {
+    if (page.isClosed()) continue;
+    const path = await shot(page, `failure-${name}`).catch(() => null);
+    if (path) console.error(`console.mjs: the ${name} page at ${page.url()} is in ${path}`);
+  }
+  if (problems.length) console.error(`console.mjs: also seen:\n  ${problems.join('\n  ')}`);
+} finally {
+  await browser.close().catch(() => {});
+}
+process.exit(exitCode);
