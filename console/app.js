@@ -1,5 +1,5 @@
 // The Chronicle admin console: sign-in, the shell (top bar and navigation) and hash
-// routing (#/users, #/users/<id>, #/live, #/health, #/usage). Each page module exports
+// routing (#/users, #/users/<id>, #/live, #/events, #/health, #/usage). Each page module exports
 // `render(main, route)`, which may return a function that stops what the page started
 // (timers, streams) when another page is shown.
 
@@ -8,6 +8,7 @@ import { errorText, fill, h } from './js/dom.js';
 import * as users from './js/pages/users.js';
 import * as user from './js/pages/user.js';
 import * as live from './js/pages/live.js';
+import * as events from './js/pages/events.js';
 import * as health from './js/pages/health.js';
 import * as usage from './js/pages/usage.js';
 import { isRendered, markRendered, parseHash } from './js/router.js';
@@ -106,12 +107,16 @@ api.onAuthProblem({
 
 // --- routing ------------------------------------------------------------------------
 
+const TITLES = { users: 'Users', live: 'Live events', events: 'Event log', health: 'Health', usage: 'Usage' };
+
 function pageFor({ path }) {
   switch (path[0]) {
     case 'users':
       return path.length === 1 ? ['users', users] : ['users', user];
     case 'live':
       return ['live', live];
+    case 'events':
+      return ['events', events];
     case 'health':
       return ['health', health];
     case 'usage':
@@ -142,7 +147,7 @@ function route() {
     main.append(h('h1', {}, 'Not found'), h('p', {}, 'No such page. ', h('a', { href: '#/users' }, 'Go to the users.')));
     return;
   }
-  document.title = `${nav[0].toUpperCase()}${nav.slice(1)} · Chronicle admin`;
+  document.title = `${TITLES[nav] ?? nav} · Chronicle admin`;
   cleanup = page.render(main, current) ?? null;
 }
 

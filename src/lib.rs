@@ -7,11 +7,13 @@
 //! - [`telemetry`]: JSON logs and the Prometheus recorder.
 //! - [`app`]: [`Application`] and [`Roles`]: which parts run in this process.
 //! - [`seed`]: the admin account from `ADMIN_EMAIL` / `ADMIN_PASSWORD`.
+//! - [`events_cli`]: `chronicle events export|import|tail`, the log from a terminal.
 //! - [`admin_cli`]: `chronicle admin ...`, the admin operations from a terminal.
 
 pub mod admin_cli;
 pub mod app;
 pub mod config;
+pub mod events_cli;
 pub mod seed;
 pub mod telemetry;
 

@@ -56,6 +56,12 @@ enum Command {
         #[command(subcommand)]
         command: chronicle::admin_cli::AdminCommand,
     },
+    /// The event log: export it (NDJSON or CSV), import an export into an empty log,
+    /// follow the NATS stream.
+    Events {
+        #[command(subcommand)]
+        command: chronicle::events_cli::EventsCommand,
+    },
     /// The master key that wraps every user's data key.
     Keys {
         #[command(subcommand)]
@@ -76,11 +82,24 @@ enum KeysCommand {
 enum ProjectionsCommand {
     /// Each read model's position in the log, lag and state.
     Status,
-    /// Drop a read model and replay it from the event log (readers see the old rows
-    /// until the new ones are complete).
+    /// Replay a read model from the event log into shadow tables, then swap them in
+    /// (readers see the old rows until the new ones are complete; no downtime).
     Rebuild {
-        /// users or event_stats
+        /// users, sessions, usage, conversations, uploads or event_stats
         name: ReadModel,
+    },
+    /// Replay read models into shadow tables up to their live checkpoint and compare every
+    /// table with its twin (exit code 1 when any row differs). Nothing live changes.
+    Verify {
+        /// The read model (or --all).
+        #[arg(required_unless_present = "all")]
+        name: Option<ReadModel>,
+        /// Every read model.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -88,7 +107,10 @@ enum ProjectionsCommand {
 async fn main() {
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
-    chronicle::telemetry::init_logs_to(matches!(cli.command, Command::Admin { .. }));
+    chronicle::telemetry::init_logs_to(matches!(
+        cli.command,
+        Command::Admin { .. } | Command::Events { .. }
+    ));
     if let Err(e) = run(cli).await {
         eprintln!("chronicle: {e:#}");
         std::process::exit(1);
@@ -113,6 +135,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
+        Command::Events { command } => chronicle::events_cli::run(config, command).await,
         Command::Admin { command } => {
             let code = chronicle::admin_cli::run(config, command).await;
             std::process::exit(code)
@@ -144,6 +167,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ProjectionsCommand::Rebuild { name } => {
                     let keys = KeyStore::new(pool.clone(), config.master_keys.clone());
                     rebuild(&pool, &keys, name).await
+                }
+                ProjectionsCommand::Verify { name, all, json } => {
+                    let keys = KeyStore::new(pool.clone(), config.master_keys.clone());
+                    let models: Vec<ReadModel> = match (name, all) {
+                        (Some(m), _) => vec![m],
+                        (None, _) => ReadModel::ALL.to_vec(),
+                    };
+                    if !verify(&pool, &keys, &models, json).await? {
+                        std::process::exit(1);
+                    }
+                    Ok(())
                 }
             }
         }
@@ -182,8 +216,10 @@ async fn projections_status(pool: &sqlx::PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn rebuild(pool: &sqlx::PgPool, keys: &KeyStore, model: ReadModel) -> anyhow::Result<()> {
-    let bar = indicatif::ProgressBar::new(0);
+/// A progress bar on standard error (hidden when it is not a terminal).
+fn progress_bar(message: String) -> indicatif::ProgressBar {
+    let bar =
+        indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{msg} [{bar:40}] {pos}/{len} events ({per_sec}, {eta})",
@@ -191,7 +227,58 @@ async fn rebuild(pool: &sqlx::PgPool, keys: &KeyStore, model: ReadModel) -> anyh
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    bar.set_message(format!("rebuilding {model}"));
+    bar.set_message(message);
+    bar
+}
+
+/// Verify each read model; whether all match.
+async fn verify(
+    pool: &sqlx::PgPool,
+    keys: &KeyStore,
+    models: &[ReadModel],
+    json: bool,
+) -> anyhow::Result<bool> {
+    let mut all_match = true;
+    let mut reports = vec![];
+    for model in models {
+        let bar = progress_bar(format!("verifying {model}"));
+        let report = projections::rebuild::verify(pool, keys, *model, |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+        .await?;
+        bar.finish_and_clear();
+        all_match &= report.matches();
+        if !json {
+            for t in &report.tables {
+                println!(
+                    "{:<14} {:<20} {:<9} live {:>8} rows, replayed {:>8} rows; only live {}, only replayed {}  (at {}, {} events)",
+                    report.read_model,
+                    t.table,
+                    if t.matches() { "ok" } else { "DIFFERS" },
+                    t.live_rows,
+                    t.replayed_rows,
+                    t.only_live,
+                    t.only_replayed,
+                    report.cursor,
+                    report.events_replayed
+                );
+            }
+        }
+        reports.push(report);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else if all_match {
+        println!("every read model matches a replay of the log");
+    } else {
+        println!("some read models differ from a replay of the log");
+    }
+    Ok(all_match)
+}
+
+async fn rebuild(pool: &sqlx::PgPool, keys: &KeyStore, model: ReadModel) -> anyhow::Result<()> {
+    let bar = progress_bar(format!("rebuilding {model}"));
     let report = projections::rebuild::rebuild(pool, keys, model, |done, total| {
         bar.set_length(total);
         bar.set_position(done);

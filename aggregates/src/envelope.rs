@@ -15,16 +15,25 @@ pub struct StreamEnvelope {
     pub cursor: LogCursor,
     /// The two halves of `cursor`, for consumers that prefer numbers.
     pub transaction_id: u64,
+    /// The event's position (compare `transaction_id` and `position` as a pair).
     pub position: u64,
     /// Unique id of the event; also the `Nats-Msg-Id` the relay publishes it with.
     pub event_id: Uuid,
+    /// What the event belongs to: `user`, `session`, `meter`, `conversation`, `upload`,
+    /// `api_key`.
     pub aggregate_type: String,
+    /// Which one of them (a UUID; a meter's is `<user id>:<YYYY-MM-DD>`).
     pub aggregate_id: String,
     /// 1-based, contiguous per aggregate.
     pub sequence: u64,
+    /// What happened, e.g. `UserRegistered` (also the payload's only key).
     pub event_type: String,
+    /// The version of the payload's shape, e.g. `1.0`: the version current when the event
+    /// was published (events of earlier versions in the log are upcast before publishing).
     pub event_version: String,
+    /// When PostgreSQL stored the event (UTC).
     pub recorded_at: DateTime<Utc>,
+    /// Who caused the event, from where, in which request.
     pub metadata: EventMetadata,
     /// The event's payload as stored: `{"<EventType>": { ...fields }}`.
     #[schemars(schema_with = "payload_schema")]

@@ -16,8 +16,11 @@
 //! - [`plan`]: plans and their daily limits (configuration, not code).
 //! - [`api_key`]: the `api_key` aggregate: an admin API key (only its hash is kept).
 //! - [`describe`]: one readable line per stored event, for audit trails.
+//! - [`catalog`]: the event catalogue (descriptions, examples, JSON Schemas) that
+//!   `docs/EVENT-CATALOG.md` and `docs/schemas/` are generated from.
 
 pub mod api_key;
+pub mod catalog;
 pub mod conversation;
 pub mod cursor;
 pub mod describe;

@@ -21,13 +21,16 @@ pub struct EventMetadata {
     /// The user (or worker) that caused the event; absent for anonymous requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor_id: Option<String>,
-    /// `anonymous`, `user`, `admin` or `system`.
+    /// `anonymous`, `user`, `admin`, `api_key` or `system`.
     #[serde(default)]
     pub actor_role: String,
+    /// The client's IP address (of an HTTP request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// The client's `User-Agent` (of an HTTP request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    /// The request's `X-Request-Id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     /// Ties together everything one user action led to, across services.

@@ -80,6 +80,7 @@ use crate::AppState;
         crate::routes::admin::insight::projections_report,
         crate::routes::admin::insight::rebuild,
         crate::routes::admin::live::live,
+        crate::routes::admin::export::export,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth),

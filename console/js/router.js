@@ -36,3 +36,18 @@ export function markRendered(hash) {
 export function isRendered(hash) {
   return rendered === hash;
 }
+
+// A log position a page should read at least up to (read your writes across a hash
+// change): set before navigating to a page that shows what was just written, taken once
+// by that page.
+let pendingPosition = null;
+
+export function readAfterNextRoute(position) {
+  pendingPosition = position ?? null;
+}
+
+export function takePendingPosition() {
+  const position = pendingPosition;
+  pendingPosition = null;
+  return position;
+}

@@ -1,6 +1,9 @@
 //! The event repository cqrs-es writes through: postgres-es's, with personal values sealed
 //! on the way in and opened on the way out. Aggregates see plaintext; the log (and so
 //! the stream) holds ciphertext.
+//!
+//! Events stored at an earlier version are upcast ([`crate::upcast`]) on every load path
+//! before cqrs-es deserialises them, so aggregates only ever see the current shapes.
 
 use cqrs_es::persist::{
     PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
@@ -11,6 +14,7 @@ use serde_json::Value;
 
 use crate::crypto::KeyStore;
 use crate::personal::{open_values, seal_event};
+use crate::upcast::upcast_serialized;
 
 pub struct EncryptingRepository {
     inner: PostgresEventRepository,
@@ -22,10 +26,13 @@ impl EncryptingRepository {
         Self { inner, keys }
     }
 
+    /// Loaded events as aggregates read them: upcast to the current version (the
+    /// upcasters see the payload as stored, as every other reader's do), then opened.
     async fn open(
         &self,
-        mut events: Vec<SerializedEvent>,
+        events: Vec<SerializedEvent>,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let mut events: Vec<SerializedEvent> = events.into_iter().map(upcast_serialized).collect();
         for e in events.iter_mut() {
             open_values(&self.keys, &mut [&mut e.payload, &mut e.metadata])
                 .await
@@ -83,7 +90,10 @@ impl PersistedEventRepository for EncryptingRepository {
         self.inner.persist::<A>(&sealed, snapshot_update).await
     }
 
-    /// Replays stream the log as stored (sealed).
+    /// Replays stream the log as stored (sealed, at the stored versions): cqrs-es upcasts
+    /// them as it reads them, given [`crate::upcast::cqrs_upcasters`] (`ReplayStream::next`,
+    /// `QueryReplay::with_upcasters`). Nothing in Chronicle replays this way; the log is
+    /// read in global order through [`crate::log`], which upcasts too.
     async fn stream_events<A: Aggregate>(
         &self,
         aggregate_id: &str,

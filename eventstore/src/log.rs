@@ -45,7 +45,11 @@ impl StoredEvent {
         }
     }
 
+    /// An event from the stream, at the current version (a message published before its
+    /// event's version changed is upcast here).
     pub fn from_envelope(e: StreamEnvelope) -> Self {
+        let (event_version, payload) =
+            crate::upcast::upcast(&e.event_type, &e.event_version, e.payload);
         Self {
             cursor: e.cursor,
             event_id: e.event_id,
@@ -53,10 +57,10 @@ impl StoredEvent {
             aggregate_id: e.aggregate_id,
             sequence: e.sequence,
             event_type: e.event_type,
-            event_version: e.event_version,
+            event_version,
             recorded_at: e.recorded_at,
             metadata: e.metadata,
-            payload: e.payload,
+            payload,
         }
     }
 
@@ -73,23 +77,29 @@ impl StoredEvent {
         Ok(())
     }
 
+    /// An event as the log holds it, upcast to the current version (the row itself is
+    /// never changed).
     fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
         let metadata: serde_json::Value = row.try_get("metadata")?;
         let metadata =
             serde_json::from_value::<std::collections::HashMap<String, String>>(metadata)
                 .map(|m| EventMetadata::from_map(&m))
                 .unwrap_or_default();
+        let event_type: String = row.try_get("event_type")?;
+        let stored_version: String = row.try_get("event_version")?;
+        let (event_version, payload) =
+            crate::upcast::upcast(&event_type, &stored_version, row.try_get("payload")?);
         Ok(Self {
             cursor: cursor_from_row(row)?,
             event_id: row.try_get("event_id")?,
             aggregate_type: row.try_get("aggregate_type")?,
             aggregate_id: row.try_get("aggregate_id")?,
             sequence: row.try_get::<i64, _>("sequence")?.max(0) as u64,
-            event_type: row.try_get("event_type")?,
-            event_version: row.try_get("event_version")?,
+            event_type,
+            event_version,
             recorded_at: row.try_get("recorded_at")?,
             metadata,
-            payload: row.try_get("payload")?,
+            payload,
         })
     }
 }
@@ -128,7 +138,7 @@ pub async fn read_after<'e>(
     let sql = format!(
         "{SELECT_EVENT} where (transaction_id, position) > ($1::text::xid8, $2) \
          and transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         order by transaction_id, position limit $3"
+         order by events.transaction_id, position limit $3"
     );
     let rows = sqlx::query(&sql)
         .bind(xid8_param(&after))
@@ -145,7 +155,7 @@ pub async fn head<'e>(db: impl PgExecutor<'e>) -> Result<Option<LogCursor>, sqlx
     let row = sqlx::query(
         "select transaction_id::text as transaction_id, position from events \
          where transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         order by transaction_id desc, position desc limit 1",
+         order by events.transaction_id desc, position desc limit 1",
     )
     .fetch_optional(db)
     .await?;
@@ -215,7 +225,7 @@ pub async fn subject_history<'e>(
     let direction = if filter.newest_first { "desc" } else { "asc" };
     let rows = sqlx::query(&format!(
         "{SELECT_EVENT} where {conditions} \
-         order by transaction_id {direction}, position {direction} limit $5 offset $6"
+         order by events.transaction_id {direction}, position {direction} limit $5 offset $6"
     ))
     .bind(user_id)
     .bind(&filter.types)
@@ -254,4 +264,78 @@ pub async fn user_history<'e>(
         ..HistoryFilter::default()
     };
     subject_history(db, user_id, &filter).await
+}
+
+/// Which events an export reads (all given conditions hold).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogFilter {
+    /// Recorded at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Recorded before.
+    pub until: Option<DateTime<Utc>>,
+    /// Only these event types (none: all).
+    pub types: Vec<String>,
+    pub aggregate_type: Option<String>,
+    pub aggregate_id: Option<String>,
+    /// The `actor_id` of the metadata (a user id, an API key id, a worker's name).
+    pub actor: Option<String>,
+}
+
+const LOG_FILTER: &str = "($3::timestamptz is null or recorded_at >= $3) \
+     and ($4::timestamptz is null or recorded_at < $4) \
+     and (cardinality($5::text[]) = 0 or event_type = any($5)) \
+     and ($6::text is null or aggregate_type = $6) \
+     and ($7::text is null or aggregate_id = $7) \
+     and ($8::text is null or metadata ->> 'actor_id' = $8)";
+
+/// The next `limit` events after `after` that match `filter`, in the log's order, from
+/// finished transactions only (the relay's rule: an export never skips an event that
+/// commits later with a lower position; it sees it on its next page).
+pub async fn read_filtered<'e>(
+    db: impl PgExecutor<'e>,
+    after: LogCursor,
+    filter: &LogFilter,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "{SELECT_EVENT} where (transaction_id, position) > ($1::text::xid8, $2) \
+         and transaction_id < pg_snapshot_xmin(pg_current_snapshot()) and {LOG_FILTER} \
+         order by events.transaction_id, position limit $9"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(xid8_param(&after))
+        .bind(position_param(&after))
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(&filter.types)
+        .bind(&filter.aggregate_type)
+        .bind(&filter.aggregate_id)
+        .bind(&filter.actor)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(StoredEvent::from_row).collect()
+}
+
+/// How many readable events after `after` match `filter` (for progress bars).
+pub async fn count_filtered<'e>(
+    db: impl PgExecutor<'e>,
+    after: LogCursor,
+    filter: &LogFilter,
+) -> Result<i64, sqlx::Error> {
+    let sql = format!(
+        "select count(*) from events where (transaction_id, position) > ($1::text::xid8, $2) \
+         and transaction_id < pg_snapshot_xmin(pg_current_snapshot()) and {LOG_FILTER}"
+    );
+    sqlx::query_scalar(&sql)
+        .bind(xid8_param(&after))
+        .bind(position_param(&after))
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(&filter.types)
+        .bind(&filter.aggregate_type)
+        .bind(&filter.aggregate_id)
+        .bind(&filter.actor)
+        .fetch_one(db)
+        .await
 }

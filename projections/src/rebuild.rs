@@ -1,18 +1,27 @@
-//! Rebuilding a read model from the log.
+//! Rebuilding and verifying a read model from the log, through shadow tables.
 //!
-//! One transaction: lock the read model's checkpoint (the projector waits meanwhile),
-//! delete its rows, replay every event of the log in order, set the checkpoint to the last
-//! one, commit. Readers keep seeing the old rows until the commit swaps the new ones in
-//! (MVCC does what shadow tables would). The projector then resumes and skips what the
-//! rebuild already applied.
+//! A read model's tables get twins in a schema of their own (`shadow_<name>`, created
+//! `LIKE` the live tables). The log is replayed into them in committed batches of
+//! [`BATCH`] events, each batch in a transaction whose `search_path` puts the shadow schema
+//! first: the projection code (which names its tables unqualified) writes the twins, while
+//! `events` and the key tables still resolve to `public`. No long transaction is held, so
+//! the relay and the live projector keep going meanwhile.
 //!
-//! The cost: while it runs, the rebuild's own transaction is open, so readers of the global
-//! order (the relay) wait for it. Fine for the log sizes we have; rebuilding into shadow
-//! tables in committed batches is the way on when logs grow.
+//! Then one short transaction locks the live checkpoint (the projector waits), replays the
+//! few events the shadow still lacks, and
+//! - **verify**: replays up to exactly the live checkpoint and compares a digest of every
+//!   table with its twin, reporting the rows that differ; nothing live changes;
+//! - **rebuild**: replays up to the readable head, replaces the live rows with the shadow's
+//!   (`delete` + `insert`, so readers see the old rows until the commit and the new ones
+//!   after it: no downtime), and moves the checkpoint; the projector then skips what the
+//!   rebuild applied.
+//!
+//! One rebuild or verify per read model at a time (an advisory lock).
 
 use aggregates::LogCursor;
 use eventstore::crypto::KeyStore;
-use sqlx::PgPool;
+use serde::Serialize;
+use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use crate::{checkpoint, ProjectionError, ReadModel};
 
@@ -24,50 +33,315 @@ pub struct RebuildReport {
     pub cursor: LogCursor,
 }
 
-/// Replay `model` from the start of the log. `progress(done, total)` is called after every
-/// batch.
+/// A live table compared with its replayed twin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableDigest {
+    pub table: String,
+    pub live_rows: i64,
+    pub replayed_rows: i64,
+    pub live_digest: String,
+    pub replayed_digest: String,
+    /// Rows in the live table that the replay does not produce.
+    pub only_live: i64,
+    /// Rows the replay produces that the live table lacks.
+    pub only_replayed: i64,
+}
+
+impl TableDigest {
+    pub fn matches(&self) -> bool {
+        self.live_digest == self.replayed_digest && self.live_rows == self.replayed_rows
+    }
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerifyReport {
+    pub read_model: String,
+    /// The live checkpoint both sides were compared at.
+    #[serde(serialize_with = "cursor_text")]
+    pub cursor: LogCursor,
+    pub events_replayed: u64,
+    pub tables: Vec<TableDigest>,
+}
+
+fn cursor_text<S: serde::Serializer>(c: &LogCursor, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&c.to_string())
+}
+
+impl VerifyReport {
+    pub fn matches(&self) -> bool {
+        self.tables.iter().all(TableDigest::matches)
+    }
+}
+
+impl ReadModel {
+    /// The tables this read model owns (what a rebuild replaces, what verify compares).
+    pub fn tables(self) -> &'static [&'static str] {
+        match self {
+            ReadModel::Users => &["users"],
+            ReadModel::Sessions => &["sessions"],
+            ReadModel::Usage => &["usage_daily", "usage_meters"],
+            ReadModel::Conversations => &["conversations", "messages"],
+            ReadModel::Uploads => &["uploads"],
+            ReadModel::EventStats => &["event_type_counts", "daily_activity", "daily_active_users"],
+        }
+    }
+
+    fn shadow_schema(self) -> String {
+        format!("shadow_{}", self.name())
+    }
+}
+
+/// Replay `model` from the start of the log into shadow tables and swap them in.
+/// `progress(done, total)` is called after every batch.
 pub async fn rebuild(
     pool: &PgPool,
     keys: &KeyStore,
     model: ReadModel,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<RebuildReport, ProjectionError> {
-    let mut tx = pool.begin().await?;
-    let before = checkpoint::lock(&mut tx, model).await?;
-    let total = eventstore::log::backlog(&mut *tx, LogCursor::START)
-        .await?
-        .0
-        .max(0) as u64;
-    model.clear(&mut tx).await?;
-    let mut cursor = LogCursor::START;
-    let mut applied = 0u64;
-    loop {
-        let batch = eventstore::log::read_after(&mut *tx, cursor, BATCH).await?;
-        if batch.is_empty() {
-            break;
+    let mut guard = exclusive(pool, model).await?;
+    let outcome = async {
+        let mut shadow = Shadow::create(pool, model).await?;
+        shadow.fill(pool, keys, None, &mut progress).await?;
+        let mut tx = pool.begin().await?;
+        let before = checkpoint::lock(&mut tx, model).await?;
+        shadow.apply_upto(&mut tx, keys, None).await?;
+        let schema = model.shadow_schema();
+        for table in model.tables() {
+            sqlx::query(&format!("delete from public.{table}"))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&format!(
+                "insert into public.{table} select * from {schema}.{table}"
+            ))
+            .execute(&mut *tx)
+            .await?;
         }
+        // events_applied restarts from the replay count; the stream position is the
+        // projector's and stays where it was.
+        sqlx::query("update projection_checkpoints set events_applied = 0 where name = $1")
+            .bind(model.name())
+            .execute(&mut *tx)
+            .await?;
+        checkpoint::advance(
+            &mut tx,
+            model,
+            shadow.cursor,
+            before.stream_sequence,
+            shadow.applied,
+        )
+        .await?;
+        tx.commit().await?;
+        progress(shadow.applied, shadow.applied);
+        Ok::<_, ProjectionError>(RebuildReport {
+            events_applied: shadow.applied,
+            cursor: shadow.cursor,
+        })
+    }
+    .await;
+    drop_shadow(&mut guard, model).await;
+    let _ = guard.close().await;
+    let report = outcome?;
+    tracing::info!(read_model = %model, events = report.events_applied, cursor = %report.cursor, "Rebuilt read model");
+    Ok(report)
+}
+
+/// Replay `model` into shadow tables up to the live checkpoint and compare every table with
+/// its twin. Nothing live changes.
+pub async fn verify(
+    pool: &PgPool,
+    keys: &KeyStore,
+    model: ReadModel,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<VerifyReport, ProjectionError> {
+    let mut guard = exclusive(pool, model).await?;
+    let outcome = async {
+        let live = checkpoint::load(pool, model)
+            .await?
+            .map(|c| c.cursor)
+            .unwrap_or(LogCursor::START);
+        let mut shadow = Shadow::create(pool, model).await?;
+        shadow.fill(pool, keys, Some(live), &mut progress).await?;
+        let mut tx = pool.begin().await?;
+        let at = checkpoint::lock(&mut tx, model).await?.cursor;
+        shadow.apply_upto(&mut tx, keys, Some(at)).await?;
+        let mut tables = vec![];
+        for table in model.tables() {
+            tables.push(compare(&mut tx, &model.shadow_schema(), table).await?);
+        }
+        tx.rollback().await?;
+        Ok::<_, ProjectionError>(VerifyReport {
+            read_model: model.name().to_owned(),
+            cursor: at,
+            events_replayed: shadow.applied,
+            tables,
+        })
+    }
+    .await;
+    drop_shadow(&mut guard, model).await;
+    let _ = guard.close().await;
+    outcome
+}
+
+/// A connection of its own holding the read model's shadow lock (closing it releases it).
+async fn exclusive(pool: &PgPool, model: ReadModel) -> Result<PgConnection, sqlx::Error> {
+    let mut conn = pool.acquire().await?.detach();
+    sqlx::query("select pg_advisory_lock(hashtext($1))")
+        .bind(format!("chronicle:shadow:{}", model.name()))
+        .execute(&mut conn)
+        .await?;
+    Ok(conn)
+}
+
+async fn drop_shadow(conn: &mut PgConnection, model: ReadModel) {
+    let _ = sqlx::query(&format!(
+        "drop schema if exists {} cascade",
+        model.shadow_schema()
+    ))
+    .execute(conn)
+    .await;
+}
+
+/// Shadow tables being filled, and how far they are.
+struct Shadow {
+    model: ReadModel,
+    cursor: LogCursor,
+    applied: u64,
+}
+
+impl Shadow {
+    async fn create(pool: &PgPool, model: ReadModel) -> Result<Self, sqlx::Error> {
+        let schema = model.shadow_schema();
+        let mut tx = pool.begin().await?;
+        sqlx::query(&format!("drop schema if exists {schema} cascade"))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!("create schema {schema}"))
+            .execute(&mut *tx)
+            .await?;
+        for table in model.tables() {
+            sqlx::query(&format!(
+                "create table {schema}.{table} (like public.{table} including all)"
+            ))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Self {
+            model,
+            cursor: LogCursor::START,
+            applied: 0,
+        })
+    }
+
+    /// Replay in committed batches up to `upto` (None: the readable head).
+    async fn fill(
+        &mut self,
+        pool: &PgPool,
+        keys: &KeyStore,
+        upto: Option<LogCursor>,
+        progress: &mut impl FnMut(u64, u64),
+    ) -> Result<(), ProjectionError> {
+        let total = eventstore::log::backlog(pool, LogCursor::START)
+            .await?
+            .0
+            .max(0) as u64;
+        loop {
+            let mut tx = pool.begin().await?;
+            let more = self.apply_batch(&mut tx, keys, upto).await?;
+            tx.commit().await?;
+            progress(self.applied, total.max(self.applied));
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Inside the caller's transaction: replay everything left up to `upto`.
+    async fn apply_upto(
+        &mut self,
+        tx: &mut PgConnection,
+        keys: &KeyStore,
+        upto: Option<LogCursor>,
+    ) -> Result<(), ProjectionError> {
+        while self.apply_batch(tx, keys, upto).await? {}
+        Ok(())
+    }
+
+    /// One batch into the shadow tables; whether there may be more.
+    async fn apply_batch(
+        &mut self,
+        tx: &mut PgConnection,
+        keys: &KeyStore,
+        upto: Option<LogCursor>,
+    ) -> Result<bool, ProjectionError> {
+        sqlx::query(&format!(
+            "select set_config('search_path', '{}, public', true)",
+            self.model.shadow_schema()
+        ))
+        .execute(&mut *tx)
+        .await?;
+        let batch = eventstore::log::read_after(&mut *tx, self.cursor, BATCH).await?;
+        let full = batch.len() as i64 == BATCH;
         for mut event in batch {
+            if upto.is_some_and(|u| event.cursor > u) {
+                self.reset_path(tx).await?;
+                return Ok(false);
+            }
             event
                 .open(keys)
                 .await
                 .map_err(|e| ProjectionError::poison(&event, e))?;
-            model.apply(&mut tx, &event).await?;
-            cursor = event.cursor;
-            applied += 1;
+            self.model.apply(tx, &event).await?;
+            self.cursor = event.cursor;
+            self.applied += 1;
         }
-        progress(applied, total.max(applied));
+        self.reset_path(tx).await?;
+        Ok(full)
     }
-    // events_applied restarts from the replay count; the stream position is the
-    // projector's and stays where it was.
-    sqlx::query("update projection_checkpoints set events_applied = 0 where name = $1")
-        .bind(model.name())
-        .execute(&mut *tx)
+
+    async fn reset_path(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query("select set_config('search_path', 'public', true)")
+            .execute(tx)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Compare `public.<table>` with `<schema>.<table>`: row counts, an order-independent
+/// digest of every row's text, and how many rows each side has that the other lacks.
+async fn compare(
+    tx: &mut PgConnection,
+    schema: &str,
+    table: &str,
+) -> Result<TableDigest, sqlx::Error> {
+    let digest = |s: &str| {
+        format!(
+            "select count(*) as n, md5(coalesce(string_agg(t::text, E'\\n' order by t::text), '')) as d \
+             from {s}.{table} t"
+        )
+    };
+    let live = sqlx::query(&digest("public")).fetch_one(&mut *tx).await?;
+    let replayed = sqlx::query(&digest(schema)).fetch_one(&mut *tx).await?;
+    let only = |a: &str, b: &str| {
+        format!(
+            "select count(*) from (select * from {a}.{table} except all select * from {b}.{table}) d"
+        )
+    };
+    let only_live: i64 = sqlx::query_scalar(&only("public", schema))
+        .fetch_one(&mut *tx)
         .await?;
-    checkpoint::advance(&mut tx, model, cursor, before.stream_sequence, applied).await?;
-    tx.commit().await?;
-    tracing::info!(read_model = %model, events = applied, cursor = %cursor, "Rebuilt read model");
-    Ok(RebuildReport {
-        events_applied: applied,
-        cursor,
+    let only_replayed: i64 = sqlx::query_scalar(&only(schema, "public"))
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(TableDigest {
+        table: table.to_owned(),
+        live_rows: live.try_get("n")?,
+        replayed_rows: replayed.try_get("n")?,
+        live_digest: live.try_get("d")?,
+        replayed_digest: replayed.try_get("d")?,
+        only_live,
+        only_replayed,
     })
 }

@@ -10,6 +10,7 @@
 //   USER_EMAIL        a normal, verified user with at least one sign-in, and their password
 //   USER_PASSWORD
 //   SCREENSHOT_DIR    where the screenshots go (created if missing)
+//   ERASE_EMAIL       optional: an account the test may erase through the console
 //   CHROMIUM_PATH     optional (default /usr/bin/chromium)
 //   STEP_TIMEOUT_MS   optional: how long one condition may take (default 20000)
 //
@@ -17,7 +18,7 @@
 // when the environment is incomplete. Waits for conditions with Playwright's waiting APIs,
 // never fixed sleeps.
 
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 let chromium;
@@ -36,6 +37,7 @@ if (missing.length) {
 }
 const BASE_URL = process.env.BASE_URL.replace(/\/+$/, '');
 const { ADMIN_EMAIL, ADMIN_PASSWORD, USER_EMAIL, USER_PASSWORD, SCREENSHOT_DIR } = process.env;
+const ERASE_EMAIL = process.env.ERASE_EMAIL || '';
 const CHROMIUM_PATH = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const TIMEOUT = Number(process.env.STEP_TIMEOUT_MS) || 20000;
 if (!existsSync(CHROMIUM_PATH)) {
@@ -193,6 +195,129 @@ try {
     await shot(page, 'user');
   });
 
+  // --- creating a user -----------------------------------------------------------------
+  const NEW_EMAIL = `console-created-${Date.now().toString(36)}@example.com`; // unique: reruns against one server work
+  const NEW_PASSWORD = 'created-in-the-console-7Qx2';
+  let createdId;
+  await step('creates a user through the form (422 next to the field, 409 as a message)', async () => {
+    const plans = (await (await fetch(`${BASE_URL}/api/v1/plans`)).json()).data;
+    const plan = (plans.find((p) => !p.default) ?? plans[0]).name;
+    await page.click('a[data-nav="users"]');
+    await page.locator('.users-table tbody tr').first().waitFor();
+    await page.click('#new-user');
+    const dialog = page.locator('#create-user-dialog');
+    await dialog.waitFor({ state: 'visible' });
+    await dialog.locator(`select[name="plan"] option[value="${plan}"]`).waitFor({ state: 'attached' });
+    // a password that is too short: 422, its message next to the password
+    await dialog.locator('input[name="email"]').fill(USER_EMAIL);
+    await dialog.locator('input[name="display_name"]').fill('Created In Console');
+    await dialog.locator('select[name="role"]').selectOption('user');
+    await dialog.locator('select[name="plan"]').selectOption(plan);
+    await dialog.locator('input[name="verified"]').check();
+    await dialog.locator('input[name="password"]').fill('short');
+    await dialog.locator('#create-user-submit').click();
+    await dialog.locator('#create-password-error', { hasText: 'at least 10 characters' }).waitFor();
+    await dialog.locator('#create-user-error', { hasText: 'password' }).waitFor();
+    check(await dialog.locator('input[name="password"]').getAttribute('aria-invalid') === 'true', 'the password is not marked invalid');
+    await shot(page, 'create-user');
+    // an email that has an account: 409, the envelope's message
+    await dialog.locator('input[name="password"]').fill(NEW_PASSWORD);
+    await dialog.locator('#create-user-submit').click();
+    await dialog.locator('#create-user-error', { hasText: 'exists already' }).waitFor();
+    check(await dialog.locator('#create-password-error').isHidden(), 'the password error stays after it was fixed');
+    // created: the new user's page opens
+    await dialog.locator('input[name="email"]').fill(NEW_EMAIL);
+    await dialog.locator('#create-user-submit').click();
+    await dialog.waitFor({ state: 'detached' });
+    await page.waitForFunction(() => /^#\/users\/[0-9a-f-]{36}$/.test(location.hash));
+    createdId = (await page.evaluate(() => location.hash)).slice('#/users/'.length);
+    await page.locator('[data-testid="profile-email"]', { hasText: NEW_EMAIL }).waitFor();
+    await page.locator('#user-subtitle', { hasText: 'Created In Console' }).waitFor();
+    await page.locator('.profile .badge', { hasText: `plan: ${plan}` }).waitFor();
+    await page.locator('.profile .badge', { hasText: 'email verified' }).waitFor();
+    await page.locator('.entry[data-event-type="UserRegistered"]').waitFor();
+    // and in the list
+    await page.click('a[data-nav="users"]');
+    await page.fill('input[name="q"]', NEW_EMAIL);
+    await page.locator(`.users-table tr[data-email="${NEW_EMAIL}"][data-user-id="${createdId}"]`).waitFor();
+  });
+
+  // --- the event log -------------------------------------------------------------------
+  const registrations = new Map(); // event id → aggregate id, of every page
+  await step('the event log: filter by type, page forward and back, open a row', async () => {
+    await page.click('a[data-nav="events"]');
+    await page.locator('h1', { hasText: 'Event log' }).waitFor();
+    await page.locator('.events-table tr.event-row').first().waitFor();
+    await page.fill('#event-filters input[name="type"]', 'UserRegistered');
+    await page.fill('#event-filters input[name="limit"]', '4');
+    await page.click('#events-apply');
+    const hash = () => page.evaluate(() => location.hash);
+    await page.waitForFunction(() => /^#\/events\?.*type=UserRegistered/.test(location.hash));
+    const filtered = await hash();
+    check(filtered.includes('limit=4'), `the page size is not kept in the URL (${filtered})`);
+    const range = page.locator('#events-range');
+    await range.filter({ hasText: /^Events 1–/ }).waitFor();
+    const rowsOfPage = () => page.locator('.events-table tr.event-row').evaluateAll((rows) =>
+      rows.map((r) => ({ type: r.dataset.eventType, id: r.dataset.eventId, aggregate: r.dataset.aggregateId })));
+    let pages = 1;
+    let rows = await rowsOfPage();
+    check(rows.length === 4, `the first page has ${rows.length} rows, not 4`);
+    for (;;) {
+      check(rows.every((r) => r.type === 'UserRegistered'), `the filter lets through ${rows.map((r) => r.type).join(', ')}`);
+      for (const r of rows) registrations.set(r.id, r.aggregate);
+      if (await page.locator('#events-next').isDisabled()) break;
+      check(pages < 100, 'the pages do not end');
+      const before = await range.textContent();
+      await page.click('#events-next');
+      pages++;
+      await page.waitForFunction((text) => {
+        const now = document.getElementById('events-range');
+        return now && now.textContent !== text && !document.getElementById('events-results').classList.contains('loading');
+      }, before);
+      rows = await rowsOfPage();
+    }
+    check(pages >= 2, `only ${pages} page of UserRegistered with 4 a page`);
+    if (rows.length === 0) { // a full page was the last: the one after it is empty
+      await page.click('#events-prev');
+      await page.locator('.events-table tr.event-row').first().waitFor();
+    }
+    check([...registrations.values()].includes(createdId), 'the created user\'s registration is not in the log');
+    check((await hash()).includes('after='), 'the page\'s cursor is not kept in the URL');
+    // back one page, and forward again to the last
+    const last = await range.textContent();
+    await page.click('#events-prev');
+    await range.filter({ hasNotText: last }).waitFor();
+    await page.click('#events-next');
+    await range.filter({ hasText: last }).waitFor();
+    // the created user's registration, opened: payload (personal data opened) and metadata
+    const row = page.locator(`.events-table tr.event-row[data-aggregate-id="${createdId}"]`);
+    await row.locator('button.toggle').click();
+    const detail = page.locator('.events-table tr.event-detail:visible');
+    await detail.locator('.payload', { hasText: NEW_EMAIL }).waitFor();
+    await detail.locator('.payload', { hasText: '"actor_role": "admin"' }).waitFor();
+    check((await row.locator('.actor').textContent()).includes('admin'), 'the actor of the creation is not the admin');
+    await shot(page, 'events');
+  });
+
+  await step('downloads the filtered log as NDJSON', async () => {
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#events-download')]);
+    check(/^chronicle-events-.*-UserRegistered\.ndjson$/.test(download.suggestedFilename()), `the file is called ${download.suggestedFilename()}`);
+    const text = readFileSync(await download.path(), 'utf8');
+    check(text.endsWith('\n'), 'the download does not end with a newline');
+    const events = text.slice(0, -1).split('\n').map((line, i) => {
+      try {
+        return JSON.parse(line);
+      } catch (e) {
+        throw new Error(`line ${i + 1} of the download is not JSON (${e.message}): ${line.slice(0, 120)}`);
+      }
+    });
+    check(events.every((e) => e.event_type === 'UserRegistered'), 'the download holds other types than UserRegistered');
+    check(events.length === registrations.size, `the download has ${events.length} events, the pages showed ${registrations.size}`);
+    check(events.every((e) => registrations.has(e.event_id)), 'the download and the pages hold different events');
+    check(events.some((e) => e.aggregate_id === createdId && JSON.stringify(e.payload).includes(NEW_EMAIL)), 'the created user is not in the download');
+    await page.locator('#download-status', { hasText: `Saved ${registrations.size} events` }).waitFor();
+  });
+
   let second;
   await step('deactivating the user shows up live', async () => {
     await page.click('a[data-nav="live"]');
@@ -222,11 +347,16 @@ try {
   });
 
   await step('changing the plan (plans from /api/v1/plans)', async () => {
-    await second.locator('select[name="plan"] option[value="pro"]').waitFor({ state: 'attached' });
-    await second.selectOption('select[name="plan"]', 'pro');
+    const plans = await (await fetch(`${BASE_URL}/api/v1/plans`)).json();
+    const names = plans.data.map((p) => p.name);
+    check(names.length >= 2, `this test needs two plans; /api/v1/plans has ${names.join(', ')}`);
+    const current = (await second.locator('.profile .badge', { hasText: 'plan: ' }).textContent()).replace('plan: ', '').trim();
+    const next = names.find((n) => n !== current);
+    await second.locator(`select[name="plan"] option[value="${next}"]`).waitFor({ state: 'attached' });
+    await second.selectOption('select[name="plan"]', next);
     await second.click('button[data-action="plan"]');
     await confirm(second);
-    await second.locator('.profile .badge', { hasText: 'plan: pro' }).waitFor();
+    await second.locator('.profile .badge', { hasText: `plan: ${next}` }).waitFor();
     await second.locator('.entry[data-event-type="PlanChanged"]').first().waitFor();
     await page.locator('.live-row[data-event-type="PlanChanged"]').first().waitFor();
     await second.close();
@@ -266,26 +396,26 @@ try {
     await shot(page, 'usage');
   });
 
-  await step('erasing needs the email typed', async () => {
+  if (ERASE_EMAIL) await step('erasing needs the email typed', async () => {
     await page.click('a[data-nav="users"]');
-    await page.fill('input[name="q"]', 'ada@example.com');
-    await page.locator('.users-table tr[data-email="ada@example.com"] a.user-link').click();
-    await page.locator('[data-testid="profile-email"]', { hasText: 'ada@example.com' }).waitFor();
+    await page.fill('input[name="q"]', ERASE_EMAIL);
+    await page.locator(`.users-table tr[data-email="${ERASE_EMAIL}"] a.user-link`).click();
+    await page.locator('[data-testid="profile-email"]', { hasText: ERASE_EMAIL }).waitFor();
     await page.click('button[data-action="erase"]');
     const ok = page.locator('#confirm-ok');
     await page.locator('#confirm-dialog').waitFor({ state: 'visible' });
     check(await ok.isDisabled(), 'erasing can be confirmed without typing the email');
     await page.fill('#confirm-dialog input[name="confirm_text"]', 'someone@else.com');
     check(await ok.isDisabled(), 'erasing can be confirmed with another email');
-    await confirm(page, { fill: { confirm_text: 'ada@example.com' } });
+    await confirm(page, { fill: { confirm_text: ERASE_EMAIL } });
     await page.locator('.profile .badge', { hasText: 'erased' }).waitFor();
     await page.locator('.entry[data-event-type="UserErased"]').first().waitFor();
     await shot(page, 'user-erased');
-    await page.click('a[data-nav="usage"]');
-    await page.locator('[data-testid="users-total"]').waitFor();
   });
 
   await step('a reload forgets the token; signing out too', async () => {
+    await page.click('a[data-nav="usage"]');
+    await page.locator('[data-testid="users-total"]').waitFor();
     await page.reload();
     await page.locator('#login-view').waitFor({ state: 'visible' });
     check(await page.locator('#shell').isHidden(), 'the console is shown after a reload without signing in');

@@ -380,17 +380,22 @@ fn admin_routes(user: Uuid) -> Vec<(Method, String, Option<Value>)> {
     ]
 }
 
-/// `chronicle admin ...` against the test's database; (exit code, stdout, stderr). Async:
-/// the server runs on this test's runtime and must keep going meanwhile.
+/// `chronicle admin ...` against the test's database; (exit code, stdout, stderr).
 pub(crate) async fn cli(app: &TestApp, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["admin"];
+    all.extend_from_slice(args);
+    chronicle(&app.env, &all).await
+}
+
+/// The real binary with a test's configuration; (exit code, stdout, stderr). Async: the
+/// server runs on this test's runtime and must keep going meanwhile.
+pub(crate) async fn chronicle(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_chronicle"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("USER", "ops")
-        .env("LOG_LEVEL", "warn")
-        .envs(&app.env.vars)
+        .envs(&env.vars)
         .current_dir(std::env::temp_dir())
-        .arg("admin")
         .args(args);
     let Output {
         status,

@@ -139,6 +139,7 @@ async fn the_admin_console_in_a_real_browser() {
         .env("USER_EMAIL", USER_EMAIL)
         .env("USER_PASSWORD", PASSWORD)
         .env("SCREENSHOT_DIR", &screenshots)
+        .env("ERASE_EMAIL", "ada@example.com")
         .env("CHROMIUM_PATH", &chromium)
         .stdin(Stdio::null())
         .kill_on_drop(true)

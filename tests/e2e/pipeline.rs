@@ -19,7 +19,7 @@ use crate::support::{eventually, TestEnv};
 
 /// Append `UserRegistered` for a new user in the caller's transaction, the way postgres-es
 /// does (same columns), so a test can hold the transaction open.
-async fn insert_registered(conn: &mut PgConnection, user_id: Uuid, email: &str) {
+pub(crate) async fn insert_registered(conn: &mut PgConnection, user_id: Uuid, email: &str) {
     let payload = serde_json::json!({"UserRegistered": {
         "user_id": user_id, "email": email, "display_name": null, "password_hash": null,
         "role": "user", "plan": "free"}});

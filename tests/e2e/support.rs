@@ -255,13 +255,23 @@ impl TestApp {
             .expect("query")
     }
 
-    /// Wait until every read model has applied every readable event of the log.
+    /// Wait until every read model has applied every event committed so far. (Not the
+    /// readable head: another test's open transaction can hold that back, and a wait for
+    /// it would end before the latest events are applied.)
     pub async fn wait_for_projections(&self, what: &str) {
         let pool = self.pool.clone();
-        eventually(what, Duration::from_secs(30), || {
+        eventually(what, Duration::from_secs(60), || {
             let pool = pool.clone();
             async move {
-                let head = eventstore::log::head(&pool).await.ok().flatten();
+                let head = sqlx::query(
+                    "select transaction_id::text as transaction_id, position from events \
+                     order by events.transaction_id desc, position desc limit 1",
+                )
+                .fetch_optional(&pool)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|row| eventstore::log::cursor_from_row(&row).ok());
                 let all = projections::checkpoint::all(&pool).await.ok()?;
                 let head = head?;
                 all.iter().all(|c| c.cursor >= head).then_some(())

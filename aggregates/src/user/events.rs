@@ -73,8 +73,8 @@ pub enum UserEvent {
         attempts: u32,
         /// Set when this failure locked the account.
         locked_until: Option<DateTime<Utc>>,
-        /// [`LOGIN_FAILED_WRONG_PASSWORD`], or [`LOGIN_FAILED_NO_PASSWORD`] when the account
-        /// has no password (an email-first account).
+        /// Why: `wrong_password`, or `no_password` when the account has no password (an
+        /// email-first account). Since version 2.0.
         reason: String,
     },
     /// A reset mail (link + code derived from `nonce`) is due.

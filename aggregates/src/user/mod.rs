@@ -16,9 +16,7 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 pub use commands::UserCommand;
-pub use events::{
-    SecretMethod, UserEvent, LOGIN_FAILED_NO_PASSWORD, LOGIN_FAILED_WRONG_PASSWORD,
-};
+pub use events::{SecretMethod, UserEvent, LOGIN_FAILED_NO_PASSWORD, LOGIN_FAILED_WRONG_PASSWORD};
 
 /// The aggregate type as stored in the log and used in stream subjects.
 pub const AGGREGATE_TYPE: &str = "user";

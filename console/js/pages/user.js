@@ -3,9 +3,9 @@
 
 import { api, currentUser, getPlans } from '../api.js';
 import { badge, confirmDialog, errorBox, errorText, fill, h, pager, roleBadge, statusBadge, time, toast } from '../dom.js';
-import { makeHash, replaceHash } from '../router.js';
+import { makeHash, replaceHash, takePendingPosition } from '../router.js';
 
-const KNOWN_TYPES = [
+export const KNOWN_TYPES = [
   'UserRegistered', 'DuplicateRegistrationAttempted', 'EmailVerificationRequested',
   'EmailVerificationCodeRejected', 'EmailVerified', 'FailedLoginsCleared', 'LoginFailed',
   'PasswordResetRequested', 'PasswordResetCodeRejected', 'PasswordReset', 'PasswordChanged',
@@ -38,7 +38,9 @@ export function render(main, { path, params }) {
     h('div', { class: 'page-head' },
       h('a', { href: '#/users', class: 'back' }, '‹ Users'),
       h('h1', { id: 'user-title', dataset: { testid: 'profile-email' } }, 'User'),
-      h('span', { id: 'user-subtitle', class: 'muted' })),
+      h('span', { id: 'user-subtitle', class: 'muted' }),
+      h('span', { class: 'spacer' }),
+      h('a', { href: makeHash('events', { aggregate_type: 'user', aggregate_id: id }), class: 'small', id: 'user-in-log', title: 'The events of this user aggregate, in the whole log' }, 'In the event log ›')),
     profile, sessions, timeline);
 
   // --- profile, actions and sessions ---------------------------------------------------
@@ -222,8 +224,9 @@ export function render(main, { path, params }) {
     }
   }
 
-  loadUser();
-  loadTimeline();
+  const created = takePendingPosition(); // e.g. just created: read at least up to it
+  loadUser(created);
+  loadTimeline(created);
   return () => controller.abort();
 }
 

@@ -1,10 +1,11 @@
 // Users: search (email or name), filters by status, role and plan, sort, pages.
 // The filters live in the hash (#/users?q=ada&status=active&page=2), so a link or the
-// back button brings the same list back.
+// back button brings the same list back. "New user" opens the creation dialog.
 
 import { api, getPlans } from '../api.js';
-import { debounce, errorBox, fill, h, pager, roleBadge, statusBadge, time } from '../dom.js';
-import { makeHash, replaceHash } from '../router.js';
+import { debounce, errorBox, fill, h, pager, roleBadge, statusBadge, time, toast } from '../dom.js';
+import { makeHash, readAfterNextRoute, replaceHash } from '../router.js';
+import { createUserDialog } from './create-user.js';
 
 const STATUSES = ['pending_verification', 'active', 'disabled', 'erased'];
 const ROLES = ['user', 'admin'];
@@ -56,8 +57,18 @@ export function render(main, { params }) {
         PER_PAGE.map((n) => h('option', { value: String(n), selected: state.per_page === n }, String(n))))));
 
   const results = h('div', { class: 'results', 'aria-live': 'polite' });
+  const newUser = async () => {
+    const created = await createUserDialog({ signal: controller.signal });
+    if (!created) return;
+    const user = created.user;
+    if (!user?.id) { toast('User created; the list shows them once it has caught up', 'ok'); load(); return; }
+    toast(`Created ${user.email}`, 'ok');
+    readAfterNextRoute(created.position);
+    location.hash = `#/users/${encodeURIComponent(user.id)}`;
+  };
   main.append(
-    h('div', { class: 'page-head' }, h('h1', {}, 'Users')),
+    h('div', { class: 'page-head' }, h('h1', {}, 'Users'), h('span', { class: 'spacer' }),
+      h('button', { type: 'button', class: 'primary', id: 'new-user', onclick: newUser }, '+ New user')),
     h('div', { class: 'card' }, filters, results));
 
   getPlans().then((plans) => {

@@ -52,7 +52,8 @@ impl Inner {
     pub(super) async fn handle(&self, message: &Message, stop: &CancellationToken) -> Verdict {
         let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
         let mut envelope: StreamEnvelope = match serde_json::from_slice(&message.payload) {
-            Ok(e) => e,
+            // older versions of an event are read as the current one (eventstore::upcast)
+            Ok(e) => eventstore::StoredEvent::from_envelope(e).into_envelope(),
             Err(e) => {
                 tracing::error!(subject = %message.subject, error = %e, "Assistant cannot read a message: not an event envelope");
                 return Verdict::Term;

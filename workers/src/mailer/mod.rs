@@ -248,7 +248,9 @@ impl Mailer {
     async fn handle(&self, message: &Message, stop: &CancellationToken) -> Verdict {
         let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
         match serde_json::from_slice::<StreamEnvelope>(&message.payload) {
-            Ok(mut envelope) => {
+            Ok(envelope) => {
+                // older versions of an event are read as the current one (eventstore::upcast)
+                let mut envelope = eventstore::StoredEvent::from_envelope(envelope).into_envelope();
                 if let Err(e) = open_values(&self.keys, &mut [&mut envelope.payload]).await {
                     tracing::warn!(event_id = %envelope.event_id, error = %e, "Mailer cannot open an event's personal data");
                     return Verdict::Retry(self.tuning.retry_delay(delivered));

@@ -4,7 +4,7 @@
 //! relay), from the head when the request came or from `after` / `Last-Event-ID`, so a
 //! reconnecting viewer misses nothing. Each message's id is the event's cursor.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -64,6 +64,8 @@ struct Follow {
     cursor: LogCursor,
     types: Vec<String>,
     pending: VecDeque<StoredEvent>,
+    /// The subject of each pending event.
+    subjects: HashMap<Uuid, Uuid>,
     labels: ActorLabels,
 }
 
@@ -99,6 +101,7 @@ pub async fn live(
         cursor,
         types,
         pending: VecDeque::new(),
+        subjects: HashMap::new(),
         labels: ActorLabels::default(),
     };
     let events = futures::stream::unfold(follow, |mut f| async move {
@@ -114,12 +117,7 @@ pub async fn live(
                     Ok(a) => a,
                     Err(_) => continue,
                 };
-                let subject_id = eventstore::personal::subject(
-                    &e.aggregate_type,
-                    &e.aggregate_id,
-                    &e.payload,
-                    &serde_json::Value::Null,
-                );
+                let subject_id = f.subjects.remove(&e.event_id);
                 let message = LiveEvent {
                     summary: aggregates::describe::summary(&e.event_type, &e.payload),
                     cursor: e.cursor,
@@ -143,6 +141,17 @@ pub async fn live(
                     if let Some(last) = batch.last() {
                         f.cursor = last.cursor;
                     }
+                    let ids: Vec<Uuid> = batch.iter().map(|e| e.event_id).collect();
+                    // whose history each event is in (a session's later events say no user)
+                    let subjects: Vec<(Uuid, Uuid)> = sqlx::query_as(
+                        "select event_id, subject_id from events \
+                         where event_id = any($1) and subject_id is not null",
+                    )
+                    .bind(&ids)
+                    .fetch_all(&f.state.pool)
+                    .await
+                    .unwrap_or_default();
+                    f.subjects = subjects.into_iter().collect();
                     f.pending.extend(batch);
                 }
                 _ => tokio::time::sleep(POLL).await,

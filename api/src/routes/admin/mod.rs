@@ -11,9 +11,11 @@
 //! - [`audit`]: a user's audit trail (history with actors and readable summaries).
 //! - [`users`]: the user routes.
 //! - [`insight`]: stats and projections.
+//! - [`export`]: the event log, filtered, as JSON pages or an NDJSON/CSV stream.
 //! - [`live`]: the event stream as it happens (server-sent events).
 
 pub mod audit;
+pub mod export;
 pub mod insight;
 pub mod live;
 pub mod ops;
@@ -36,6 +38,7 @@ pub fn router() -> Router<AppState> {
         .merge(users::router())
         .merge(insight::router())
         .merge(live::router())
+        .merge(export::router())
 }
 
 /// Who is acting as an admin.

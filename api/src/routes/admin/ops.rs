@@ -18,7 +18,7 @@ use eventstore::CommandError;
 use projections::ReadModel;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::{Connection, Row};
+use sqlx::Connection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -511,19 +511,18 @@ pub struct ApiKeyInfo {
 
 /// Every admin API key, oldest first, from the log.
 pub async fn list_api_keys(state: &AppState) -> Result<Vec<ApiKeyInfo>, ApiError> {
-    let rows = sqlx::query(
-        "select aggregate_id, payload from events where aggregate_type = $1 \
-         order by transaction_id, position",
-    )
-    .bind(aggregates::api_key::AGGREGATE_TYPE)
-    .fetch_all(&state.pool)
-    .await?;
+    let filter = eventstore::log::LogFilter {
+        aggregate_type: Some(aggregates::api_key::AGGREGATE_TYPE.to_owned()),
+        ..Default::default()
+    };
+    let events =
+        eventstore::log::read_filtered(&state.pool, LogCursor::START, &filter, 100_000).await?;
     let mut keys: Vec<ApiKeyInfo> = vec![];
-    for row in rows {
-        let id: String = row.try_get("aggregate_id")?;
-        let Ok(id) = id.parse::<Uuid>() else { continue };
-        let payload: serde_json::Value = row.try_get("payload")?;
-        match serde_json::from_value::<ApiKeyEvent>(payload) {
+    for event in events {
+        let Ok(id) = event.aggregate_id.parse::<Uuid>() else {
+            continue;
+        };
+        match serde_json::from_value::<ApiKeyEvent>(event.payload) {
             Ok(ApiKeyEvent::ApiKeyCreated {
                 name,
                 created_by,
