@@ -98,10 +98,12 @@ async fn plain_insert(pool: &PgPool, table: &str) -> (u64, f64) {
             .fetch_all(pool)
             .await
             .expect("rows");
-    sqlx::query(&format!("drop table if exists bench_{table}; create table bench_{table} (like {table} including all)"))
-        .execute(pool)
-        .await
-        .expect("scratch");
+    for sql in [
+        format!("drop table if exists bench_{table}"),
+        format!("create table bench_{table} (like {table} including all)"),
+    ] {
+        sqlx::query(&sql).execute(pool).await.expect("scratch");
+    }
     let started = Instant::now();
     for chunk in rows.chunks(1_000) {
         sqlx::query(&format!(
@@ -260,13 +262,14 @@ fn main() {
         let t0 = Instant::now();
         let out = tokio::process::Command::new(bin)
             .envs(vars.iter().cloned())
-            .args(["events", "export", "--output"])
+            .args(["events", "export", "--with-secrets", "--output"])
             .arg(&file)
             .output()
             .await
             .expect("export");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        println!("chronicle events export: {total} events to a file in {:.2} s", t0.elapsed().as_secs_f64());
+        let exported = std::fs::read_to_string(&file).map(|t| t.lines().count()).unwrap_or(0);
+        println!("chronicle events export: {exported} events to a file in {:.2} s", t0.elapsed().as_secs_f64());
         let mut vars_b = vars.clone();
         for v in vars_b.iter_mut() {
             if v.0 == "DATABASE_URL" {
@@ -286,7 +289,7 @@ fn main() {
             .expect("import");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let import_secs = t0.elapsed().as_secs_f64();
-        println!("chronicle events import: {total} events in {import_secs:.2} s = {:.0} events/s", total as f64 / import_secs);
+        println!("chronicle events import: {exported} events in {import_secs:.2} s = {:.0} events/s", exported as f64 / import_secs);
         let config_b = Config::from_lookup(|k| lookup(&vars_b, k)).expect("config b");
         let pool_b = database::connect(&config_b.database_url, 8).await.expect("connect b");
         let keys_b = KeyStore::new(pool_b.clone(), config_b.master_keys.clone());
@@ -295,6 +298,10 @@ fn main() {
             projections::rebuild::rebuild(&pool_b, &keys_b, model, |_, _| {}).await.expect("rebuild b");
         }
         println!("every read model rebuilt in the copy in {:.2} s", t0.elapsed().as_secs_f64());
+        // the source's read models again, now that its log also holds the API key's event
+        for model in ReadModel::ALL {
+            projections::rebuild::rebuild(&pool, &keys, model, |_, _| {}).await.expect("rebuild a");
+        }
         let mut same = true;
         for model in ReadModel::ALL {
             for table in model.tables() {

@@ -38,6 +38,10 @@ pub enum EventsCommand {
         /// Keep personal values sealed, as the log and the stream hold them.
         #[arg(long)]
         sealed: bool,
+        /// Keep secrets' derivatives (password hashes...): for a copy that must work the
+        /// same (`events import`). Left out by default.
+        #[arg(long)]
+        with_secrets: bool,
     },
     /// Append an NDJSON export to this database's log, which must be empty.
     Import {
@@ -111,7 +115,8 @@ pub async fn run(config: Config, command: EventsCommand) -> anyhow::Result<()> {
             format,
             output,
             sealed,
-        } => export_log(&pool, &keys, filter, format, output, sealed).await,
+            with_secrets,
+        } => export_log(&pool, &keys, filter, format, output, sealed, with_secrets).await,
         EventsCommand::Import { file } => {
             database::migrate(&pool).await?;
             import(&pool, &keys, &file).await
@@ -133,6 +138,7 @@ async fn export_log(
     format: ExportFormat,
     output: Option<std::path::PathBuf>,
     sealed: bool,
+    with_secrets: bool,
 ) -> anyhow::Result<()> {
     let spec = ExportSpec::from_query(ExportQuery {
         after: filter.after,
@@ -144,6 +150,7 @@ async fn export_log(
         actor: filter.actor,
         limit: filter.limit,
         personal: Some(if sealed { "sealed" } else { "open" }.into()),
+        secrets: Some(if with_secrets { "keep" } else { "omit" }.into()),
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let format = match format {
@@ -177,7 +184,7 @@ async fn export_log(
         out.write_all(CSV_HEADER.as_bytes())?;
     }
     let mut written = 0u64;
-    let mut chunks = Box::pin(export::stream(pool.clone(), keys.clone(), spec, format));
+    let mut chunks = Box::pin(export::stream(pool.clone(), keys.clone(), spec, format).fuse());
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.context("reading the log")?;
         written += chunk.iter().filter(|b| **b == b'\n').count() as u64;

@@ -39,8 +39,7 @@ pub const DEFAULT_SUBJECT_PREFIX: &str = "chronicle";
 pub const SCHEMA_DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
 
 /// Payload fields that hold personal data: their string values are sealed in the log
-/// (`enc:v1:<user id>:<base64>`). The same list as `eventstore::personal::PERSONAL_FIELDS`
-/// (this crate cannot depend on that one; a test in `eventstore` keeps them equal).
+/// (`enc:v1:<user id>:<base64>`) by `eventstore::personal`, which uses this list.
 pub const PERSONAL_FIELDS: &[&str] = &[
     "email",
     "display_name",
@@ -55,8 +54,7 @@ pub const PERSONAL_FIELDS: &[&str] = &[
     "filename",
 ];
 
-/// Metadata keys that hold personal data, sealed the same way (the same list as
-/// `eventstore::personal::PERSONAL_METADATA`).
+/// Metadata keys that hold personal data, sealed the same way.
 pub const PERSONAL_METADATA: &[&str] = &["ip", "user_agent"];
 
 /// What the catalogue says of a personal field.

@@ -13,23 +13,9 @@ use uuid::Uuid;
 
 use crate::crypto::{is_sealed, CryptoError, KeyStore, ERASED};
 
-/// Payload fields that hold personal data.
-pub const PERSONAL_FIELDS: &[&str] = &[
-    "email",
-    "display_name",
-    "locale",
-    "timezone",
-    "device",
-    "ip",
-    "user_agent",
-    "sha256",
-    "title",
-    "content",
-    "filename",
-];
-
-/// Metadata keys that hold personal data.
-pub const PERSONAL_METADATA: &[&str] = &["ip", "user_agent"];
+/// Payload fields and metadata keys that hold personal data: one list, kept with the event
+/// catalogue in the pure `aggregates` crate (which documents them as sealed).
+pub use aggregates::catalog::{PERSONAL_FIELDS, PERSONAL_METADATA};
 
 /// The user whose personal data an event carries: the `user` aggregate itself, else the
 /// payload's `user_id` or `owner_id`, else the acting user.

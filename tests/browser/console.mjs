@@ -69,10 +69,10 @@ async function step(name, fn) {
   console.log(`ok (${Date.now() - t0} ms)`);
 }
 
-async function shot(page, name) {
+async function shot(page, name, { fullPage = true } = {}) {
   const path = join(SCREENSHOT_DIR, `${name}.png`);
   await page.evaluate(() => window.scrollTo(0, 0)); // the sticky top bar belongs at the top
-  await page.screenshot({ path, fullPage: true });
+  await page.screenshot({ path, fullPage });
   return path;
 }
 
@@ -219,7 +219,7 @@ try {
     await dialog.locator('#create-password-error', { hasText: 'at least 10 characters' }).waitFor();
     await dialog.locator('#create-user-error', { hasText: 'password' }).waitFor();
     check(await dialog.locator('input[name="password"]').getAttribute('aria-invalid') === 'true', 'the password is not marked invalid');
-    await shot(page, 'create-user');
+    await shot(page, 'create-user', { fullPage: false }); // a modal dialog's backdrop covers the viewport only
     // an email that has an account: 409, the envelope's message
     await dialog.locator('input[name="password"]').fill(NEW_PASSWORD);
     await dialog.locator('#create-user-submit').click();
@@ -248,15 +248,29 @@ try {
     await page.click('a[data-nav="events"]');
     await page.locator('h1', { hasText: 'Event log' }).waitFor();
     await page.locator('.events-table tr.event-row').first().waitFor();
-    await page.fill('#event-filters input[name="type"]', 'UserRegistered');
-    await page.fill('#event-filters input[name="limit"]', '4');
+    const typeInput = page.locator('#event-filters input[name="type"]');
+    const limitInput = page.locator('#event-filters input[name="limit"]');
+    await typeInput.fill('UserRegistered');
+    await typeInput.press('Escape'); // closes the type suggestions (a datalist), which could take the next keys
+    await limitInput.fill('4');
+    check(await typeInput.inputValue() === 'UserRegistered' && await limitInput.inputValue() === '4',
+      `the filters read "${await typeInput.inputValue()}" and "${await limitInput.inputValue()}"`);
     await page.click('#events-apply');
     const hash = () => page.evaluate(() => location.hash);
-    await page.waitForFunction(() => /^#\/events\?.*type=UserRegistered/.test(location.hash));
-    const filtered = await hash();
-    check(filtered.includes('limit=4'), `the page size is not kept in the URL (${filtered})`);
+    const filtered = '#/events?type=UserRegistered&limit=4';
+    await page.locator(`#events-results[data-shown="${filtered}"]`).waitFor(); // that page is on screen
+    check(await hash() === filtered, `the filters are not kept in the URL (${await hash()})`);
     const range = page.locator('#events-range');
-    await range.filter({ hasText: /^Events 1–/ }).waitFor();
+    check(/^Events 1–4\b/.test(await range.textContent()), `the first page says "${await range.textContent()}"`);
+    /** Click a pager button and wait until the page it asked for is on screen. */
+    const turn = async (button) => {
+      const before = await page.locator('#events-results').getAttribute('data-shown');
+      await page.click(button);
+      await page.waitForFunction((was) => {
+        const results = document.getElementById('events-results');
+        return results.dataset.shown !== was && results.dataset.shown === location.hash && results.getAttribute('aria-busy') === 'false';
+      }, before);
+    };
     const rowsOfPage = () => page.locator('.events-table tr.event-row').evaluateAll((rows) =>
       rows.map((r) => ({ type: r.dataset.eventType, id: r.dataset.eventId, aggregate: r.dataset.aggregateId })));
     let pages = 1;
@@ -267,28 +281,20 @@ try {
       for (const r of rows) registrations.set(r.id, r.aggregate);
       if (await page.locator('#events-next').isDisabled()) break;
       check(pages < 100, 'the pages do not end');
-      const before = await range.textContent();
-      await page.click('#events-next');
+      await turn('#events-next');
       pages++;
-      await page.waitForFunction((text) => {
-        const now = document.getElementById('events-range');
-        return now && now.textContent !== text && !document.getElementById('events-results').classList.contains('loading');
-      }, before);
       rows = await rowsOfPage();
     }
     check(pages >= 2, `only ${pages} page of UserRegistered with 4 a page`);
-    if (rows.length === 0) { // a full page was the last: the one after it is empty
-      await page.click('#events-prev');
-      await page.locator('.events-table tr.event-row').first().waitFor();
-    }
+    if (rows.length === 0) await turn('#events-prev'); // a full page was the last: the one after it is empty
     check([...registrations.values()].includes(createdId), 'the created user\'s registration is not in the log');
     check((await hash()).includes('after='), 'the page\'s cursor is not kept in the URL');
     // back one page, and forward again to the last
     const last = await range.textContent();
-    await page.click('#events-prev');
-    await range.filter({ hasNotText: last }).waitFor();
-    await page.click('#events-next');
-    await range.filter({ hasText: last }).waitFor();
+    await turn('#events-prev');
+    check(await range.textContent() !== last, 'Previous shows the same page');
+    await turn('#events-next');
+    check(await range.textContent() === last, `Next after Previous shows "${await range.textContent()}", not "${last}"`);
     // the created user's registration, opened: payload (personal data opened) and metadata
     const row = page.locator(`.events-table tr.event-row[data-aggregate-id="${createdId}"]`);
     await row.locator('button.toggle').click();
@@ -296,11 +302,20 @@ try {
     await detail.locator('.payload', { hasText: NEW_EMAIL }).waitFor();
     await detail.locator('.payload', { hasText: '"actor_role": "admin"' }).waitFor();
     check((await row.locator('.actor').textContent()).includes('admin'), 'the actor of the creation is not the admin');
+    for (const t of await page.locator('.toast').all()) await t.click({ timeout: 2000 }).catch(() => {}); // dismissed; or it faded meanwhile
+    await page.locator('.toast').first().waitFor({ state: 'detached' });
     await shot(page, 'events');
   });
 
   await step('downloads the filtered log as NDJSON', async () => {
-    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#events-download')]);
+    const failed = page.locator('.toast.error').first();
+    const saved = page.waitForEvent('download').then((d) => ({ download: d }));
+    const broke = failed.waitFor().then(async () => ({ error: await failed.textContent() }));
+    saved.catch(() => {});
+    broke.catch(() => {});
+    await page.click('#events-download');
+    const { download, error } = await Promise.race([saved, broke]);
+    check(!error, `the console says: ${error}`);
     check(/^chronicle-events-.*-UserRegistered\.ndjson$/.test(download.suggestedFilename()), `the file is called ${download.suggestedFilename()}`);
     const text = readFileSync(await download.path(), 'utf8');
     check(text.endsWith('\n'), 'the download does not end with a newline');

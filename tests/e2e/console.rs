@@ -1,7 +1,8 @@
 //! The admin console (`/admin`) in a real browser: the app with a seeded admin and a normal
 //! user, then `tests/browser/console.mjs` (Playwright driving Debian's headless Chromium)
-//! walks the journey: sign in, find the user, their timeline, a deactivation seen live,
-//! health, usage, and a normal user refused. Screenshots land in `target/screenshots/`.
+//! walks the journey: sign in, find the user, their timeline, create a user, the event log
+//! (filtered, paged, downloaded as NDJSON), a deactivation seen live, health, usage, and a
+//! normal user refused. Screenshots land in `target/screenshots/`.
 //!
 //! Needs `/usr/bin/chromium` (`apt-get install -y chromium`) and `tests/browser/node_modules`
 //! (`cd tests/browser && npm ci`); without them the test fails saying so, unless

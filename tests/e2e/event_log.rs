@@ -151,8 +151,21 @@ async fn the_log_exports_in_order_as_pages_ndjson_and_csv_with_filters() {
     let (s, body) = get(&app, &admin, "/api/v1/admin/events", "application/x-ndjson").await;
     assert_eq!(s, 200);
     let all = envelopes(&body);
+    let ndjson_len = body.len();
     assert_eq!(all.iter().map(|e| e.event_id).collect::<Vec<_>>(), ids);
     assert!(body.contains("exp1@example.com"), "opened");
+    assert!(
+        !body.contains("password_hash") && !body.contains("\"nonce\""),
+        "secrets' derivatives are left out"
+    );
+    let (_, kept) = get(
+        &app,
+        &admin,
+        "/api/v1/admin/events?secrets=keep&type=UserRegistered",
+        "application/x-ndjson",
+    )
+    .await;
+    assert!(kept.contains("password_hash"));
     assert!(!body.contains("enc:v1:"));
     assert!(
         !body.contains("exp0@example.com"),
@@ -246,6 +259,31 @@ async fn the_log_exports_in_order_as_pages_ndjson_and_csv_with_filters() {
     )
     .await;
     assert_eq!(envelopes(&body).len(), 5);
+
+    // compressed (browsers always ask for it): the stream still ends cleanly
+    let resp = reqwest::Client::new()
+        .get(app.url("/api/v1/admin/events"))
+        .bearer_auth(&admin)
+        .header("accept", "application/x-ndjson")
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        resp.headers()
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("gzip")
+    );
+    let gz = resp
+        .bytes()
+        .await
+        .expect("the whole compressed body arrives");
+    assert!(
+        gz.len() > 20 && gz.len() < ndjson_len,
+        "{} of {ndjson_len}",
+        gz.len()
+    );
 
     // CSV
     let (s, csv) = get(&app, &admin, "/api/v1/admin/events", "text/csv").await;
@@ -344,7 +382,11 @@ async fn an_export_imported_into_a_fresh_database_replays_to_the_same_read_model
     let file = app.env.data_dir.join("export.ndjson");
     std::fs::create_dir_all(&app.env.data_dir).expect("dir");
     let path = file.display().to_string();
-    let (code, _, err) = chronicle(&app.env, &["events", "export", "--output", &path]).await;
+    let (code, _, err) = chronicle(
+        &app.env,
+        &["events", "export", "--with-secrets", "--output", &path],
+    )
+    .await;
     assert_eq!(code, 0, "{err}");
     let text = std::fs::read_to_string(&file).expect("export");
     let total = app.scalar_i64("select count(*) from events").await;

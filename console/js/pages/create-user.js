@@ -26,8 +26,8 @@ export function createUserDialog({ signal } = {}) {
   const input = (name, label, attrs, hint) =>
     h('label', { class: 'form-field' }, label,
       h('input', { name, 'aria-describedby': `create-${name}-error`, ...attrs }),
-      hint ? h('span', { class: 'hint' }, hint) : null,
-      fieldError(name));
+      fieldError(name),
+      hint ? h('span', { class: 'hint' }, hint) : null);
   const select = (name, label, options) =>
     h('label', { class: 'form-field' }, label,
       h('select', { name, 'aria-describedby': `create-${name}-error` },
@@ -40,8 +40,8 @@ export function createUserDialog({ signal } = {}) {
   const cancel = h('button', { type: 'button', id: 'create-user-cancel' }, 'Cancel');
   const form = h('form', { id: 'create-user-form', novalidate: true, autocomplete: 'off' },
     h('h2', {}, 'New user'),
-    input('email', 'Email', { type: 'email', required: true, spellcheck: 'false', placeholder: 'name@example.com' }),
-    input('display_name', 'Display name (optional)', { type: 'text', spellcheck: 'false' }),
+    input('email', 'Email', { type: 'email', required: true, spellcheck: 'false', autocomplete: 'off', placeholder: 'name@example.com' }),
+    input('display_name', 'Display name (optional)', { type: 'text', spellcheck: 'false', autocomplete: 'off' }),
     h('div', { class: 'form-row' },
       select('role', 'Role', [['user', 'user', true], ['admin', 'admin']]),
       planField),

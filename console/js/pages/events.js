@@ -242,8 +242,8 @@ export function render(main, { params }) {
     field('Personal data', h('select', { name: 'personal' },
       h('option', { value: '', selected: f.personal !== 'sealed' }, 'opened'),
       h('option', { value: 'sealed', selected: f.personal === 'sealed' }, 'sealed (as stored)'))),
+    field('After cursor', text('after', 'the start of the log', { class: 'mono' }), 'wide'),
     field('Per page', h('input', { type: 'number', name: 'limit', min: '1', max: '1000', step: '1', value: String(f.limit) })),
-    field('After cursor', text('after', 'start of the log', { class: 'mono' })),
     h('div', { class: 'filter-actions' },
       h('button', { type: 'submit', class: 'primary', id: 'events-apply' }, 'Apply'),
       h('button', { type: 'button', id: 'events-reset', onclick: () => {
@@ -301,9 +301,11 @@ export function render(main, { params }) {
 
   async function load() {
     const mine = ++generation;
-    replaceHash(eventsHash(f));
+    const hash = eventsHash(f);
+    replaceHash(hash);
     form.elements.after.value = f.after;
     results.classList.add('loading');
+    results.setAttribute('aria-busy', 'true');
     try {
       const data = await api('GET', '/api/v1/admin/events', { query: eventsQuery(f), signal });
       if (mine !== generation) return;
@@ -316,7 +318,11 @@ export function render(main, { params }) {
       page = null;
       fill(results, errorBox(err), pagerRow());
     } finally {
-      if (mine === generation) results.classList.remove('loading');
+      if (mine === generation) {
+        results.classList.remove('loading');
+        results.setAttribute('aria-busy', 'false');
+        results.dataset.shown = hash; // which page is on screen (the filters and cursor)
+      }
     }
   }
 
@@ -390,7 +396,10 @@ export function render(main, { params }) {
       if (res.body) {
         const reader = res.body.getReader();
         for (;;) {
-          const { done, value } = await reader.read();
+          const { done, value } = await reader.read().catch((e) => {
+            if (e.name === 'AbortError') throw e;
+            throw new Error(`the export broke off after ${number(lines)} events (${e.message || e})`);
+          });
           if (done) break;
           chunks.push(value);
           lines += countNewlines(value);
@@ -411,7 +420,10 @@ export function render(main, { params }) {
       downloadStatus.textContent = `Saved ${number(lines)} event${lines === 1 ? '' : 's'} (${byteSize(bytes)}) as ${name}`;
     } catch (err) {
       if (err.name === 'AbortError' || err.status === 401 || err.status === 403) return;
-      toast(`The download failed: ${err.message || err}`, 'error');
+      const why = err.kind === 'network'
+        ? `the export did not arrive whole, or the server cannot be reached (${err.message.replace(/^The server cannot be reached \((.*)\)$/, '$1')})`
+        : err.message || String(err);
+      toast(`The download failed: ${why}`, 'error');
     } finally {
       downloadButton.disabled = false;
       downloadButton.textContent = 'Download NDJSON';

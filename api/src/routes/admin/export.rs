@@ -5,7 +5,8 @@
 //! Each event is the envelope the NATS stream carries (docs/EVENTS.md). Personal values
 //! are opened with their owners' keys by default (`personal=open`; erased users' read
 //! `"[erased]"`), or left as stored (`personal=sealed`), exactly as the log and the stream
-//! hold them.
+//! hold them. Secrets' derivatives (`password_hash`, `refresh_token_hash`, `nonce`,
+//! `secret_hash`) are left out unless `secrets=keep` (a copy that must work the same).
 
 use aggregates::{LogCursor, StreamEnvelope};
 use axum::body::{Body, Bytes};
@@ -55,6 +56,9 @@ pub struct ExportQuery {
     pub limit: Option<u64>,
     /// `open` (default: personal values opened) or `sealed` (as stored).
     pub personal: Option<String>,
+    /// `omit` (default: secrets' derivatives such as `password_hash` left out) or `keep`
+    /// (everything, for a copy that must work the same, e.g. `chronicle events import`).
+    pub secrets: Option<String>,
 }
 
 /// A page of the log.
@@ -77,6 +81,8 @@ pub struct ExportSpec {
     pub filter: LogFilter,
     pub limit: Option<u64>,
     pub open: bool,
+    /// Keep secrets' derivatives (`password_hash`, `refresh_token_hash`, `nonce`, ...).
+    pub keep_secrets: bool,
 }
 
 impl ExportSpec {
@@ -97,6 +103,11 @@ impl ExportSpec {
             Some("sealed") => false,
             Some(_) => return Err(ApiError::validation("personal", "must be open or sealed")),
         };
+        let keep_secrets = match q.secrets.as_deref() {
+            None | Some("omit") => false,
+            Some("keep") => true,
+            Some(_) => return Err(ApiError::validation("secrets", "must be omit or keep")),
+        };
         if q.limit == Some(0) {
             return Err(ApiError::validation("limit", "must be 1 or more"));
         }
@@ -113,24 +124,37 @@ impl ExportSpec {
             },
             limit: q.limit,
             open,
+            keep_secrets,
         })
     }
 }
 
-/// One page of envelopes after `after` (personal values opened when `open`).
+/// One page of envelopes after `spec.after` (personal values opened, secrets' derivatives
+/// left out, as `spec` says).
 pub async fn page(
     pool: &PgPool,
     keys: &KeyStore,
-    after: LogCursor,
-    filter: &LogFilter,
+    spec: &ExportSpec,
     limit: u64,
-    open: bool,
 ) -> Result<Vec<StreamEnvelope>, ApiError> {
-    let events = eventstore::log::read_filtered(pool, after, filter, limit as i64).await?;
+    let events =
+        eventstore::log::read_filtered(pool, spec.after, &spec.filter, limit as i64).await?;
     let mut out = Vec::with_capacity(events.len());
     for mut e in events {
-        if open {
+        if spec.open {
             e.open(keys).await.map_err(ApiError::internal)?;
+        }
+        if !spec.keep_secrets {
+            if let Some(body) = e
+                .payload
+                .as_object_mut()
+                .and_then(|o| o.values_mut().next())
+                .and_then(serde_json::Value::as_object_mut)
+            {
+                for key in super::audit::HIDDEN {
+                    body.remove(*key);
+                }
+            }
         }
         out.push(e.into_envelope());
     }
@@ -234,16 +258,7 @@ pub fn stream(
         if want == 0 {
             return None;
         }
-        match page(
-            &s.pool,
-            &s.keys,
-            s.spec.after,
-            &s.spec.filter,
-            want,
-            s.spec.open,
-        )
-        .await
-        {
+        match page(&s.pool, &s.keys, &s.spec, want).await {
             Ok(batch) if batch.is_empty() => None,
             Ok(batch) => {
                 s.done = (batch.len() as u64) < want;
@@ -299,15 +314,7 @@ pub async fn export(
                 "must be 1 to 1000 for a JSON page",
             ));
         }
-        let items = page(
-            &state.pool,
-            &state.keys,
-            spec.after,
-            &spec.filter,
-            limit,
-            spec.open,
-        )
-        .await?;
+        let items = page(&state.pool, &state.keys, &spec, limit).await?;
         let next = items.last().map(|e| e.cursor).or(Some(spec.after));
         let has_more = items.len() as u64 == limit;
         return Ok(Reply::ok(EventPage {
@@ -319,10 +326,11 @@ pub async fn export(
     };
     tracing::info!(by = ?admin.identity, ?format, "Streaming an export of the log");
     let header = (format == Format::Csv).then(|| Ok(Bytes::from_static(CSV_HEADER.as_bytes())));
-    let body = futures::StreamExt::chain(
+    // fused: the compression layer may poll once more after the end
+    let body = futures::StreamExt::fuse(futures::StreamExt::chain(
         futures::stream::iter(header),
         stream(state.pool.clone(), state.keys.clone(), spec, format),
-    );
+    ));
     let mut response = Body::from_stream(body).into_response();
     response
         .headers_mut()
