@@ -196,7 +196,7 @@ fn main() {
             users
                 .execute(
                     &user_id.to_string(),
-                    UserCommand::RegisterUser { user_id, email: email.clone(), password_hash: Some(hash.clone()), display_name: None, role: "user".into(), plan: "pro".into(), verified: true, verification_nonce: "n".into(), now: chrono::Utc::now() },
+                    UserCommand::RegisterUser { user_id, email: email.clone(), password_hash: Some(hash.clone()), display_name: None, role: "user".into(), plan: "pro".into(), verified: true, verification_nonce: "n".into(), invitation: false, now: chrono::Utc::now() },
                     &EventMetadata::system("bench"),
                 )
                 .await

@@ -41,6 +41,7 @@ pub async fn admin(
         plan: plan.to_owned(),
         verified: true,
         verification_nonce: random_nonce(),
+        invitation: false,
         now,
     };
     if let Err(e) = users

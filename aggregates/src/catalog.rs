@@ -717,6 +717,7 @@ mod examples {
                 email: "ada@example.com".into(),
                 nonce: NONCE.into(),
                 requested_at: at(180),
+                invitation: false,
             },
             UserEvent::PasswordResetCodeRejected {
                 attempts: 2,

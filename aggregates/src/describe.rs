@@ -57,6 +57,9 @@ pub fn summary(event_type: &str, payload: &Value) -> String {
                 format!("Sign-in failed: {why}; account locked until {locked}")
             }
         }
+        "PasswordResetRequested" if s("invitation") == "true" => {
+            format!("Invited to choose a password ({})", s("email"))
+        }
         "PasswordResetRequested" => format!("Password reset requested for {}", s("email")),
         "PasswordResetCodeRejected" => format!("Wrong reset code (attempt {})", s("attempts")),
         "PasswordReset" => format!(

@@ -689,6 +689,36 @@ async fn admins_list_create_update_and_erase_users() {
     assert_eq!(s, 201, "{b}");
     let invitee = b["data"]["user"]["id"].as_str().expect("id").to_owned();
     assert_eq!(app.scalar_i64(&format!("select count(*) from events where aggregate_id = '{invitee}' and event_type = 'PasswordResetRequested'")).await, 1);
+    assert_eq!(app.scalar_i64(&format!("select count(*) from events where aggregate_id = '{invitee}' and event_type = 'EmailVerificationRequested'")).await, 0);
+    // the invitation mail (no SMTP configured: an .eml file), not a password-reset mail
+    let mail_dir = app.env.data_dir.join("mail");
+    let invitation = eventually(
+        "the invitation mail",
+        std::time::Duration::from_secs(30),
+        || {
+            let dir = mail_dir.clone();
+            async move {
+                std::fs::read_dir(&dir).ok()?.flatten().find_map(|f| {
+                    let text = std::fs::read_to_string(f.path()).ok()?;
+                    (text.contains("invitee@example.com") && text.contains("You are invited"))
+                        .then_some(text)
+                })
+            }
+        },
+    )
+    .await;
+    assert!(invitation.contains("7 days"), "{invitation}");
+    let mails_to_invitee = std::fs::read_dir(&mail_dir)
+        .expect("mail dir")
+        .flatten()
+        .filter(|f| {
+            std::fs::read_to_string(f.path()).is_ok_and(|t| t.contains("invitee@example.com"))
+        })
+        .count();
+    assert_eq!(
+        mails_to_invitee, 1,
+        "one mail: the invitation, no verification mail"
+    );
     let (s, b) = send(
         &client,
         &app,

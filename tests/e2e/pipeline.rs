@@ -107,6 +107,7 @@ async fn register_many(app: &crate::support::TestApp, n: usize) -> Vec<Uuid> {
                         plan: "free".into(),
                         verified: false,
                         verification_nonce: "nonce".into(),
+                        invitation: false,
                         now: chrono::Utc::now(),
                     },
                     &EventMetadata::system("test"),

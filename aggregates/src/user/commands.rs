@@ -24,15 +24,15 @@ pub enum UserCommand {
         plan: String,
         verified: bool,
         verification_nonce: String,
+        /// An admin's invitation: instead of a verification mail, a mail to choose a first
+        /// password (derived from `verification_nonce`), which also verifies the address.
+        invitation: bool,
         now: DateTime<Utc>,
     },
     /// Someone tried to register with this account's email.
     RecordDuplicateRegistration,
     /// Send a new verification mail (the old link and code stop working).
-    RequestEmailVerification {
-        nonce: String,
-        now: DateTime<Utc>,
-    },
+    RequestEmailVerification { nonce: String, now: DateTime<Utc> },
     /// A verification link or code for `nonce` was presented (its HMAC already checked).
     VerifyEmail {
         nonce: String,
@@ -40,10 +40,7 @@ pub enum UserCommand {
         now: DateTime<Utc>,
     },
     /// A verification code was presented; `code_ok` says whether it matched.
-    VerifyEmailCode {
-        code_ok: bool,
-        now: DateTime<Utc>,
-    },
+    VerifyEmailCode { code_ok: bool, now: DateTime<Utc> },
     /// A sign-in; `password_ok` is the argon2 verification against the stored hash.
     Login {
         password_ok: bool,
@@ -53,6 +50,8 @@ pub enum UserCommand {
     RequestPasswordReset {
         nonce: String,
         now: DateTime<Utc>,
+        /// An admin's invitation to choose a first password (longer-lived, another mail).
+        invitation: bool,
     },
     /// A reset link for `nonce` (HMAC checked) with the new password's hash.
     ResetPassword {
@@ -67,9 +66,7 @@ pub enum UserCommand {
         now: DateTime<Utc>,
     },
     /// The owner changed the password (the current one was verified).
-    ChangePassword {
-        password_hash: String,
-    },
+    ChangePassword { password_hash: String },
     UpdateProfile {
         display_name: Option<String>,
         locale: Option<String>,
@@ -81,22 +78,14 @@ pub enum UserCommand {
         size: u64,
     },
     /// Move to another plan (the write side checked it exists).
-    ChangePlan {
-        plan: String,
-    },
+    ChangePlan { plan: String },
     /// Erase the account (the owner's password, or an admin, was checked already).
-    EraseUser {
-        requested_by: String,
-    },
+    EraseUser { requested_by: String },
     /// An admin gives the account another role (`user` or `admin`).
-    ChangeRole {
-        role: String,
-    },
+    ChangeRole { role: String },
     /// An admin switches the account off: it cannot sign in, and the write side revokes
     /// every session.
-    Deactivate {
-        reason: Option<String>,
-    },
+    Deactivate { reason: Option<String> },
     /// An admin switches a deactivated account back on.
     Reactivate,
     /// An admin moves the account to another email (claimed by the write side); the new

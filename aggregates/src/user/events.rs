@@ -82,6 +82,10 @@ pub enum UserEvent {
         email: String,
         nonce: String,
         requested_at: DateTime<Utc>,
+        /// An admin invited the user to choose a first password: a different mail, and the
+        /// link and code work for `UserPolicy::invitation_ttl` instead.
+        #[serde(default)]
+        invitation: bool,
     },
     PasswordResetCodeRejected {
         attempts: u32,

@@ -44,6 +44,8 @@ pub struct UserPolicy {
     pub code_ttl: Duration,
     /// Wrong codes before the pending verification or reset is void.
     pub max_code_attempts: u32,
+    /// How long an admin's invitation (link and code) works.
+    pub invitation_ttl: Duration,
 }
 
 impl Default for UserPolicy {
@@ -55,6 +57,7 @@ impl Default for UserPolicy {
             link_ttl: Duration::minutes(30),
             code_ttl: Duration::minutes(10),
             max_code_attempts: 5,
+            invitation_ttl: Duration::days(7),
         }
     }
 }
@@ -73,6 +76,9 @@ pub struct PendingSecret {
     pub nonce: String,
     pub requested_at: DateTime<Utc>,
     pub failed_attempts: u32,
+    /// An admin's invitation (it lives longer).
+    #[serde(default)]
+    pub invitation: bool,
 }
 
 /// A user's state, rebuilt from its events before each command.
@@ -221,6 +227,7 @@ impl Aggregate for User {
                 plan,
                 verified,
                 verification_nonce,
+                invitation,
                 now,
             } => {
                 if self.registered {
@@ -242,19 +249,29 @@ impl Aggregate for User {
                     plan,
                 };
                 sink.write(registered, self).await;
-                let next = if verified {
-                    UserEvent::EmailVerified {
+                if verified {
+                    let trusted = UserEvent::EmailVerified {
                         method: SecretMethod::Trusted,
                         verified_at: now,
-                    }
-                } else {
-                    UserEvent::EmailVerificationRequested {
+                    };
+                    sink.write(trusted, self).await;
+                } else if !invitation {
+                    let mail = UserEvent::EmailVerificationRequested {
+                        email: email.clone(),
+                        nonce: verification_nonce.clone(),
+                        requested_at: now,
+                    };
+                    sink.write(mail, self).await;
+                }
+                if invitation {
+                    let invite = UserEvent::PasswordResetRequested {
                         email,
                         nonce: verification_nonce,
                         requested_at: now,
-                    }
-                };
-                sink.write(next, self).await;
+                        invitation: true,
+                    };
+                    sink.write(invite, self).await;
+                }
             }
             UserCommand::RecordDuplicateRegistration => {
                 self.must_exist()?;
@@ -375,7 +392,11 @@ impl Aggregate for User {
                     .await;
                 }
             }
-            UserCommand::RequestPasswordReset { nonce, now } => {
+            UserCommand::RequestPasswordReset {
+                nonce,
+                now,
+                invitation,
+            } => {
                 self.must_exist()?;
                 if self.disabled {
                     return Err(UserError::Disabled);
@@ -386,6 +407,7 @@ impl Aggregate for User {
                         email,
                         nonce,
                         requested_at: now,
+                        invitation,
                     },
                     self,
                 )
@@ -397,13 +419,8 @@ impl Aggregate for User {
                 now,
             } => {
                 self.must_exist()?;
-                User::check_link(
-                    &self.reset,
-                    &nonce,
-                    policy.link_ttl,
-                    policy.max_code_attempts,
-                    now,
-                )?;
+                let ttl = self.reset_ttl(policy, policy.link_ttl);
+                User::check_link(&self.reset, &nonce, ttl, policy.max_code_attempts, now)?;
                 self.write_reset(password_hash, SecretMethod::Link, now, sink)
                     .await;
             }
@@ -413,8 +430,8 @@ impl Aggregate for User {
                 now,
             } => {
                 self.must_exist()?;
-                let failed =
-                    User::check_code(&self.reset, policy.code_ttl, policy.max_code_attempts, now)?;
+                let ttl = self.reset_ttl(policy, policy.code_ttl);
+                let failed = User::check_code(&self.reset, ttl, policy.max_code_attempts, now)?;
                 if code_ok {
                     self.write_reset(password_hash, SecretMethod::Code, now, sink)
                         .await;
@@ -581,6 +598,7 @@ impl Aggregate for User {
                     nonce,
                     requested_at,
                     failed_attempts: 0,
+                    invitation: false,
                 });
             }
             UserEvent::EmailVerificationCodeRejected { attempts, .. } => {
@@ -612,12 +630,14 @@ impl Aggregate for User {
             UserEvent::PasswordResetRequested {
                 nonce,
                 requested_at,
+                invitation,
                 ..
             } => {
                 self.reset = Some(PendingSecret {
                     nonce,
                     requested_at,
                     failed_attempts: 0,
+                    invitation,
                 });
             }
             UserEvent::PasswordResetCodeRejected { attempts, .. } => {
@@ -666,6 +686,14 @@ impl Aggregate for User {
 }
 
 impl User {
+    /// How long the pending reset's link or code works: an invitation's lives longer.
+    fn reset_ttl(&self, policy: &UserPolicy, usual: Duration) -> Duration {
+        match &self.reset {
+            Some(p) if p.invitation => policy.invitation_ttl,
+            _ => usual,
+        }
+    }
+
     /// A reset also proves the mailbox is the owner's: an unverified account becomes
     /// verified.
     async fn write_reset(

@@ -70,6 +70,7 @@ async fn registering_records_the_account_and_asks_for_verification() {
             plan: DEFAULT_PLAN.into(),
             verified: false,
             verification_nonce: "n1".into(),
+            invitation: false,
             now: t0(),
         })
         .await
@@ -89,6 +90,7 @@ async fn a_trusted_registration_is_verified_at_once() {
             plan: DEFAULT_PLAN.into(),
             verified: true,
             verification_nonce: "unused".into(),
+            invitation: false,
             now: t0(),
         })
         .await
@@ -108,6 +110,7 @@ async fn registering_twice_is_refused() {
             plan: DEFAULT_PLAN.into(),
             verified: false,
             verification_nonce: "n".into(),
+            invitation: false,
             now: t0(),
         })
         .await
@@ -353,6 +356,7 @@ async fn a_reset_link_sets_the_password_and_verifies_the_mailbox() {
                 email: "ada@example.com".into(),
                 nonce: "r1".into(),
                 requested_at: t0(),
+                invitation: false,
             },
         ])
         .when_async(UserCommand::ResetPassword {
@@ -513,4 +517,80 @@ fn verification_requested_to(email: &str, nonce: &str, at: DateTime<Utc>) -> Use
         nonce: nonce.into(),
         requested_at: at,
     }
+}
+
+#[tokio::test]
+async fn an_invitation_link_works_for_days_where_a_reset_link_expires() {
+    let requested = |invitation| UserEvent::PasswordResetRequested {
+        email: "ada@example.com".into(),
+        nonce: "i1".into(),
+        requested_at: t0(),
+        invitation,
+    };
+    let reset = |now| UserCommand::ResetPassword {
+        nonce: "i1".into(),
+        password_hash: "$argon2id$first".into(),
+        now,
+    };
+    let three_days = t0() + Duration::days(3);
+    UserTest::with(UserPolicy::default())
+        .given(vec![registered(), requested(true)])
+        .when_async(reset(three_days))
+        .await
+        .then_expect_events(vec![
+            UserEvent::PasswordReset {
+                email: "ada@example.com".into(),
+                password_hash: "$argon2id$first".into(),
+                method: SecretMethod::Link,
+            },
+            UserEvent::EmailVerified {
+                method: SecretMethod::Link,
+                verified_at: three_days,
+            },
+        ]);
+    UserTest::with(UserPolicy::default())
+        .given(vec![registered(), requested(false)])
+        .when_async(reset(three_days))
+        .await
+        .then_expect_error(UserError::SecretExpired);
+    UserTest::with(UserPolicy::default())
+        .given(vec![registered(), requested(true)])
+        .when_async(reset(t0() + Duration::days(8)))
+        .await
+        .then_expect_error(UserError::SecretExpired);
+}
+
+#[tokio::test]
+async fn an_invited_user_gets_one_mail_to_choose_a_password_and_no_verification_mail() {
+    UserTest::with(UserPolicy::default())
+        .given_no_previous_events()
+        .when_async(UserCommand::RegisterUser {
+            user_id: id(),
+            email: "ada@example.com".into(),
+            password_hash: None,
+            display_name: Some("Ada".into()),
+            role: ROLE_USER.into(),
+            plan: DEFAULT_PLAN.into(),
+            verified: false,
+            verification_nonce: "n1".into(),
+            invitation: true,
+            now: t0(),
+        })
+        .await
+        .then_expect_events(vec![
+            UserEvent::UserRegistered {
+                user_id: id(),
+                email: "ada@example.com".into(),
+                display_name: Some("Ada".into()),
+                password_hash: None,
+                role: ROLE_USER.into(),
+                plan: DEFAULT_PLAN.into(),
+            },
+            UserEvent::PasswordResetRequested {
+                email: "ada@example.com".into(),
+                nonce: "n1".into(),
+                requested_at: t0(),
+                invitation: true,
+            },
+        ]);
 }

@@ -122,6 +122,7 @@ pub async fn register(
                 plan: state.plans.default.clone(),
                 verified: false,
                 verification_nonce: random_nonce(),
+                invitation: false,
                 now: state.clock.now(),
             };
             let result = state

@@ -46,6 +46,7 @@ pub async fn forgot_password(
         UserCommand::RequestPasswordReset {
             nonce: random_nonce(),
             now,
+            invitation: false,
         }
     })
     .await

@@ -80,13 +80,22 @@ impl Composer {
                 let code = self.secrets.code(purpose, user_id, &nonce);
                 templates::verify_email(&email, &link, &code)
             }
-            UserEvent::PasswordResetRequested { email, nonce, .. } => {
+            UserEvent::PasswordResetRequested {
+                email,
+                nonce,
+                invitation,
+                ..
+            } => {
                 let user_id = user_id(envelope)?;
                 let purpose = Purpose::PasswordReset;
                 let token = self.secrets.link_token(purpose, user_id, &nonce);
                 let link = format!("{}/reset-password?token={token}", self.app_url);
                 let code = self.secrets.code(purpose, user_id, &nonce);
-                templates::reset_password(&email, &link, &code)
+                if invitation {
+                    templates::invitation(&email, &link, &code)
+                } else {
+                    templates::reset_password(&email, &link, &code)
+                }
             }
             UserEvent::PasswordReset { email, .. } => {
                 templates::password_changed(&email, PasswordChange::Reset, &self.app_url)
@@ -224,6 +233,22 @@ mod tests {
         );
         let code = secrets.code(Purpose::EmailVerification, user, "n1");
         assert!(mail.text.contains(&code) && mail.html.contains(&code));
+    }
+
+    #[test]
+    fn an_invitation_is_its_own_mail_with_the_same_kind_of_link() {
+        let (c, secrets) = composer();
+        let user = Uuid::now_v7();
+        let e = envelope(
+            "user",
+            user,
+            json!({"PasswordResetRequested": {"email": "new@example.com", "nonce": "n3", "requested_at": Utc::now(), "invitation": true}}),
+        );
+        let mail = c.compose(&e).ok().flatten().expect("a mail");
+        assert_eq!(mail.kind, MailKind::Invitation);
+        assert_eq!(mail.subject, "You are invited");
+        let token = secrets.link_token(Purpose::PasswordReset, user, "n3");
+        assert!(mail.text.contains(&token) && mail.text.contains("7 days"));
     }
 
     #[test]

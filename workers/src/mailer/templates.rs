@@ -17,6 +17,7 @@ pub enum MailKind {
     PasswordChanged,
     DuplicateRegistration,
     NewSignIn,
+    Invitation,
 }
 
 impl MailKind {
@@ -27,6 +28,7 @@ impl MailKind {
             MailKind::PasswordChanged => "password_changed",
             MailKind::DuplicateRegistration => "duplicate_registration",
             MailKind::NewSignIn => "new_sign_in",
+            MailKind::Invitation => "invitation",
         }
     }
 }
@@ -86,6 +88,20 @@ pub fn reset_password(to: &str, link: &str, code: &str) -> Mail {
     b.code(code);
     b.para("If you did not ask for this, ignore this mail: your password stays as it is.");
     b.finish(MailKind::ResetPassword, to)
+}
+
+/// "You are invited": an admin opened an account for this address; a link and a code to
+/// choose a first password (both work for 7 days), which also verifies the address.
+pub fn invitation(to: &str, link: &str, code: &str) -> Mail {
+    let mut b = Body::new("You are invited");
+    b.para("An administrator opened an account for this email address.");
+    b.para("To start, choose your password with this link:");
+    b.link("Choose my password", link);
+    b.para("The link and the code below work for 7 days.");
+    b.para("Or enter this code on the password page:");
+    b.code(code);
+    b.para("If you did not expect this, you can ignore this mail: nothing happens without you.");
+    b.finish(MailKind::Invitation, to)
 }
 
 /// How the password came to change.

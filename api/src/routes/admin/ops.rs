@@ -92,34 +92,21 @@ pub async fn create_user(
         plan,
         verified: new.verified,
         verification_nonce: random_nonce(),
+        // without a password: an invitation mail to choose one (it verifies the address)
+        invitation: new.password.is_none(),
         now,
     };
-    let id = user_id.to_string();
-    let registered = state.users.execute(&id, command, meta).await;
-    let mut cursor = match registered {
-        Ok(outcome) => outcome.cursor,
+    let registered = state
+        .users
+        .execute(&user_id.to_string(), command, meta)
+        .await;
+    match registered {
+        Ok(outcome) => Ok((user_id, outcome.cursor)),
         Err(e) => {
             email_claims::release(&state.pool, &email, user_id).await?;
-            return Err(user_error(e));
+            Err(user_error(e))
         }
-    };
-    if new.password.is_none() {
-        // the invitation: a link (and code) to choose a password, which also verifies
-        let invited = state
-            .users
-            .execute(
-                &id,
-                UserCommand::RequestPasswordReset {
-                    nonce: random_nonce(),
-                    now,
-                },
-                meta,
-            )
-            .await
-            .map_err(user_error)?;
-        cursor = invited.cursor.or(cursor);
     }
-    Ok((user_id, cursor))
 }
 
 fn check_plan(state: &AppState, plan: &str) -> Result<(), ApiError> {
