@@ -209,35 +209,105 @@ async fn import(pool: &PgPool, keys: &KeyStore, file: &std::path::Path) -> anyho
     if existing > 0 {
         bail!("this database's log holds {existing} events already; import into an empty one");
     }
-    let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
-        Box::new(std::io::BufReader::new(std::io::stdin()))
+    // Standard input is read once, into memory; a file is read twice (checked, then
+    // appended), so that a bad line anywhere appends nothing.
+    let stdin_lines = if file.as_os_str() == "-" {
+        Some(
+            std::io::stdin()
+                .lock()
+                .lines()
+                .collect::<Result<Vec<_>, _>>()?,
+        )
     } else {
-        Box::new(std::io::BufReader::new(
-            std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?,
-        ))
+        None
     };
-    let mut batch: Vec<StreamEnvelope> = Vec::with_capacity(IMPORT_BATCH);
-    let mut imported = 0u64;
+    let lines = || -> anyhow::Result<Box<dyn Iterator<Item = std::io::Result<String>>>> {
+        Ok(match &stdin_lines {
+            Some(all) => Box::new(all.clone().into_iter().map(Ok)),
+            None => Box::new(
+                std::io::BufReader::new(
+                    std::fs::File::open(file)
+                        .with_context(|| format!("cannot read {}", file.display()))?,
+                )
+                .lines(),
+            ),
+        })
+    };
     let mut last = LogCursor::START;
-    for (n, line) in reader.lines().enumerate() {
+    for (n, line) in lines()?.enumerate() {
         let line = line?;
         if line.trim().is_empty() {
             continue;
         }
-        let envelope: StreamEnvelope = serde_json::from_str(&line)
-            .with_context(|| format!("line {}: not a stream envelope", n + 1))?;
-        if envelope.cursor <= last {
-            bail!("line {}: out of log order (an export is in order)", n + 1);
-        }
+        let envelope = check_line(&line, n + 1, last)?;
         last = envelope.cursor;
+    }
+    let mut batch: Vec<StreamEnvelope> = Vec::with_capacity(IMPORT_BATCH);
+    let mut imported = 0u64;
+    // who has which email at the end: the copy's one-account-per-email claims
+    let mut emails: std::collections::HashMap<uuid::Uuid, String> = Default::default();
+    for line in lines()? {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let envelope: StreamEnvelope = serde_json::from_str(&line)?;
+        track_email(&envelope, &mut emails);
         batch.push(envelope);
         if batch.len() == IMPORT_BATCH {
             imported += append(pool, keys, &mut batch).await?;
         }
     }
     imported += append(pool, keys, &mut batch).await?;
-    println!("imported {imported} events");
+    for (user, email) in &emails {
+        eventstore::email_claims::claim(pool, email, *user).await?;
+    }
+    println!(
+        "imported {imported} events; {} email claims restored",
+        emails.len()
+    );
     Ok(())
+}
+
+/// One line of an export, checked: an envelope, after the previous one, with personal
+/// values opened and secrets' derivatives kept (else the copy would not work the same).
+fn check_line(line: &str, n: usize, last: LogCursor) -> anyhow::Result<StreamEnvelope> {
+    let envelope: StreamEnvelope =
+        serde_json::from_str(line).with_context(|| format!("line {n}: not a stream envelope"))?;
+    if envelope.cursor <= last {
+        bail!("line {n}: out of log order (an export is in order)");
+    }
+    if line.contains("enc:v1:") {
+        bail!("line {n}: personal values are sealed; export without --sealed (they are sealed again with this database's keys)");
+    }
+    let registered = envelope.payload.get("UserRegistered");
+    if registered.is_some_and(|r| r.get("password_hash").is_none()) {
+        bail!("line {n}: the export left secrets' derivatives out; export with --with-secrets");
+    }
+    Ok(envelope)
+}
+
+fn track_email(e: &StreamEnvelope, emails: &mut std::collections::HashMap<uuid::Uuid, String>) {
+    if e.aggregate_type != aggregates::user::AGGREGATE_TYPE {
+        return;
+    }
+    let Ok(user) = e.aggregate_id.parse::<uuid::Uuid>() else {
+        return;
+    };
+    let email = |event: &str| {
+        e.payload
+            .get(event)
+            .and_then(|b| b.get("email"))
+            .and_then(serde_json::Value::as_str)
+            .map(aggregates::user::commands::normalize_email)
+    };
+    if let Some(address) = email("UserRegistered").or_else(|| email("EmailChanged")) {
+        if address != eventstore::crypto::ERASED {
+            emails.insert(user, address);
+        }
+    } else if e.payload.get("UserErased").is_some() {
+        emails.remove(&user);
+    }
 }
 
 /// Append a batch in one transaction, in order (the new log keeps the export's order).

@@ -162,6 +162,19 @@ pub async fn head<'e>(db: impl PgExecutor<'e>) -> Result<Option<LogCursor>, sqlx
     row.as_ref().map(cursor_from_row).transpose()
 }
 
+/// The cursor of the newest event committed so far, readable or not yet (a transaction
+/// that began earlier may still be open): what "every event written until now" means to a
+/// waiter that must not stop short.
+pub async fn last_committed<'e>(db: impl PgExecutor<'e>) -> Result<Option<LogCursor>, sqlx::Error> {
+    let row = sqlx::query(
+        "select transaction_id::text as transaction_id, position from events \
+         order by events.transaction_id desc, position desc limit 1",
+    )
+    .fetch_optional(db)
+    .await?;
+    row.as_ref().map(cursor_from_row).transpose()
+}
+
 /// How many readable events lie after `after`, and when the oldest of them was recorded.
 pub async fn backlog<'e>(
     db: impl PgExecutor<'e>,
@@ -197,6 +210,9 @@ pub async fn count_before<'e>(
 /// aggregate, and everything they own: sessions, meters, conversations, uploads; see
 /// `events.subject_id`, set at insert) and every event they caused as the actor.
 const USER_HISTORY: &str = "(subject_id = $1 or metadata ->> 'actor_id' = $1::text)";
+/// The same, without what they caused in other users' histories (their own view).
+const OWN_HISTORY: &str =
+    "(subject_id = $1 or (metadata ->> 'actor_id' = $1::text and subject_id is null))";
 
 /// Which part of a user's history to read.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -209,6 +225,9 @@ pub struct HistoryFilter {
     pub newest_first: bool,
     pub limit: i64,
     pub offset: i64,
+    /// Leave out events the user caused that belong to another user (an admin's actions):
+    /// the user's own view must not show other people's data.
+    pub own_only: bool,
 }
 
 /// A page of a user's history, and how many events match in all.
@@ -217,8 +236,13 @@ pub async fn subject_history<'e>(
     user_id: Uuid,
     filter: &HistoryFilter,
 ) -> Result<(Vec<StoredEvent>, i64), sqlx::Error> {
+    let whose = if filter.own_only {
+        OWN_HISTORY
+    } else {
+        USER_HISTORY
+    };
     let conditions = format!(
-        "{USER_HISTORY} and (cardinality($2::text[]) = 0 or event_type = any($2)) \
+        "{whose} and (cardinality($2::text[]) = 0 or event_type = any($2)) \
          and ($3::timestamptz is null or recorded_at >= $3) \
          and ($4::timestamptz is null or recorded_at < $4)"
     );
@@ -261,6 +285,7 @@ pub async fn user_history<'e>(
         newest_first: true,
         limit,
         offset,
+        own_only: true,
         ..HistoryFilter::default()
     };
     subject_history(db, user_id, &filter).await

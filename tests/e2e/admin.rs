@@ -599,6 +599,33 @@ async fn the_last_active_admin_cannot_be_demoted_deactivated_or_deleted() {
             "{b}"
         );
     }
+    // nor erase themselves, nor move to an unverified email
+    let (s, b) = send(
+        &client,
+        &app,
+        Method::DELETE,
+        "/api/v1/users/me",
+        Auth::Bearer(&admin),
+        Some(json!({"password": ADMIN_PASSWORD})),
+    )
+    .await;
+    assert_eq!(s, 409, "{b}");
+    let (s, b) = send(
+        &client,
+        &app,
+        Method::PATCH,
+        &format!("/api/v1/admin/users/{root}"),
+        Auth::Bearer(&admin),
+        Some(json!({"email": "typo@exmaple.com"})),
+    )
+    .await;
+    assert_eq!(s, 409, "{b}");
+    assert_eq!(
+        app.scalar_i64("select count(*) from email_claims where email = 'typo@exmaple.com'")
+            .await,
+        0,
+        "the refused email's claim is given back"
+    );
     // with a second admin, the first may step down
     let (s, b) = send(
         &client,

@@ -308,7 +308,18 @@ pub async fn erase_me(
     let mut meta = meta;
     meta.actor_id = Some(auth.user_id.to_string());
     meta.actor_role = auth.role.clone();
-    let cursor = erase_user(&state, auth.user_id, "user", &meta).await?;
+    let is_admin = projections::users::by_id(&state.pool, auth.user_id)
+        .await?
+        .is_some_and(|u| u.role == aggregates::user::ROLE_ADMIN);
+    let cursor = if is_admin {
+        // the last active admin may not erase themselves: nobody could administer
+        crate::routes::admin::ops::with_admin_guard(&state, auth.user_id, "delete", async {
+            erase_user(&state, auth.user_id, "user", &meta).await
+        })
+        .await?
+    } else {
+        erase_user(&state, auth.user_id, "user", &meta).await?
+    };
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Some(c) = cursor.and_then(|c| c.to_string().parse().ok()) {
         response.headers_mut().insert("x-position", c);

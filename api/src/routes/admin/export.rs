@@ -19,6 +19,7 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use eventstore::crypto::KeyStore;
 use eventstore::log::LogFilter;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
@@ -209,9 +210,9 @@ pub fn line(e: &StreamEnvelope, format: Format) -> String {
 }
 
 /// RFC 4180: quote a field holding a comma, quote or line break, doubling its quotes; a
-/// leading `=`, `+`, `-` or `@` is prefixed with `'` so spreadsheets do not run it.
+/// leading `=`, `+`, `-`, `@`, tab or carriage return is prefixed with `'` so spreadsheets do not run it.
 fn csv_field(f: &str) -> String {
-    let f = if f.starts_with(['=', '+', '-', '@']) {
+    let f = if f.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{f}")
     } else {
         f.to_owned()
@@ -230,6 +231,9 @@ struct Streaming {
     format: Format,
     sent: u64,
     done: bool,
+    /// The readable head when the export began: it ends there even while writes go on
+    /// (the next export, `after` its last cursor, gets the rest).
+    end: Option<Option<LogCursor>>,
 }
 
 /// The log as an async stream of text chunks (one per batch), for any amount.
@@ -246,11 +250,23 @@ pub fn stream(
         format,
         sent: 0,
         done: false,
+        end: None,
     };
     futures::stream::unfold(state, |mut s| async move {
         if s.done {
             return None;
         }
+        if s.end.is_none() {
+            match eventstore::log::head(&s.pool).await {
+                Ok(head) => s.end = Some(head),
+                Err(e) => {
+                    tracing::error!(error = %e, "Export stopped");
+                    s.done = true;
+                    return Some((Err(std::io::Error::other("the export stopped")), s));
+                }
+            }
+        }
+        let end = s.end.flatten();
         let want = match s.spec.limit {
             Some(limit) => STREAM_BATCH.min(limit - s.sent),
             None => STREAM_BATCH,
@@ -260,8 +276,16 @@ pub fn stream(
         }
         match page(&s.pool, &s.keys, &s.spec, want).await {
             Ok(batch) if batch.is_empty() => None,
-            Ok(batch) => {
+            Ok(mut batch) => {
                 s.done = (batch.len() as u64) < want;
+                let before = batch.len();
+                batch.retain(|e| end.is_some_and(|end| e.cursor <= end));
+                if batch.len() < before {
+                    s.done = true;
+                }
+                if batch.is_empty() {
+                    return None;
+                }
                 s.sent += batch.len() as u64;
                 if let Some(last) = batch.last() {
                     s.spec.after = last.cursor;
@@ -326,11 +350,20 @@ pub async fn export(
     };
     tracing::info!(by = ?admin.identity, ?format, "Streaming an export of the log");
     let header = (format == Format::Csv).then(|| Ok(Bytes::from_static(CSV_HEADER.as_bytes())));
+    let (recheck_state, identity) = (state.clone(), admin.identity.clone());
+    let chunks = stream(state.pool.clone(), state.keys.clone(), spec, format).then(move |chunk| {
+        let (state, identity) = (recheck_state.clone(), identity.clone());
+        async move {
+            // a demoted admin or a revoked key stops the export at the next batch
+            if super::still_allowed(&state, &identity).await {
+                chunk
+            } else {
+                Err(std::io::Error::other("the export is no longer allowed"))
+            }
+        }
+    });
     // fused: the compression layer may poll once more after the end
-    let body = futures::StreamExt::fuse(futures::StreamExt::chain(
-        futures::stream::iter(header),
-        stream(state.pool.clone(), state.keys.clone(), spec, format),
-    ));
+    let body = futures::stream::iter(header).chain(chunks).fuse();
     let mut response = Body::from_stream(body).into_response();
     response
         .headers_mut()

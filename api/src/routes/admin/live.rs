@@ -58,6 +58,8 @@ pub struct LiveEvent {
 }
 
 const POLL: Duration = Duration::from_millis(250);
+/// How often a live stream checks that its admin still is one.
+const RECHECK: Duration = Duration::from_secs(10);
 
 struct Follow {
     state: AppState,
@@ -67,6 +69,8 @@ struct Follow {
     /// The subject of each pending event.
     subjects: HashMap<Uuid, Uuid>,
     labels: ActorLabels,
+    identity: super::AdminIdentity,
+    checked: std::time::Instant,
 }
 
 /// The event log as it happens (text/event-stream, event `event`, data [`LiveEvent`]).
@@ -77,7 +81,7 @@ struct Follow {
               (status = 403, body = crate::error::ErrorBody)))]
 pub async fn live(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     headers: HeaderMap,
     AppQuery(q): AppQuery<LiveQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -103,9 +107,18 @@ pub async fn live(
         pending: VecDeque::new(),
         subjects: HashMap::new(),
         labels: ActorLabels::default(),
+        identity: admin.identity,
+        checked: std::time::Instant::now(),
     };
     let events = futures::stream::unfold(follow, |mut f| async move {
         loop {
+            if f.checked.elapsed() >= RECHECK {
+                // a demoted admin or a revoked key: the stream ends
+                if !super::still_allowed(&f.state, &f.identity).await {
+                    return None;
+                }
+                f.checked = std::time::Instant::now();
+            }
             if let Some(mut e) = f.pending.pop_front() {
                 if !f.types.is_empty() && !f.types.contains(&e.event_type) {
                     continue;

@@ -98,6 +98,24 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
+/// Whether whoever opened a long-running admin response (the live stream, a streamed
+/// export) may still see it: an admin demoted, deactivated or erased, or a revoked key,
+/// loses it within a batch or a few seconds.
+pub async fn still_allowed(state: &AppState, identity: &AdminIdentity) -> bool {
+    match identity {
+        AdminIdentity::ApiKey(id) => state
+            .api_keys
+            .load(&id.to_string())
+            .await
+            .is_ok_and(|k| k.is_active()),
+        AdminIdentity::User(id) => projections::users::by_id(&state.pool, *id)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|u| u.role == ROLE_ADMIN && u.status == aggregates::user::STATUS_ACTIVE),
+    }
+}
+
 /// A comma-separated list of event types (`type=A,B`), blanks dropped.
 fn type_list(raw: Option<String>) -> Vec<String> {
     raw.map(|t| {

@@ -137,6 +137,23 @@ pub async fn update_user(
     changes: UserChanges,
     meta: &EventMetadata,
 ) -> Result<Option<LogCursor>, ApiError> {
+    // one change of a user's email at a time, in the whole deployment
+    let mut lock = state.pool.acquire().await?.detach();
+    sqlx::query("select pg_advisory_lock(hashtext('chronicle:user:' || $1))")
+        .bind(user_id.to_string())
+        .execute(&mut lock)
+        .await?;
+    let outcome = update_user_locked(state, user_id, changes, meta).await;
+    let _ = lock.close().await;
+    outcome
+}
+
+async fn update_user_locked(
+    state: &AppState,
+    user_id: Uuid,
+    changes: UserChanges,
+    meta: &EventMetadata,
+) -> Result<Option<LogCursor>, ApiError> {
     let id = user_id.to_string();
     let current = state.users.load(&id).await.map_err(user_error)?;
     if !current.registered || current.erased {
@@ -146,9 +163,42 @@ pub async fn update_user(
         check_plan(state, plan)?;
     }
     let new_email = match &changes.email {
-        Some(e) => Some(checked_email(e)?),
+        Some(e) => Some(checked_email(e)?).filter(|e| *e != normalize_email(&current.email)),
         None => None,
     };
+    // the new email first: a taken one changes nothing at all
+    if let Some(email) = &new_email {
+        match email_claims::claim(&state.pool, email, user_id).await? {
+            Claim::Claimed => {}
+            Claim::TakenBy(owner) if owner == user_id => {}
+            Claim::TakenBy(_) => {
+                return Err(ApiError::Conflict("another account has this email".into()))
+            }
+        }
+    }
+    let outcome = apply_changes(state, user_id, &current, changes, new_email.clone(), meta).await;
+    // whatever happened, the user holds exactly the claim of the email they have now
+    let now_email = match state.users.load(&id).await {
+        Ok(u) => normalize_email(&u.email),
+        Err(_) => normalize_email(&current.email),
+    };
+    sqlx::query("delete from email_claims where user_id = $1 and email <> $2")
+        .bind(user_id)
+        .bind(&now_email)
+        .execute(&state.pool)
+        .await?;
+    outcome
+}
+
+async fn apply_changes(
+    state: &AppState,
+    user_id: Uuid,
+    current: &aggregates::user::User,
+    changes: UserChanges,
+    new_email: Option<String>,
+    meta: &EventMetadata,
+) -> Result<Option<LogCursor>, ApiError> {
+    let id = user_id.to_string();
     let mut cursor = None;
     if let Some(display_name) = changes.display_name {
         let command = UserCommand::UpdateProfile {
@@ -171,30 +221,28 @@ pub async fn update_user(
             .map_err(user_error)?;
         cursor = outcome.cursor.or(cursor);
     }
-    if let Some(email) = new_email.filter(|e| *e != normalize_email(&current.email)) {
-        match email_claims::claim(&state.pool, &email, user_id).await? {
-            Claim::Claimed => {}
-            Claim::TakenBy(owner) if owner == user_id => {}
-            Claim::TakenBy(_) => {
-                return Err(ApiError::Conflict("another account has this email".into()))
-            }
-        }
+    if let Some(email) = new_email {
         let command = UserCommand::ChangeEmail {
-            email: email.clone(),
+            email,
             nonce: random_nonce(),
             now: state.clock.now(),
         };
-        match state.users.execute(&id, command, meta).await {
-            Ok(outcome) => {
-                cursor = outcome.cursor.or(cursor);
-                email_claims::release(&state.pool, &normalize_email(&current.email), user_id)
-                    .await?;
-            }
-            Err(e) => {
-                email_claims::release(&state.pool, &email, user_id).await?;
-                return Err(user_error(e));
-            }
-        }
+        let change = async {
+            let outcome = state
+                .users
+                .execute(&id, command, meta)
+                .await
+                .map_err(user_error)?;
+            Ok(outcome.cursor)
+        };
+        // an admin with a new, unverified email cannot act until it is verified: that must
+        // not leave the deployment without an active admin
+        let changed = if current.role == ROLE_ADMIN {
+            with_admin_guard(state, user_id, "change the email of", change).await?
+        } else {
+            change.await?
+        };
+        cursor = changed.or(cursor);
     }
     Ok(cursor)
 }
@@ -316,7 +364,7 @@ async fn run_user_command(
 /// Run `change` (which may take away `target`'s admin powers) only if another active admin
 /// would remain. One such change at a time in the whole deployment (an advisory lock on a
 /// connection of its own, held while the users read model catches up with the change).
-async fn with_admin_guard<F>(
+pub(crate) async fn with_admin_guard<F>(
     state: &AppState,
     target: Uuid,
     verb: &str,
@@ -357,16 +405,21 @@ where
         }
     }
     let cursor = change.await?;
-    // the next guarded change must see this one
-    users_caught_up(state, cursor).await?;
+    // Hold the lock until the read model shows the change. If it does not in time, the
+    // change stands (it is committed); the next guarded change waits for it before it
+    // counts admins (it waits for every committed event), so it cannot be counted twice.
+    if users_caught_up(state, cursor).await.is_err() {
+        tracing::warn!(user.id = %target, "The users read model is behind an admin change");
+    }
     Ok(cursor)
 }
 
-/// Wait until the users read model has reached `cursor` (None: the head of the log).
+/// Wait until the users read model has reached `cursor` (None: every event committed so
+/// far, readable or not yet: a count made after this wait includes every earlier change).
 pub async fn users_caught_up(state: &AppState, cursor: Option<LogCursor>) -> Result<(), ApiError> {
     let target = match cursor {
         Some(c) => Some(c),
-        None => eventstore::log::head(&state.pool).await?,
+        None => eventstore::log::last_committed(&state.pool).await?,
     };
     let Some(target) = target else { return Ok(()) };
     state

@@ -518,6 +518,7 @@ pub async fn history(
         newest_first,
         limit: per_page as i64,
         offset: (page as i64 - 1) * per_page as i64,
+        own_only: false,
     };
     let (items, total) = audit::trail(&state, id, &filter).await?;
     Ok(Reply::ok(HistoryPage {
