@@ -133,8 +133,11 @@ pub struct RebuildStarted {
     pub status: String,
 }
 
-/// Rebuild a read model from the log, in the background (202). Readers keep the old rows
-/// until the new ones are complete; `GET /api/v1/admin/projections` shows progress.
+/// Rebuild a read model from the log through shadow tables, in the background (202).
+/// Readers keep the old rows until the new ones are swapped in; when it is done,
+/// `GET /api/v1/admin/projections` shows the read model's `events_applied` counting from
+/// the rebuild. 409 while this process rebuilds it already (another process's rebuild of
+/// the same read model waits for the first: one at a time, by an advisory lock).
 #[utoipa::path(post, path = "/api/v1/admin/projections/{name}/rebuild", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(("name" = String, Path, description = "users, sessions, usage, conversations, uploads or event_stats")),
