@@ -16,9 +16,9 @@ use std::sync::Arc;
 use aggregates::EventMetadata;
 use anyhow::Context;
 use api::clock::SystemClock;
-use api::routes::admin::audit;
 use api::routes::admin::ops::{self, NewUser};
 use api::routes::admin::users::AdminUser;
+use api::routes::admin::{api_keys, audit, guard};
 use api::{ApiError, AppState};
 use clap::{Args, Subcommand};
 use eventstore::crypto::KeyStore;
@@ -381,7 +381,7 @@ async fn api_key(
 ) -> Result<(), CliError> {
     match command {
         ApiKeyCommand::Create { name, out } => {
-            let key = ops::create_api_key(state, &name, &cli_actor(), meta).await?;
+            let key = api_keys::create_api_key(state, &name, &cli_actor(), meta).await?;
             if out.json {
                 print_json(&key)?;
             } else {
@@ -391,7 +391,7 @@ async fn api_key(
             }
         }
         ApiKeyCommand::List { out } => {
-            let keys = ops::list_api_keys(state).await?;
+            let keys = api_keys::list_api_keys(state).await?;
             if out.json {
                 print_json(&keys)?;
             } else {
@@ -421,7 +421,7 @@ async fn api_key(
             }
         }
         ApiKeyCommand::Revoke { id, out } => {
-            let cursor = ops::revoke_api_key(state, id, &cli_actor(), meta).await?;
+            let cursor = api_keys::revoke_api_key(state, id, &cli_actor(), meta).await?;
             if out.json {
                 print_json(&serde_json::json!({ "id": id, "revoked": true, "position": cursor }))?;
             } else {
@@ -434,7 +434,7 @@ async fn api_key(
 
 /// Wait (bounded) for the read models to show a change; say so when they do not.
 async fn settled(state: &AppState, cursor: Option<aggregates::LogCursor>) {
-    if cursor.is_some() && ops::users_caught_up(state, cursor).await.is_err() {
+    if cursor.is_some() && guard::users_caught_up(state, cursor).await.is_err() {
         eprintln!(
             "chronicle admin: recorded, but the read models have not caught up yet \
              (is a projector running?)"

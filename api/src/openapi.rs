@@ -75,7 +75,7 @@ use crate::AppState;
         crate::routes::admin::users::reactivate,
         crate::routes::admin::users::end_all_sessions,
         crate::routes::admin::users::end_session,
-        crate::routes::admin::users::history,
+        crate::routes::admin::audit::history,
         crate::routes::admin::insight::stats,
         crate::routes::admin::insight::projections_report,
         crate::routes::admin::insight::rebuild,

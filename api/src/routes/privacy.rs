@@ -313,7 +313,7 @@ pub async fn erase_me(
         .is_some_and(|u| u.role == aggregates::user::ROLE_ADMIN);
     let cursor = if is_admin {
         // the last active admin may not erase themselves: nobody could administer
-        crate::routes::admin::ops::with_admin_guard(&state, auth.user_id, "delete", async {
+        crate::routes::admin::guard::with_admin_guard(&state, auth.user_id, "delete", async {
             erase_user(&state, auth.user_id, "user", &meta).await
         })
         .await?

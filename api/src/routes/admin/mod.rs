@@ -7,15 +7,18 @@
 //! `admin`, or the key's id with role `api_key`.
 //!
 //! # Layout
-//! - [`ops`]: the operations themselves, shared with the admin CLI (`chronicle admin`).
+//! - [`ops`]: the operations on users, shared with the admin CLI (`chronicle admin`).
+//! - [`api_keys`]: admin API keys. [`guard`]: the last-active-admin rule.
 //! - [`audit`]: a user's audit trail (history with actors and readable summaries).
 //! - [`users`]: the user routes.
 //! - [`insight`]: stats and projections.
 //! - [`export`]: the event log, filtered, as JSON pages or an NDJSON/CSV stream.
 //! - [`live`]: the event stream as it happens (server-sent events).
 
+pub mod api_keys;
 pub mod audit;
 pub mod export;
+pub mod guard;
 pub mod insight;
 pub mod live;
 pub mod ops;
@@ -36,6 +39,7 @@ use crate::{ApiError, AppState};
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(users::router())
+        .merge(audit::router())
         .merge(insight::router())
         .merge(live::router())
         .merge(export::router())
@@ -77,7 +81,7 @@ impl FromRequestParts<AppState> for Admin {
         let RequestMeta(meta) = RequestMeta::from_request_parts(parts, state).await?;
         if let Some(key) = parts.headers.get("x-admin-key") {
             let key = key.to_str().map_err(|_| ApiError::TokenInvalid)?;
-            let id = ops::verify_api_key(state, key).await?;
+            let id = api_keys::verify_api_key(state, key).await?;
             return Ok(Admin {
                 identity: AdminIdentity::ApiKey(id),
                 meta: meta.acting_as(id, ROLE_API_KEY),

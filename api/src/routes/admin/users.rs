@@ -1,5 +1,5 @@
-//! `/api/v1/admin/users`: list, create, read, change, deactivate, erase, and the audit
-//! trail of one user.
+//! `/api/v1/admin/users`: list, create, read, change, deactivate, erase (the audit trail
+//! of one user is in [`super::audit`]).
 
 use aggregates::LogCursor;
 use axum::extract::{Path, State};
@@ -7,7 +7,6 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 use chrono::{DateTime, Utc};
-use eventstore::log::HistoryFilter;
 use projections::sessions::SessionRow;
 use projections::users::{UserFilter, UserRow, UserSort};
 use projections::ReadModel;
@@ -15,7 +14,6 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::audit::{self, AuditEntry};
 use super::ops::{self, NewUser, UserChanges};
 use super::Admin;
 use crate::envelope::Reply;
@@ -34,7 +32,6 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/admin/users/{id}/role", put(set_role))
         .route("/api/v1/admin/users/{id}/deactivate", post(deactivate))
         .route("/api/v1/admin/users/{id}/reactivate", post(reactivate))
-        .route("/api/v1/admin/users/{id}/history", get(history))
         .route(
             "/api/v1/admin/users/{id}/sessions",
             delete(end_all_sessions),
@@ -64,7 +61,7 @@ impl From<UserRow> for AdminUser {
     }
 }
 
-fn user_id(raw: &str) -> Result<Uuid, ApiError> {
+pub(super) fn user_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::NotFound("no such user".into()))
 }
@@ -102,7 +99,11 @@ pub struct UserPage {
     pub total: i64,
 }
 
-fn page_of(page: Option<u32>, per_page: Option<u32>, max: u32) -> Result<(u32, u32), ApiError> {
+pub(super) fn page_of(
+    page: Option<u32>,
+    per_page: Option<u32>,
+    max: u32,
+) -> Result<(u32, u32), ApiError> {
     let page = page.unwrap_or(1);
     if page == 0 || page > 1_000_000 {
         return Err(ApiError::validation("page", "must be 1 or more"));
@@ -117,7 +118,7 @@ fn page_of(page: Option<u32>, per_page: Option<u32>, max: u32) -> Result<(u32, u
     Ok((page, per_page))
 }
 
-fn non_empty(v: Option<String>) -> Option<String> {
+pub(super) fn non_empty(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
@@ -442,89 +443,4 @@ pub async fn end_session(
         .map_err(|_| ApiError::NotFound("no such session".into()))?;
     let cursor = ops::end_sessions(&state, id, Some(session_id), &admin.meta).await?;
     changed(&state, id, cursor, StatusCode::OK).await
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct HistoryQuery {
-    /// 1-based (default 1).
-    pub page: Option<u32>,
-    /// 1 to 500 (default 50).
-    pub per_page: Option<u32>,
-    /// `asc` (the log's order, default) or `desc`.
-    pub order: Option<String>,
-    /// Event types, comma-separated (for example `SessionStarted,LoginFailed`).
-    #[serde(rename = "type")]
-    #[param(rename = "type")]
-    pub types: Option<String>,
-    /// Recorded at or after (RFC 3339).
-    pub since: Option<DateTime<Utc>>,
-    /// Recorded before (RFC 3339).
-    pub until: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct HistoryPage {
-    pub items: Vec<AuditEntry>,
-    pub page: u32,
-    pub per_page: u32,
-    pub total: i64,
-}
-
-/// A user's audit trail: every event of their account and of what they own (sessions,
-/// usage, conversations, uploads) and every event they caused, in the log's order, each
-/// with its actor, IP, user agent, request id, a readable summary and the payload.
-#[utoipa::path(get, path = "/api/v1/admin/users/{id}/history", tag = "admin",
-    security(("bearer" = []), ("admin_key" = [])),
-    params(("id" = Uuid, Path), HistoryQuery),
-    responses((status = 200, body = HistoryPage), (status = 404, body = crate::error::ErrorBody),
-              (status = 422, body = crate::error::ErrorBody)))]
-pub async fn history(
-    State(state): State<AppState>,
-    _admin: Admin,
-    Path(id): Path<String>,
-    AppQuery(q): AppQuery<HistoryQuery>,
-) -> Result<Reply<HistoryPage>, ApiError> {
-    let id = user_id(&id)?;
-    let (page, per_page) = page_of(q.page, q.per_page, 500)?;
-    let newest_first = match non_empty(q.order).as_deref() {
-        None | Some("asc") => false,
-        Some("desc") => true,
-        Some(_) => return Err(ApiError::validation("order", "must be asc or desc")),
-    };
-    let types = super::type_list(q.types);
-    if types.len() > 50 || types.iter().any(|t| t.len() > 100) {
-        return Err(ApiError::validation("type", "at most 50 event types"));
-    }
-    if let (Some(since), Some(until)) = (q.since, q.until) {
-        if since > until {
-            return Err(ApiError::validation("since", "must not be after until"));
-        }
-    }
-    let exists = projections::users::by_id(&state.pool, id).await?.is_some()
-        || state
-            .users
-            .load(&id.to_string())
-            .await
-            .map(|u| u.registered)
-            .unwrap_or(false);
-    if !exists {
-        return Err(ApiError::NotFound("no such user".into()));
-    }
-    let filter = HistoryFilter {
-        types,
-        since: q.since,
-        until: q.until,
-        newest_first,
-        limit: per_page as i64,
-        offset: (page as i64 - 1) * per_page as i64,
-        own_only: false,
-    };
-    let (items, total) = audit::trail(&state, id, &filter).await?;
-    Ok(Reply::ok(HistoryPage {
-        items,
-        page,
-        per_page,
-        total,
-    }))
 }
