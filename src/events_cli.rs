@@ -385,14 +385,7 @@ async fn tail(
         })
         .await
         .context("cannot follow the stream")?;
-    let wanted: Vec<String> = types
-        .map(|t| {
-            t.split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
+    let wanted = api::routes::admin::type_list(types);
     let mut messages = consumer
         .messages()
         .await

@@ -327,7 +327,20 @@ pub async fn read_filtered<'e>(
          and transaction_id < pg_snapshot_xmin(pg_current_snapshot()) and {LOG_FILTER} \
          order by events.transaction_id, position limit $9"
     );
-    let rows = sqlx::query(&sql)
+    let rows = bind_filter(sqlx::query(&sql), after, filter)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(StoredEvent::from_row).collect()
+}
+
+/// Bind `$1`–`$8` of a query over `after` and [`LOG_FILTER`].
+fn bind_filter<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    after: LogCursor,
+    filter: &'q LogFilter,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
         .bind(xid8_param(&after))
         .bind(position_param(&after))
         .bind(filter.since)
@@ -336,10 +349,6 @@ pub async fn read_filtered<'e>(
         .bind(&filter.aggregate_type)
         .bind(&filter.aggregate_id)
         .bind(&filter.actor)
-        .bind(limit)
-        .fetch_all(db)
-        .await?;
-    rows.iter().map(StoredEvent::from_row).collect()
 }
 
 /// How many readable events after `after` match `filter` (for progress bars).
@@ -352,15 +361,8 @@ pub async fn count_filtered<'e>(
         "select count(*) from events where (transaction_id, position) > ($1::text::xid8, $2) \
          and transaction_id < pg_snapshot_xmin(pg_current_snapshot()) and {LOG_FILTER}"
     );
-    sqlx::query_scalar(&sql)
-        .bind(xid8_param(&after))
-        .bind(position_param(&after))
-        .bind(filter.since)
-        .bind(filter.until)
-        .bind(&filter.types)
-        .bind(&filter.aggregate_type)
-        .bind(&filter.aggregate_id)
-        .bind(&filter.actor)
+    bind_filter(sqlx::query(&sql), after, filter)
         .fetch_one(db)
-        .await
+        .await?
+        .try_get(0)
 }

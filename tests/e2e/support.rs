@@ -263,15 +263,7 @@ impl TestApp {
         eventually(what, Duration::from_secs(60), || {
             let pool = pool.clone();
             async move {
-                let head = sqlx::query(
-                    "select transaction_id::text as transaction_id, position from events \
-                     order by events.transaction_id desc, position desc limit 1",
-                )
-                .fetch_optional(&pool)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|row| eventstore::log::cursor_from_row(&row).ok());
+                let head = eventstore::log::last_committed(&pool).await.ok().flatten();
                 let all = projections::checkpoint::all(&pool).await.ok()?;
                 let head = head?;
                 all.iter().all(|c| c.cursor >= head).then_some(())

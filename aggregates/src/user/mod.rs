@@ -188,6 +188,17 @@ impl User {
     }
 }
 
+fn check_email(email: &str) -> Result<(), UserError> {
+    if commands::is_plausible_email(email) {
+        Ok(())
+    } else {
+        Err(UserError::Invalid {
+            field: "email",
+            message: "is not an email address",
+        })
+    }
+}
+
 fn check_profile_field(
     value: &Option<String>,
     field: &'static str,
@@ -233,12 +244,7 @@ impl Aggregate for User {
                 if self.registered {
                     return Err(UserError::AlreadyRegistered);
                 }
-                if !commands::is_plausible_email(&email) {
-                    return Err(UserError::Invalid {
-                        field: "email",
-                        message: "is not an email address",
-                    });
-                }
+                check_email(&email)?;
                 check_profile_field(&display_name, "display_name", 100)?;
                 let registered = UserEvent::UserRegistered {
                     user_id,
@@ -526,12 +532,7 @@ impl Aggregate for User {
             }
             UserCommand::ChangeEmail { email, nonce, now } => {
                 self.must_exist()?;
-                if !commands::is_plausible_email(&email) {
-                    return Err(UserError::Invalid {
-                        field: "email",
-                        message: "is not an email address",
-                    });
-                }
+                check_email(&email)?;
                 if email != self.email {
                     sink.write(
                         UserEvent::EmailChanged {

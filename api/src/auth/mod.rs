@@ -33,6 +33,9 @@ pub struct AuthUser {
     pub session_id: Uuid,
     pub role: String,
     pub expires_at: DateTime<Utc>,
+    /// The role the users read model shows now (None while it has not caught up with a new
+    /// account); `role` is the one in the token.
+    pub current_role: Option<String>,
 }
 
 fn bearer(parts: &Parts) -> Option<String> {
@@ -79,7 +82,8 @@ impl FromRequestParts<AppState> for AuthUser {
         if !live {
             return Err(ApiError::TokenInvalid);
         }
-        if let Some(user) = users::by_id(&state.pool, user_id).await? {
+        let user = users::by_id(&state.pool, user_id).await?;
+        if let Some(user) = &user {
             if user.status == STATUS_ERASED {
                 return Err(ApiError::TokenInvalid);
             }
@@ -92,6 +96,7 @@ impl FromRequestParts<AppState> for AuthUser {
             session_id,
             role: claims.role,
             expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or(now),
+            current_role: user.map(|u| u.role),
         })
     }
 }

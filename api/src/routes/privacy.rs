@@ -38,7 +38,7 @@ pub fn erase_route() -> axum::routing::MethodRouter<AppState> {
     axum::routing::delete(erase_me)
 }
 
-use crate::routes::admin::audit::HIDDEN;
+use crate::routes::admin::audit::strip_secrets;
 
 /// One entry of a user's history.
 #[derive(Debug, Serialize, ToSchema)]
@@ -61,18 +61,14 @@ pub struct HistoryEntry {
 }
 
 impl HistoryEntry {
-    fn from_event(e: StoredEvent) -> Self {
-        let mut details = e
+    fn from_event(mut e: StoredEvent) -> Self {
+        strip_secrets(&mut e.payload);
+        let details = e
             .payload
             .as_object()
             .and_then(|o| o.values().next())
             .cloned()
             .unwrap_or(Value::Null);
-        if let Some(o) = details.as_object_mut() {
-            for key in HIDDEN {
-                o.remove(*key);
-            }
-        }
         Self {
             cursor: e.cursor,
             event_id: e.event_id,

@@ -169,20 +169,20 @@ pub async fn list_api_keys(state: &AppState) -> Result<Vec<ApiKeyInfo>, ApiError
             Err(_) => {}
         }
     }
+    // when each key last caused an event: one query for all of them
+    let ids: Vec<String> = keys.iter().map(|k| k.id.to_string()).collect();
+    let last: Vec<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "select metadata ->> 'actor_id', max(recorded_at) from events \
+         where metadata ->> 'actor_id' = any($1) group by 1",
+    )
+    .bind(&ids)
+    .fetch_all(&state.pool)
+    .await?;
     for k in &mut keys {
-        k.last_used_at = last_acted(&state.pool, &k.id.to_string()).await?;
+        let id = k.id.to_string();
+        k.last_used_at = last.iter().find(|(a, _)| *a == id).and_then(|(_, t)| *t);
     }
     Ok(keys)
-}
-
-async fn last_acted(
-    conn: &sqlx::PgPool,
-    actor_id: &str,
-) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar("select max(recorded_at) from events where metadata ->> 'actor_id' = $1")
-        .bind(actor_id)
-        .fetch_one(conn)
-        .await
 }
 
 #[cfg(test)]

@@ -30,12 +30,25 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Payload keys that are secrets' derivatives: never shown, even to admins.
-pub const HIDDEN: &[&str] = &[
+const HIDDEN: &[&str] = &[
     "password_hash",
     "refresh_token_hash",
     "nonce",
     "secret_hash",
 ];
+
+/// Remove secrets' derivatives from a stored payload (`{"<EventType>": {fields}}`), in place.
+pub fn strip_secrets(payload: &mut Value) {
+    if let Some(body) = payload
+        .as_object_mut()
+        .and_then(|o| o.values_mut().next())
+        .and_then(Value::as_object_mut)
+    {
+        for key in HIDDEN {
+            body.remove(*key);
+        }
+    }
+}
 
 /// Who caused an event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -91,15 +104,7 @@ pub async fn trail(
 /// The entry for one (opened) event.
 pub fn entry(event: StoredEvent, actor: Actor) -> AuditEntry {
     let mut payload = event.payload;
-    if let Some(body) = payload
-        .as_object_mut()
-        .and_then(|o| o.values_mut().next())
-        .and_then(Value::as_object_mut)
-    {
-        for key in HIDDEN {
-            body.remove(*key);
-        }
-    }
+    strip_secrets(&mut payload);
     AuditEntry {
         summary: aggregates::describe::summary(&event.event_type, &payload),
         cursor: event.cursor,

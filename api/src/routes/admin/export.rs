@@ -146,16 +146,7 @@ pub async fn page(
             e.open(keys).await.map_err(ApiError::internal)?;
         }
         if !spec.keep_secrets {
-            if let Some(body) = e
-                .payload
-                .as_object_mut()
-                .and_then(|o| o.values_mut().next())
-                .and_then(serde_json::Value::as_object_mut)
-            {
-                for key in super::audit::HIDDEN {
-                    body.remove(*key);
-                }
-            }
+            super::audit::strip_secrets(&mut e.payload);
         }
         out.push(e.into_envelope());
     }
