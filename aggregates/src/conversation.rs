@@ -192,7 +192,13 @@ fn check_text(text: &str, field: &'static str, max: usize) -> Result<(), Convers
             message: "must not be empty, nor longer than allowed",
         });
     }
-    Ok(())
+    // Titles and reasons are one line; contents, prompts and replies may span lines. NUL is
+    // refused in both (see `crate::text`): the read models could not store it.
+    let checked = match field {
+        "title" | "reason" => crate::text::check_line(text),
+        _ => crate::text::check_any(text),
+    };
+    checked.map_err(|message| ConversationError::Invalid { field, message })
 }
 
 impl Conversation {
@@ -463,6 +469,52 @@ mod tests {
 
     fn owner() -> Uuid {
         Uuid::from_u128(1)
+    }
+
+    #[test]
+    fn titles_and_messages_with_control_characters_are_refused() {
+        // the CLI and the workers do not pass the HTTP edge: the aggregate is the last word
+        for title in ["nul\u{0}", "two\nlines", "esc\u{1b}"] {
+            TestFramework::<Conversation>::with(())
+                .given_no_previous_events()
+                .when(ConversationCommand::StartConversation {
+                    owner_id: owner(),
+                    title: title.into(),
+                })
+                .then_expect_error(ConversationError::Invalid {
+                    field: "title",
+                    message: crate::text::FORBIDDEN_IN_LINE_MESSAGE,
+                });
+        }
+        TestFramework::<Conversation>::with(())
+            .given(vec![started()])
+            .when(ConversationCommand::PostMessage {
+                by: owner(),
+                message_id: Uuid::from_u128(7),
+                role: ROLE_USER.into(),
+                content: "a\u{0}b".into(),
+                in_reply_to: None,
+            })
+            .then_expect_error(ConversationError::Invalid {
+                field: "content",
+                message: crate::text::FORBIDDEN_MESSAGE,
+            });
+        TestFramework::<Conversation>::with(())
+            .given(vec![started()])
+            .when(ConversationCommand::PostMessage {
+                by: owner(),
+                message_id: Uuid::from_u128(7),
+                role: ROLE_USER.into(),
+                content: "two\nlines\tare fine".into(),
+                in_reply_to: None,
+            })
+            .then_expect_events(vec![ConversationEvent::MessagePosted {
+                owner_id: owner(),
+                message_id: Uuid::from_u128(7),
+                role: ROLE_USER.into(),
+                content: "two\nlines\tare fine".into(),
+                in_reply_to: None,
+            }]);
     }
 
     fn started() -> ConversationEvent {

@@ -15,6 +15,7 @@
 //! - [`meter`]: the `meter` aggregate: one user's usage on one day, against the plan.
 //! - [`plan`]: plans and their daily limits (configuration, not code).
 //! - [`api_key`]: the `api_key` aggregate: an admin API key (only its hash is kept).
+//! - [`text`]: which characters a value sent by a person may hold (NUL never).
 //! - [`describe`]: one readable line per stored event, for audit trails.
 //! - [`catalog`]: the event catalogue (descriptions, examples, JSON Schemas) that
 //!   `docs/EVENT-CATALOG.md` and `docs/schemas/` are generated from.
@@ -29,6 +30,7 @@ pub mod metadata;
 pub mod meter;
 pub mod plan;
 pub mod session;
+pub mod text;
 pub mod upload;
 pub mod user;
 

@@ -58,6 +58,12 @@ pub enum UploadError {
     NotFound,
     #[error("the upload exists already")]
     AlreadyStored,
+    /// A file name or content type that is not one clean line (see `crate::text`).
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: &'static str,
+    },
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +95,10 @@ impl Aggregate for Upload {
             } => {
                 if self.owner_id.is_some() {
                     return Err(UploadError::AlreadyStored);
+                }
+                for (field, value) in [("filename", &filename), ("content_type", &content_type)] {
+                    crate::text::check_line(value)
+                        .map_err(|message| UploadError::Invalid { field, message })?;
                 }
                 sink.write(
                     UploadEvent::UploadStored {

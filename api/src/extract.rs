@@ -56,6 +56,7 @@ fn field_of(path: &serde_path_to_error::Path) -> String {
 
 /// Deserialise JSON with the path of the first error.
 pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    crate::clean_input::check_json(bytes)?;
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let field = field_of(err.path());
@@ -85,6 +86,7 @@ fn clean_serde_message(msg: &str) -> String {
 }
 
 fn from_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    crate::clean_input::check_form(bytes)?;
     let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(bytes));
     serde_path_to_error::deserialize(de).map_err(|err| {
         let field = field_of(err.path());

@@ -14,11 +14,14 @@
 //! - [`envelope`]: the success envelope and command answers (`data.position`, `X-Position`).
 //! - [`extract`]: extractors that turn bad input into our 4xx envelope (JSON, forms, query
 //!   strings, request metadata, `X-Min-Position`).
+//! - [`clean_input`]: control characters (NUL above all) refused in every path, query,
+//!   header and body string, with 422 naming the field.
 //! - [`middleware`]: request ids, HTTP metrics, and the envelope for errors axum makes itself.
 //! - [`routes`]: one module per resource, each with its `router()`.
 //! - [`openapi`]: the OpenAPI document and Swagger UI.
 
 pub mod auth;
+pub mod clean_input;
 pub mod clock;
 pub mod envelope;
 pub mod error;
@@ -69,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(
             middleware::envelope_for_bare_errors,
         ))
+        .layer(axum::middleware::from_fn(clean_input::middleware))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn_with_state(
             idempotency_state,

@@ -1,5 +1,6 @@
 //! The list of read models, and the dispatch of an event to each.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -90,6 +91,7 @@ impl ReadModel {
         conn: &mut PgConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
+        let event = &*storable(event);
         match self {
             ReadModel::Users => users::apply(conn, event).await,
             ReadModel::Sessions => sessions::apply(conn, event).await,
@@ -111,6 +113,76 @@ impl ReadModel {
             ReadModel::EventStats => event_stats::clear(conn).await,
         }
     }
+}
+
+/// The event with every U+0000 in its opened strings replaced by U+FFFD.
+///
+/// The log can hold what PostgreSQL's `text` cannot: a NUL inside a sealed value (the
+/// edge and the aggregates refuse NUL today, but an older event, an import or a bug may
+/// carry one). A read model must store whatever the log holds and never stop on it, so
+/// every projection sees this form. Replaying gives the same rows, so verify still agrees.
+pub fn storable(event: &StoredEvent) -> Cow<'_, StoredEvent> {
+    fn has_nul(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(a) => a.iter().any(has_nul),
+            serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    fn scrub(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::String(s) => *s = s.replace('\0', "\u{fffd}"),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(scrub),
+            serde_json::Value::Object(o) => {
+                let map = std::mem::take(o);
+                for (k, mut v) in map {
+                    scrub(&mut v);
+                    o.insert(k.replace('\0', "\u{fffd}"), v);
+                }
+            }
+            _ => {}
+        }
+    }
+    let meta = &event.metadata;
+    let meta_nul = [
+        meta.actor_id.as_deref(),
+        Some(meta.actor_role.as_str()),
+        meta.ip.as_deref(),
+        meta.user_agent.as_deref(),
+        meta.request_id.as_deref(),
+        meta.correlation_id.as_deref(),
+        meta.causation_id.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|s| s.contains('\0'));
+    if !meta_nul && !has_nul(&event.payload) {
+        return Cow::Borrowed(event);
+    }
+    let mut clean = event.clone();
+    scrub(&mut clean.payload);
+    let fix = |s: &mut String| {
+        if s.contains('\0') {
+            *s = s.replace('\0', "\u{fffd}");
+        }
+    };
+    let m = &mut clean.metadata;
+    for s in [
+        m.actor_id.as_mut(),
+        Some(&mut m.actor_role),
+        m.ip.as_mut(),
+        m.user_agent.as_mut(),
+        m.request_id.as_mut(),
+        m.correlation_id.as_mut(),
+        m.causation_id.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        fix(s);
+    }
+    Cow::Owned(clean)
 }
 
 impl fmt::Display for ReadModel {

@@ -15,6 +15,7 @@ mod console;
 mod conversations;
 mod event_log;
 mod fake_model;
+mod hostile_input;
 mod http_contract;
 mod idempotency;
 mod mailer;

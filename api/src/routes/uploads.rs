@@ -84,7 +84,7 @@ pub async fn upload(
                 .file_name()
                 .unwrap_or("upload")
                 .chars()
-                .filter(|c| !c.is_control())
+                .filter(|c| !aggregates::text::is_forbidden_in_line(*c))
                 .take(200)
                 .collect::<String>();
             let bytes = field.bytes().await.map_err(|e| too_large(e.status()))?;
@@ -138,7 +138,12 @@ pub async fn upload(
             &meta,
         )
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(|e| match e {
+            CommandError::Domain(UploadError::Invalid { field, message }) => {
+                ApiError::validation(field, message)
+            }
+            other => ApiError::internal(other),
+        })?;
     let lagging = settle(&state, outcome.cursor, &[ReadModel::Uploads]).await;
     let row = uploads::owned(&state.pool, auth.user_id, id)
         .await?

@@ -230,9 +230,9 @@ impl Inner {
         delivered: i64,
         stop: &CancellationToken,
     ) -> Verdict {
-        let content: String = completion
-            .content
-            .trim()
+        // A model may answer anything, NUL included; the reply is kept with such characters
+        // replaced (the aggregate refuses them, and refusing would lose the answer).
+        let content: String = aggregates::text::scrub(completion.content.trim())
             .chars()
             .take(CONTENT_MAX)
             .collect();
@@ -315,7 +315,12 @@ impl Inner {
         let command = ConversationCommand::RecordAssistantFailure {
             by: q.owner_id,
             message_id: q.message_id,
-            reason: reason.to_owned(),
+            // one line, no control characters: an error text from the model's server may hold any
+            reason: aggregates::text::scrub(reason)
+                .replace(['\n', '\r', '\t', '\u{2028}', '\u{2029}'], " ")
+                .chars()
+                .take(aggregates::conversation::REASON_MAX)
+                .collect(),
         };
         match self
             .conversations
