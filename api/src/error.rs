@@ -245,13 +245,45 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl ApiError {
+    /// 503 with `Retry-After`: PostgreSQL is away for a moment (logged, never detailed).
+    pub fn database_unavailable(cause: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(error = %cause, "PostgreSQL unavailable");
+        metrics::counter!("chronicle_database_unavailable_total").increment(1);
+        Self::Unavailable("the database is unavailable; try again shortly".into())
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if eventstore::unavailable::is_unavailable(&e) {
+            Self::database_unavailable(&e)
+        } else {
+            Self::Internal(e.to_string())
+        }
+    }
+}
+
+/// What is left of a command error once the route has mapped the domain's own refusals:
+/// a lost race (409), the store away for a moment (503), or a real failure (500).
+impl<E: std::error::Error> From<eventstore::CommandError<E>> for ApiError {
+    fn from(e: eventstore::CommandError<E>) -> Self {
+        use eventstore::CommandError;
         match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                tracing::warn!(error = %e, "PostgreSQL unavailable");
-                Self::Unavailable("the database is unavailable; try again shortly".into())
+            CommandError::Conflict => {
+                Self::Conflict("the resource kept changing; try again".into())
             }
+            CommandError::Unavailable(cause) => Self::database_unavailable(&cause),
+            CommandError::Store(cause) => Self::Internal(cause),
+            CommandError::Domain(e) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<eventstore::crypto::CryptoError> for ApiError {
+    fn from(e: eventstore::crypto::CryptoError) -> Self {
+        match e {
+            eventstore::crypto::CryptoError::Database(e) => e.into(),
             other => Self::Internal(other.to_string()),
         }
     }

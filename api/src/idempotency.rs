@@ -6,6 +6,13 @@
 //! win the claim); the winner runs and its answer is stored as `done`; later requests with
 //! the key get that answer byte for byte, plus `Idempotent-Replayed: true`. Every other
 //! request passes through untouched.
+//!
+//! Two promises hold through a database blip:
+//! - a key is `running` only under a lease ([`LEASE`]) that the request renews while it
+//!   runs; a key whose holder died, or whose release failed, is free again within seconds;
+//! - an answer that is sent is the answer every retry gets: the answer is stored (retried
+//!   through a blip for up to [`STORE_FOR`]) *before* it is sent, and if it cannot be stored
+//!   the client gets 503 instead, never a 202 that a retry would then run again.
 
 use std::net::SocketAddr;
 
@@ -43,6 +50,13 @@ const SWEEP_ONE_IN: u32 = 100;
 const SWEEP_GRACE_HOURS: i64 = 1;
 /// Claim attempts before giving up (a claim is lost only to a row deleted at that moment).
 const CLAIM_ATTEMPTS: usize = 3;
+/// How long a `running` key stays taken without its request renewing it.
+pub const LEASE: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often a running request renews its lease.
+const RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long storing an answer is retried while PostgreSQL is away (a fast restart takes a
+/// second or two) before the client is answered 503 instead.
+pub const STORE_FOR: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The response headers a replay carries. Not `x-request-id` (each response has its own,
 /// set outside this middleware), `date`, or the security headers (added outside too).
@@ -177,6 +191,11 @@ struct KeyRow {
     headers: Option<Json<Vec<(String, String)>>>,
     body: Option<Vec<u8>>,
     expires_at: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+}
+
+fn lease_from(now: DateTime<Utc>) -> DateTime<Utc> {
+    now + Duration::from_std(LEASE).unwrap_or(Duration::seconds(10))
 }
 
 async fn idempotent(
@@ -205,14 +224,15 @@ async fn idempotent(
     for _ in 0..CLAIM_ATTEMPTS {
         let claimed = sqlx::query(
             "insert into idempotency_keys \
-             (scope, key, request_hash, state, created_at, expires_at) \
-             values ($1, $2, $3, 'running', $4, $5) on conflict (scope, key) do nothing",
+             (scope, key, request_hash, state, created_at, expires_at, lease_until) \
+             values ($1, $2, $3, 'running', $4, $5, $6) on conflict (scope, key) do nothing",
         )
         .bind(&scope)
         .bind(&key)
         .bind(&hash)
         .bind(now)
         .bind(now + Duration::hours(KEY_TTL_HOURS))
+        .bind(lease_from(now))
         .execute(&state.pool)
         .await
         .map_err(db)?;
@@ -221,7 +241,7 @@ async fn idempotent(
             return Ok(run_and_store(state, scope, key, req, next).await);
         }
         let row: Option<KeyRow> = sqlx::query_as(
-            "select request_hash, state, status, headers, body, expires_at \
+            "select request_hash, state, status, headers, body, expires_at, lease_until \
              from idempotency_keys where scope = $1 and key = $2",
         )
         .bind(&scope)
@@ -253,6 +273,28 @@ async fn idempotent(
             .into_response());
         }
         if row.state == "running" {
+            if row.lease_until > now {
+                return Err(still_running());
+            }
+            // Its holder died or could not release it: the command did not answer anyone
+            // (an answer is stored before it is sent), so this request runs it. Of two
+            // requests taking it over, the update lets one win.
+            let taken = sqlx::query(
+                "update idempotency_keys set lease_until = $4 \
+                 where scope = $1 and key = $2 and state = 'running' and lease_until <= $3",
+            )
+            .bind(&scope)
+            .bind(&key)
+            .bind(now)
+            .bind(lease_from(now))
+            .execute(&state.pool)
+            .await
+            .map_err(db)?;
+            if taken.rows_affected() == 1 {
+                tracing::info!("Idempotency key taken over after its lease ran out");
+                let req = Request::from_parts(parts, Body::from(body));
+                return Ok(run_and_store(state, scope, key, req, next).await);
+            }
             return Err(still_running());
         }
         return replay(row).map_err(IntoResponse::into_response);
@@ -297,6 +339,7 @@ async fn run_and_store(
     next: Next,
 ) -> Response {
     let (s, sc, k) = (state.clone(), scope.clone(), key.clone());
+    let renewing = renew_lease(state.clone(), scope.clone(), key.clone());
     let task = tokio::spawn(
         async move {
             let response = next.run(req).await;
@@ -304,13 +347,36 @@ async fn run_and_store(
         }
         .instrument(tracing::Span::current()),
     );
-    match task.await {
+    let answer = task.await;
+    renewing.abort();
+    match answer {
         Ok(response) => response,
         Err(e) => {
             release(&s, &sc, &k, "the request task failed").await;
             ApiError::internal(e).into_response()
         }
     }
+}
+
+/// Renew the key's lease while its request runs (aborted when it has answered).
+fn renew_lease(state: AppState, scope: String, key: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(RENEW_EVERY).await;
+            let renewed = sqlx::query(
+                "update idempotency_keys set lease_until = $3 \
+                 where scope = $1 and key = $2 and state = 'running'",
+            )
+            .bind(&scope)
+            .bind(&key)
+            .bind(lease_from(state.clock.now()))
+            .execute(&state.pool)
+            .await;
+            if let Err(e) = renewed {
+                tracing::warn!(error = %e, "Idempotency lease not renewed");
+            }
+        }
+    })
 }
 
 async fn finish(state: &AppState, scope: &str, key: &str, response: Response) -> Response {
@@ -333,23 +399,65 @@ async fn finish(state: &AppState, scope: &str, key: &str, response: Response) ->
                 .into_response();
         }
     };
-    let stored = sqlx::query(
-        "update idempotency_keys set state = 'done', status = $3, headers = $4, body = $5 \
-         where scope = $1 and key = $2 and state = 'running'",
+    let headers = Json(stored_headers(&parts.headers));
+    let deadline = tokio::time::Instant::now() + STORE_FOR;
+    let mut delay = std::time::Duration::from_millis(50);
+    loop {
+        let stored = sqlx::query(
+            "update idempotency_keys set state = 'done', status = $3, headers = $4, body = $5 \
+             where scope = $1 and key = $2 and state = 'running'",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(parts.status.as_u16() as i16)
+        .bind(&headers)
+        .bind(body.as_ref())
+        .execute(&state.pool)
+        .await;
+        match stored {
+            Ok(done) if done.rows_affected() == 1 => {
+                return Response::from_parts(parts, Body::from(body))
+            }
+            // Another request took the key over after our lease ran out and stored its
+            // answer first: that one is the answer of this key.
+            Ok(_) => {
+                return stored_answer(state, scope, key)
+                    .await
+                    .unwrap_or_else(|| Response::from_parts(parts, Body::from(body)))
+            }
+            Err(e)
+                if eventstore::unavailable::is_unavailable(&e)
+                    && tokio::time::Instant::now() + delay < deadline =>
+            {
+                tracing::warn!(error = %e, "Storing an idempotent answer: PostgreSQL away, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(1));
+            }
+            Err(e) => {
+                // The answer cannot be kept, so it is not sent: a client that saw it would
+                // have a retry run the command again. It gets 503 and retries instead; the
+                // key is released (or its lease runs out) so that the retry can run.
+                tracing::error!(error = %e, "Idempotent answer not stored; answering 503 instead");
+                release(state, scope, key, "").await;
+                return ApiError::database_unavailable(&e).into_response();
+            }
+        }
+    }
+}
+
+/// The answer stored under a key that is `done`.
+async fn stored_answer(state: &AppState, scope: &str, key: &str) -> Option<Response> {
+    let row: KeyRow = sqlx::query_as(
+        "select request_hash, state, status, headers, body, expires_at, lease_until \
+         from idempotency_keys where scope = $1 and key = $2 and state = 'done'",
     )
     .bind(scope)
     .bind(key)
-    .bind(parts.status.as_u16() as i16)
-    .bind(Json(stored_headers(&parts.headers)))
-    .bind(body.as_ref())
-    .execute(&state.pool)
-    .await;
-    if let Err(e) = stored {
-        // The command ran; answer it. Releasing the key lets a retry run it again, which
-        // is better than every retry getting 409 for a day.
-        release(state, scope, key, &e.to_string()).await;
-    }
-    Response::from_parts(parts, Body::from(body))
+    .fetch_optional(&state.pool)
+    .await
+    .ok()
+    .flatten()?;
+    replay(row).ok()
 }
 
 /// Forget a key so that a retry runs again.
@@ -360,13 +468,15 @@ async fn release(state: &AppState, scope: &str, key: &str, why: &str) {
             "Idempotency key released: the answer was not stored"
         );
     }
-    let deleted = sqlx::query("delete from idempotency_keys where scope = $1 and key = $2")
-        .bind(scope)
-        .bind(key)
-        .execute(&state.pool)
-        .await;
+    let deleted = sqlx::query(
+        "delete from idempotency_keys where scope = $1 and key = $2 and state = 'running'",
+    )
+    .bind(scope)
+    .bind(key)
+    .execute(&state.pool)
+    .await;
     if let Err(e) = deleted {
-        tracing::error!(error = %e, "Idempotency key not released: retries get 409 until it expires");
+        tracing::warn!(error = %e, "Idempotency key not released: it is free when its lease runs out");
     }
 }
 

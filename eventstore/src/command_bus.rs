@@ -54,6 +54,9 @@ impl<E> CommandOutcome<E> {
     }
 }
 
+/// How long reading back a committed command's cursors is retried while PostgreSQL is away.
+const READ_BACK_FOR: Duration = Duration::from_secs(15);
+
 /// Why a command failed: the domain said no, or the store could not do it.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError<E: std::error::Error> {
@@ -64,6 +67,29 @@ pub enum CommandError<E: std::error::Error> {
     Conflict,
     #[error("event store: {0}")]
     Store(String),
+    /// PostgreSQL could not be used just now (a restart, a failover, no free connection):
+    /// nothing was decided or everything was rolled back; the caller may try again (503).
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl<E: std::error::Error> CommandError<E> {
+    /// A store failure, told apart by whether trying again may help.
+    pub fn store(e: sqlx::Error) -> Self {
+        if crate::unavailable::is_unavailable(&e) {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Store(e.to_string())
+        }
+    }
+
+    fn boxed(e: &(dyn std::error::Error + 'static)) -> Self {
+        if crate::unavailable::is_unavailable_boxed(e) {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Store(e.to_string())
+        }
+    }
 }
 
 impl<E: std::error::Error> From<AggregateError<E>> for CommandError<E> {
@@ -71,6 +97,20 @@ impl<E: std::error::Error> From<AggregateError<E>> for CommandError<E> {
         match e {
             AggregateError::UserError(e) => Self::Domain(e),
             AggregateError::AggregateConflict => Self::Conflict,
+            AggregateError::DatabaseConnectionError(e) => Self::Unavailable(e.to_string()),
+            AggregateError::UnexpectedError(e) => Self::boxed(e.as_ref()),
+            other => Self::Store(other.to_string()),
+        }
+    }
+}
+
+impl<E: std::error::Error> From<cqrs_es::persist::PersistenceError> for CommandError<E> {
+    fn from(e: cqrs_es::persist::PersistenceError) -> Self {
+        use cqrs_es::persist::PersistenceError;
+        match e {
+            PersistenceError::OptimisticLockError => Self::Conflict,
+            PersistenceError::ConnectionError(e) => Self::Unavailable(e.to_string()),
+            PersistenceError::UnknownError(e) => Self::boxed(e.as_ref()),
             other => Self::Store(other.to_string()),
         }
     }
@@ -150,7 +190,7 @@ where
         .bind(aggregate_id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| CommandError::Store(e.to_string()))?;
+        .map_err(CommandError::store)?;
         // a snapshot that no longer deserialises (the state's shape changed) is ignored
         let (mut aggregate, mut sequence) = snapshot
             .and_then(|(seq, v)| {
@@ -164,14 +204,11 @@ where
             .repo
             .get_last_events::<A>(aggregate_id, sequence as usize)
             .await
-            .map_err(|e| CommandError::Store(e.to_string()))?;
+            .map_err(CommandError::from)?;
         for serialized in events {
-            let envelope: EventEnvelope<A> =
-                serialized
-                    .try_into()
-                    .map_err(|e: cqrs_es::persist::PersistenceError| {
-                        CommandError::Store(e.to_string())
-                    })?;
+            let envelope: EventEnvelope<A> = serialized
+                .try_into()
+                .map_err(|e: cqrs_es::persist::PersistenceError| CommandError::from(e))?;
             sequence = envelope.sequence as u64;
             aggregate.apply(envelope.payload);
         }
@@ -289,7 +326,21 @@ where
             .last()
             .map(|e| e.sequence as u64)
             .unwrap_or(before);
-        let mut outcome = self.read_back(aggregate_id, before, last).await?;
+        // The events are committed: from here on the command has succeeded, and a failure
+        // to read its cursors back must not be reported as a failure (a caller retrying it
+        // would run it twice). Read back through a blip of PostgreSQL.
+        let deadline = tokio::time::Instant::now() + READ_BACK_FOR;
+        let mut delay = Duration::from_millis(50);
+        let mut outcome = loop {
+            match self.read_back(aggregate_id, before, last).await {
+                Err(CommandError::Unavailable(e)) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(aggregate = A::TYPE, error = %e, "Reading a committed command back: PostgreSQL away, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                other => break other?,
+            }
+        };
         outcome.events = committed.into_iter().map(|e| e.payload).collect();
         Ok(outcome)
     }
@@ -312,16 +363,13 @@ where
         .bind(last as i64)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| CommandError::Store(e.to_string()))?;
+        .map_err(CommandError::store)?;
         let mut event_ids = Vec::with_capacity(rows.len());
         let mut cursor = None;
         for row in &rows {
             use sqlx::Row;
-            event_ids.push(
-                row.try_get("event_id")
-                    .map_err(|e| CommandError::Store(e.to_string()))?,
-            );
-            cursor = Some(cursor_from_row(row).map_err(|e| CommandError::Store(e.to_string()))?);
+            event_ids.push(row.try_get("event_id").map_err(CommandError::store)?);
+            cursor = Some(cursor_from_row(row).map_err(CommandError::store)?);
         }
         Ok(CommandOutcome {
             cursor,

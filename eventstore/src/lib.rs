@@ -14,6 +14,8 @@
 //! - [`passwords`]: argon2id hashing on the blocking pool, bounded by a semaphore.
 //! - [`relay_checkpoint`]: where the relay has got to in the log.
 //! - [`secrets`]: HMAC-derived one-time links and codes, refresh-token hashes.
+//! - [`unavailable`]: telling "PostgreSQL is away for a moment" (503, retry) from a bad
+//!   statement.
 //! - [`upcast`]: reading events stored at an earlier version as the current version.
 
 pub mod command_bus;
@@ -26,6 +28,7 @@ pub mod passwords;
 pub mod personal;
 pub mod relay_checkpoint;
 pub mod secrets;
+pub mod unavailable;
 pub mod upcast;
 
 pub use command_bus::{CommandBus, CommandError, CommandOutcome};

@@ -51,10 +51,13 @@ impl ProjectionError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Poison { .. } => false,
+            // a restart's 57P01 is a database error too, but says nothing about the event
+            Self::Database(e @ sqlx::Error::Database(_)) => {
+                eventstore::unavailable::is_unavailable(e)
+            }
             Self::Database(e) => !matches!(
                 e,
-                sqlx::Error::Database(_)
-                    | sqlx::Error::ColumnDecode { .. }
+                sqlx::Error::ColumnDecode { .. }
                     | sqlx::Error::Decode(_)
                     | sqlx::Error::TypeNotFound { .. }
                     | sqlx::Error::ColumnNotFound(_)

@@ -310,3 +310,51 @@ async fn a_key_expires_after_24_hours_and_then_runs_again() {
     assert_eq!(stored_keys(&app).await, 1);
     app.finish().await;
 }
+
+/// A key left `running` (its process died, or its release failed while PostgreSQL was
+/// away) answers 409 only while its lease lasts, then the next request with it runs.
+#[tokio::test]
+async fn a_key_left_running_is_free_again_once_its_lease_runs_out() {
+    use api::clock::Clock;
+    let app = TestEnv::new().spawn_all().await;
+    let body = json!({"email": "stuck@example.com"});
+    let hash = api::idempotency::request_hash(
+        &reqwest::Method::POST,
+        REGISTER,
+        &serde_json::to_vec(&body).expect("body"),
+    );
+    let now = app.clock.now();
+    let scope = "ip:127.0.0.1";
+    sqlx::query(
+        "insert into idempotency_keys \
+         (scope, key, request_hash, state, created_at, expires_at, lease_until) \
+         values ($1, 'k-stuck', $2, 'running', $3, $3 + interval '24 hours', $3 + interval '10 seconds')",
+    )
+    .bind(scope)
+    .bind(&hash)
+    .bind(now)
+    .execute(&app.pool)
+    .await
+    .expect("a key left running");
+    let busy = post(&app, REGISTER, Some("k-stuck"), &body, None).await;
+    assert_eq!(busy.status, 409, "{:?}", busy.json());
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    assert_eq!(count(&app, "UserRegistered").await, 0);
+
+    app.clock.advance(chrono::Duration::seconds(11));
+    let ran = post(&app, REGISTER, Some("k-stuck"), &body, None).await;
+    assert_eq!(ran.status, 202, "{:?}", ran.json());
+    assert!(!ran.replayed());
+    assert_eq!(count(&app, "UserRegistered").await, 1);
+    let again = post(&app, REGISTER, Some("k-stuck"), &body, None).await;
+    assert!(
+        again.replayed(),
+        "the answer that was sent is the one a retry gets"
+    );
+    assert_eq!(again.body, ran.body);
+    let running = app
+        .scalar_i64("select count(*) from idempotency_keys where state = 'running'")
+        .await;
+    assert_eq!(running, 0);
+    app.finish().await;
+}

@@ -4,6 +4,7 @@
 //!
 //! One test binary (modules below) keeps link time down.
 
+mod own_postgres;
 mod support;
 mod uploads;
 mod usage;
@@ -13,6 +14,7 @@ mod assistant;
 mod auth;
 mod console;
 mod conversations;
+mod database_blips;
 mod event_log;
 mod fake_model;
 mod hostile_input;

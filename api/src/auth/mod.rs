@@ -72,7 +72,7 @@ impl FromRequestParts<AppState> for AuthUser {
                     .sessions
                     .load(&session_id.to_string())
                     .await
-                    .map_err(ApiError::internal)?;
+                    .map_err(ApiError::from)?;
                 s.started
                     && !s.revoked
                     && s.user_id == Some(user_id)

@@ -118,7 +118,7 @@ pub fn user_error(e: CommandError<UserError>) -> ApiError {
         CommandError::Conflict => {
             ApiError::Conflict("the account was changed by another request; try again".into())
         }
-        CommandError::Store(e) => ApiError::internal(e),
+        e @ (CommandError::Store(_) | CommandError::Unavailable(_)) => e.into(),
     }
 }
 
@@ -130,7 +130,7 @@ pub fn session_error(e: CommandError<SessionError>) -> ApiError {
         CommandError::Conflict => {
             ApiError::Conflict("the session was changed by another request; try again".into())
         }
-        CommandError::Store(e) => ApiError::internal(e),
+        e @ (CommandError::Store(_) | CommandError::Unavailable(_)) => e.into(),
     }
 }
 

@@ -203,7 +203,7 @@ async fn check_tokens_left(
         .meters
         .load(&meter_id(auth.user_id, day))
         .await
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)?
         .used(KIND_TOKENS);
     if used >= limit {
         return Err(ApiError::UpgradeRequired {

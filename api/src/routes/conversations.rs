@@ -69,7 +69,7 @@ pub fn conversation_error(e: CommandError<ConversationError>) -> ApiError {
         CommandError::Conflict => {
             ApiError::Conflict("the conversation changed meanwhile; try again".into())
         }
-        CommandError::Store(e) => ApiError::internal(e),
+        e @ (CommandError::Store(_) | CommandError::Unavailable(_)) => e.into(),
     }
 }
 
@@ -406,7 +406,7 @@ pub async fn charge(
         Err(CommandError::Conflict) => Err(ApiError::Conflict(
             "usage was recorded concurrently; try again".into(),
         )),
-        Err(CommandError::Store(e)) => Err(ApiError::internal(e)),
+        Err(e @ (CommandError::Store(_) | CommandError::Unavailable(_))) => Err(e.into()),
     }
 }
 

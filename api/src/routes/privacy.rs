@@ -97,7 +97,7 @@ async fn my_events(
     let mut out = Vec::with_capacity(events.len());
     let me = user_id.to_string();
     for mut e in events {
-        e.open(&state.keys).await.map_err(ApiError::internal)?;
+        e.open(&state.keys).await.map_err(ApiError::from)?;
         let mut entry = HistoryEntry::from_event(e);
         if entry.actor_id.as_ref().is_some_and(|a| *a != me) {
             // someone else known acted (an admin, an API key): where they were is theirs, not mine
@@ -227,11 +227,7 @@ pub async fn erase_user(
         )
         .await
         .map_err(user_error)?;
-    state
-        .keys
-        .erase(user_id)
-        .await
-        .map_err(ApiError::internal)?;
+    state.keys.erase(user_id).await.map_err(ApiError::from)?;
     sqlx::query("delete from email_claims where user_id = $1")
         .bind(user_id)
         .execute(&state.pool)

@@ -142,7 +142,7 @@ pub async fn upload(
             CommandError::Domain(UploadError::Invalid { field, message }) => {
                 ApiError::validation(field, message)
             }
-            other => ApiError::internal(other),
+            other => other.into(),
         })?;
     let lagging = settle(&state, outcome.cursor, &[ReadModel::Uploads]).await;
     let row = uploads::owned(&state.pool, auth.user_id, id)
@@ -231,7 +231,7 @@ pub async fn delete_one(
         .await
         .map_err(|e| match e {
             CommandError::Domain(UploadError::NotFound) => not_found(),
-            other => ApiError::internal(other),
+            other => other.into(),
         })?;
     settle(&state, outcome.cursor, &[ReadModel::Uploads]).await;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -168,7 +168,7 @@ pub async fn record_usage(
             CommandError::Conflict => {
                 ApiError::Conflict("usage was recorded concurrently; try again".into())
             }
-            CommandError::Store(e) => ApiError::internal(e),
+            e @ (CommandError::Store(_) | CommandError::Unavailable(_)) => e.into(),
         })?;
     Ok(Reply {
         status: StatusCode::ACCEPTED,

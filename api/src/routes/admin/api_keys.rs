@@ -85,7 +85,7 @@ fn api_key_error(e: CommandError<ApiKeyError>) -> ApiError {
         }
         CommandError::Domain(e) => ApiError::Conflict(e.to_string()),
         CommandError::Conflict => ApiError::Conflict("the key changed meanwhile; try again".into()),
-        CommandError::Store(e) => ApiError::internal(e),
+        e @ (CommandError::Store(_) | CommandError::Unavailable(_)) => e.into(),
     }
 }
 

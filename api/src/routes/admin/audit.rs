@@ -94,7 +94,7 @@ pub async fn trail(
     let mut labels = ActorLabels::default();
     let mut out = Vec::with_capacity(events.len());
     for mut event in events {
-        event.open(&state.keys).await.map_err(ApiError::internal)?;
+        event.open(&state.keys).await.map_err(ApiError::from)?;
         let actor = labels.actor(state, &event).await?;
         out.push(entry(event, actor));
     }
@@ -161,11 +161,7 @@ impl ActorLabels {
             return Ok(id.to_owned());
         };
         if kind == ROLE_API_KEY {
-            let key: ApiKey = state
-                .api_keys
-                .load(id)
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))?;
+            let key: ApiKey = state.api_keys.load(id).await.map_err(ApiError::from)?;
             return Ok(if key.created {
                 format!("API key \"{}\"", key.name)
             } else {

@@ -143,7 +143,7 @@ pub async fn page(
     let mut out = Vec::with_capacity(events.len());
     for mut e in events {
         if spec.open {
-            e.open(keys).await.map_err(ApiError::internal)?;
+            e.open(keys).await.map_err(ApiError::from)?;
         }
         if !spec.keep_secrets {
             super::audit::strip_secrets(&mut e.payload);
