@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use aggregates::api_key::ApiKey;
 use aggregates::conversation::Conversation;
+use aggregates::email_probe::EmailProbe;
 use aggregates::meter::Meter;
 use aggregates::session::{Session, SessionPolicy};
 use aggregates::upload::Upload;
@@ -364,6 +365,11 @@ pub async fn api_state(
             .context("LLM_BASE_URL: cannot make the model's HTTP client")?,
         uploads: Arc::new(CommandBus::<Upload>::new(pool.clone(), keys.clone(), ())),
         api_keys: Arc::new(CommandBus::<ApiKey>::new(pool.clone(), keys.clone(), ())),
+        probes: Arc::new(CommandBus::<EmailProbe>::new(
+            pool.clone(),
+            keys.clone(),
+            user_policy(config),
+        )),
         passwords,
         dummy_hash: Arc::new(dummy_hash),
         secrets: Secrets::new(config.secret_key.expose()),

@@ -383,7 +383,10 @@ impl Config {
             ),
             body_limit: positive("BODY_LIMIT_BYTES", v.parse("BODY_LIMIT_BYTES", 256 * 1024)?)?
                 as usize,
-            status_endpoint_enabled: v.flag("USERS_STATUS_ENDPOINT", true)?,
+            // `exists` tells anyone whether an address has an account: handy in development,
+            // off unless asked for in production (docs/ACCOUNTS.md, "Enumeration")
+            status_endpoint_enabled: v
+                .flag("USERS_STATUS_ENDPOINT", app_env != AppEnv::Production)?,
             relay_batch_size: positive("RELAY_BATCH_SIZE", v.parse("RELAY_BATCH_SIZE", 500)?)?
                 as i64,
             relay_poll_interval: Duration::from_millis(positive(
@@ -475,6 +478,24 @@ mod tests {
         ]);
         map.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn the_status_lookup_is_on_in_development_and_off_by_default_in_production() {
+        let dev = config(&[]).expect("development needs no settings");
+        assert!(dev.status_endpoint_enabled);
+        let production = [
+            ("APP_ENV", "production"),
+            ("SECRET_KEY", "Zq3vX9pL2mN8rT4wY6bC1dF5gH7jK0sA"),
+            ("SMTP_URL", "smtps://mail.example.com:465"),
+            ("PUBLIC_URL", "https://chronicle.example.com"),
+            ("MASTER_KEY", &"ab".repeat(32)),
+        ];
+        let prod = config(&production).expect("a valid production config");
+        assert!(!prod.status_endpoint_enabled);
+        let mut asked = production.to_vec();
+        asked.push(("USERS_STATUS_ENDPOINT", "true"));
+        assert!(config(&asked).expect("valid").status_endpoint_enabled);
     }
 
     #[test]

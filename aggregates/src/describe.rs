@@ -112,6 +112,11 @@ pub fn summary(event_type: &str, payload: &Value) -> String {
         "UploadDeleted" => "Deleted an upload".into(),
         "ApiKeyCreated" => format!("API key{} created by {}", quoted("name"), s("created_by")),
         "ApiKeyRevoked" => format!("API key revoked by {}", s("revoked_by")),
+        "ProbeRecorded" => format!(
+            "Asked for {} with an address that has no account",
+            s("kind").replace('_', " ")
+        ),
+        "SignInFailed" => "Failed sign-in with an address that has no account".into(),
         other => other.to_owned(),
     }
 }

@@ -16,6 +16,8 @@
 //! - [`plan`]: plans and their daily limits (configuration, not code).
 //! - [`api_key`]: the `api_key` aggregate: an admin API key (only its hash is kept).
 //! - [`text`]: which characters a value sent by a person may hold (NUL never).
+//! - [`email_probe`]: the `email_probe` aggregate: anonymous attempts on an address with no
+//!   account, so that known and unknown addresses leave the same trace.
 //! - [`describe`]: one readable line per stored event, for audit trails.
 //! - [`catalog`]: the event catalogue (descriptions, examples, JSON Schemas) that
 //!   `docs/EVENT-CATALOG.md` and `docs/schemas/` are generated from.
@@ -25,6 +27,7 @@ pub mod catalog;
 pub mod conversation;
 pub mod cursor;
 pub mod describe;
+pub mod email_probe;
 pub mod envelope;
 pub mod metadata;
 pub mod meter;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use aggregates::api_key::ApiKey;
 use aggregates::conversation::Conversation;
+use aggregates::email_probe::EmailProbe;
 use aggregates::meter::Meter;
 use aggregates::plan::Plans;
 use aggregates::session::Session;
@@ -88,6 +89,8 @@ pub struct AppState {
     pub uploads: Arc<CommandBus<Upload>>,
     /// Admin API keys (checked against the event store on every use).
     pub api_keys: Arc<CommandBus<ApiKey>>,
+    /// Anonymous attempts on addresses with no account (the same trace as a known one).
+    pub probes: Arc<CommandBus<EmailProbe>>,
     /// Which conversations just changed (the live stream).
     pub feed: ConversationFeed,
     /// The assistant's model for `POST /api/v1/chat` (None: not configured, 503).

@@ -366,3 +366,25 @@ pub async fn count_filtered<'e>(
         .await?
         .try_get(0)
 }
+
+/// Use up `n` log positions without appending anything, outside any transaction (so no
+/// transaction id is taken either).
+///
+/// Anonymous requests about an email must leave the same trace in the log whether the
+/// address has an account or not, and a client sees positions in every command answer: a
+/// path that appends fewer events than its twin skips the difference here. Gaps in
+/// positions are normal (a rolled-back append leaves one); every reader orders by the
+/// cursor pair and never assumes consecutive positions.
+pub async fn skip_positions(pool: &sqlx::PgPool, n: u32) -> Result<(), sqlx::Error> {
+    if n == 0 {
+        return Ok(());
+    }
+    sqlx::query(
+        "select nextval(pg_get_serial_sequence('events', 'position')) \
+         from generate_series(1, $1)",
+    )
+    .bind(n as i32)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

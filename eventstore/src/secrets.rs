@@ -128,6 +128,15 @@ impl Secrets {
     pub fn refresh_token_hash(&self, token: &str) -> String {
         hex::encode(self.mac(&["refresh", token]).finalize().into_bytes())
     }
+
+    /// The `email_probe` aggregate of a normalised address with no account: a keyed hash,
+    /// so the log never holds the address and nobody without the key can test one.
+    pub fn email_probe_id(&self, email: &str) -> Uuid {
+        let mac = self.mac(&["email-probe", email]).finalize().into_bytes();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&mac[..16]);
+        uuid::Builder::from_custom_bytes(bytes).into_uuid()
+    }
 }
 
 #[cold]

@@ -183,6 +183,17 @@ pub(super) fn describe_api_key(e: &ApiKeyEvent) -> &'static str {
     }
 }
 
+pub(super) fn describe_email_probe(e: &EmailProbeEvent) -> &'static str {
+    match e {
+        EmailProbeEvent::ProbeRecorded { .. } => {
+            "A registration, verification mail or password reset was asked for an address with no account (or one that refuses it): nothing is sent. Keyed by a keyed hash of the address, which is never stored; it exists so that known and unknown addresses leave the same trace in the log."
+        }
+        EmailProbeEvent::SignInFailed { .. } => {
+            "A sign-in with an address that has no account; counted and locked exactly like an account's failures."
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Examples: one real instance of every variant.
 
@@ -390,6 +401,18 @@ pub(super) mod examples {
             ApiKeyEvent::ApiKeyRevoked {
                 revoked_by: "cli:alice".into(),
                 revoked_at: at(90_000),
+            },
+        ]
+    }
+
+    pub(in crate::catalog) fn email_probe() -> Vec<EmailProbeEvent> {
+        vec![
+            EmailProbeEvent::ProbeRecorded {
+                kind: crate::email_probe::KIND_PASSWORD_RESET.into(),
+            },
+            EmailProbeEvent::SignInFailed {
+                attempts: 5,
+                locked_until: Some(at(660)),
             },
         ]
     }

@@ -26,6 +26,7 @@ use uuid::Uuid;
 
 use crate::api_key::{self, ApiKeyEvent};
 use crate::conversation::{self, ConversationEvent};
+use crate::email_probe::{self, EmailProbeEvent};
 use crate::meter::{self, MeterEvent};
 use crate::session::{self, SessionEvent};
 use crate::upload::{self, UploadEvent};
@@ -173,6 +174,11 @@ fn groups() -> Vec<Group> {
             api_key::AGGREGATE_TYPE,
             examples::api_key(),
             describe_api_key,
+        ),
+        group(
+            email_probe::AGGREGATE_TYPE,
+            examples::email_probe(),
+            describe_email_probe,
         ),
     ]
 }

@@ -1,10 +1,15 @@
 //! Rate limits on auth endpoints, per client IP and per account (the email asked about),
 //! with governor's keyed GCRA limiters. Over the limit: 429 `rate_limited` + `Retry-After`.
+//!
+//! A successful password reset proves control of the address, so it gives the account a
+//! fresh allowance ([`RateLimits::forgive_account`]): the owner's first sign-in with the
+//! new password is not refused because of the attempts (perhaps an attacker's) before it.
 
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -15,7 +20,10 @@ use crate::ApiError;
 #[derive(Debug)]
 pub struct RateLimits {
     auth_ip: DefaultKeyedRateLimiter<IpAddr>,
-    auth_account: DefaultKeyedRateLimiter<String>,
+    /// Keyed by the account and its allowance's generation: forgiving an account moves it
+    /// to a new generation, i.e. a full bucket (governor has no per-key reset).
+    auth_account: DefaultKeyedRateLimiter<(String, u32)>,
+    generations: Mutex<HashMap<String, u32>>,
     status_ip: DefaultKeyedRateLimiter<IpAddr>,
 }
 
@@ -42,8 +50,24 @@ impl RateLimits {
         Arc::new(Self {
             auth_ip: per_minute(auth_ip),
             auth_account: per_minute(auth_account),
+            generations: Mutex::new(HashMap::new()),
             status_ip: per_minute(status_ip),
         })
+    }
+
+    fn generation(&self, account: &str) -> u32 {
+        self.generations
+            .lock()
+            .map(|g| g.get(account).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Give `account` a full allowance again (after a successful password reset).
+    pub fn forgive_account(&self, account: &str) {
+        if let Ok(mut g) = self.generations.lock() {
+            let next = g.get(account).copied().unwrap_or(0).wrapping_add(1);
+            g.insert(account.to_owned(), next);
+        }
     }
 
     /// An auth request from `ip`, about `account` (a normalised email) when it names one.
@@ -52,7 +76,8 @@ impl RateLimits {
             check(&self.auth_ip, &ip)?;
         }
         if let Some(account) = account {
-            check(&self.auth_account, &account.to_owned())?;
+            let key = (account.to_owned(), self.generation(account));
+            check(&self.auth_account, &key)?;
         }
         Ok(())
     }
@@ -75,6 +100,12 @@ impl RateLimits {
                 }
                 me.auth_ip.retain_recent();
                 me.auth_account.retain_recent();
+                // generations only matter while their old bucket could still refuse
+                if me.auth_account.is_empty() {
+                    if let Ok(mut g) = me.generations.lock() {
+                        g.clear();
+                    }
+                }
                 me.status_ip.retain_recent();
             }
         });

@@ -1,9 +1,16 @@
 //! `/api/v1/auth`: registration and email verification. Sign-in and sessions are in
 //! [`super::sessions`], passwords in [`super::password`].
 //!
-//! Answers that could tell whether an email has an account (register, resend) are the same
-//! bytes either way; the log position is only in the `X-Position` header.
+//! Answers that could tell whether an email has an account (register, resend, forgot
+//! password, a failed sign-in) are the same bytes and headers either way, carry no log
+//! position, and leave the same trace in the log: an address with no account (or one that
+//! refuses silently) appends to its [`aggregates::email_probe`] what a known one appends to
+//! the user, and a path that appends fewer events skips the difference in positions
+//! ([`eventstore::log::skip_positions`]). docs/ACCOUNTS.md, "Enumeration".
 
+use aggregates::email_probe::{
+    EmailProbeCommand, EmailProbeError, EmailProbeEvent, KIND_REGISTRATION, KIND_VERIFICATION,
+};
 use aggregates::user::commands::{is_plausible_email, normalize_email};
 use aggregates::user::{SecretMethod, UserCommand, UserError, UserEvent, ROLE_USER};
 use axum::extract::State;
@@ -111,6 +118,9 @@ pub async fn register(
         None => None,
     };
     let user_id = Uuid::now_v7();
+    // A new account appends two events (UserRegistered, EmailVerificationRequested); every
+    // other path leaves the same trace.
+    const REGISTRATION_EVENTS: usize = 2;
     let cursor = match email_claims::claim(&state.pool, &email, user_id).await? {
         Claim::Claimed => {
             let command = UserCommand::RegisterUser {
@@ -133,7 +143,9 @@ pub async fn register(
                 // the account was not opened: give the email back
                 email_claims::release(&state.pool, &email, user_id).await?;
             }
-            result.map_err(user_error)?.cursor
+            let outcome = result.map_err(user_error)?;
+            same_trace(&state.pool, REGISTRATION_EVENTS, outcome.event_ids.len()).await?;
+            outcome.cursor
         }
         Claim::TakenBy(owner) => {
             match state
@@ -145,22 +157,109 @@ pub async fn register(
                 )
                 .await
             {
-                Ok(outcome) => outcome.cursor,
+                Ok(outcome) => {
+                    same_trace(&state.pool, REGISTRATION_EVENTS, outcome.event_ids.len()).await?;
+                    outcome.cursor
+                }
                 // claimed by a registration still in flight: nothing to tell its owner yet
-                Err(CommandError::Domain(UserError::NotRegistered)) => None,
+                Err(CommandError::Domain(UserError::NotRegistered)) => {
+                    let cursor = probe(&state, &meta, &email, KIND_REGISTRATION).await?;
+                    same_trace(&state.pool, REGISTRATION_EVENTS, 1).await?;
+                    cursor
+                }
                 Err(e) => return Err(user_error(e)),
             }
         }
     };
+    // Waiting for the read model costs the same either way; the position is not told.
     let lagging = settle(&state, cursor, &[ReadModel::Users]).await;
     Ok(Reply {
         status: StatusCode::ACCEPTED,
         data: Notice {
             message: CHECK_INBOX,
         },
-        position: cursor,
+        position: None,
         lagging,
     })
+}
+
+/// Skip the positions a path did not use, so that it looks like its twin in the log.
+async fn same_trace(pool: &sqlx::PgPool, twin: usize, appended: usize) -> Result<(), ApiError> {
+    let missing = twin.saturating_sub(appended) as u32;
+    eventstore::log::skip_positions(pool, missing)
+        .await
+        .map_err(ApiError::from)
+}
+
+/// The metadata of a probe: no address, IP or user agent is kept for an address that has
+/// no account (only the request id, to find the request in the logs).
+fn probe_meta(meta: &aggregates::EventMetadata) -> aggregates::EventMetadata {
+    aggregates::EventMetadata {
+        ip: None,
+        user_agent: None,
+        ..meta.clone()
+    }
+}
+
+/// Record on the address's `email_probe` what an anonymous request asked (one event, as a
+/// known address appends on its user).
+pub async fn probe(
+    state: &AppState,
+    meta: &aggregates::EventMetadata,
+    email: &str,
+    kind: &'static str,
+) -> Result<Option<aggregates::LogCursor>, ApiError> {
+    let id = state.secrets.email_probe_id(email);
+    let outcome = state
+        .probes
+        .execute(
+            &id.to_string(),
+            EmailProbeCommand::RecordProbe { kind },
+            &probe_meta(meta),
+        )
+        .await
+        .map_err(probe_error)?;
+    Ok(outcome.cursor)
+}
+
+/// A failed sign-in with an address that has no account: counted and locked as an
+/// account's would be, so 401 and 423 come alike for known and unknown addresses.
+pub async fn probe_sign_in_failed(
+    state: &AppState,
+    meta: &aggregates::EventMetadata,
+    email: &str,
+) -> ApiError {
+    let now = state.clock.now();
+    let id = state.secrets.email_probe_id(email);
+    let outcome = state
+        .probes
+        .execute(
+            &id.to_string(),
+            EmailProbeCommand::FailSignIn { now },
+            &probe_meta(meta),
+        )
+        .await;
+    let locked = |until: chrono::DateTime<chrono::Utc>| ApiError::AccountLocked {
+        retry_after_secs: (until - now).num_seconds().max(1) as u64,
+    };
+    match outcome {
+        Ok(outcome) => match outcome.events.first() {
+            Some(EmailProbeEvent::SignInFailed {
+                locked_until: Some(until),
+                ..
+            }) => locked(*until),
+            _ => ApiError::InvalidCredentials,
+        },
+        Err(CommandError::Domain(EmailProbeError::Locked { until })) => locked(until),
+        Err(e) => probe_error(e),
+    }
+}
+
+fn probe_error(e: CommandError<EmailProbeError>) -> ApiError {
+    match e {
+        CommandError::Domain(EmailProbeError::Locked { .. }) => ApiError::InvalidCredentials,
+        other => other.into(),
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -184,41 +283,53 @@ pub async fn resend_verification(
     JsonOrForm(req): JsonOrForm<EmailRequest>,
 ) -> Result<Reply<Notice>, ApiError> {
     let now = state.clock.now();
-    mail_if_known(&state, &meta, &req.email, CHECK_INBOX, |_| {
-        UserCommand::RequestEmailVerification {
+    mail_if_known(
+        &state,
+        &meta,
+        &req.email,
+        CHECK_INBOX,
+        KIND_VERIFICATION,
+        |_| UserCommand::RequestEmailVerification {
             nonce: random_nonce(),
             now,
-        }
-    })
+        },
+    )
     .await
 }
 
 /// Ask an account, if the email has one, to send a mail (`command`); answer 202 with
 /// `message` either way, so the answer tells nothing about the email. Refusals (a verified
-/// account asking for verification, a disabled one) are silent for the same reason.
+/// account asking for verification, a disabled one) are silent for the same reason, and
+/// they, like an unknown address, record a `kind` probe instead: one event either way.
 pub async fn mail_if_known(
     state: &AppState,
     meta: &aggregates::EventMetadata,
     email: &str,
     message: &'static str,
+    kind: &'static str,
     command: impl FnOnce(Uuid) -> UserCommand,
 ) -> Result<Reply<Notice>, ApiError> {
     let email = checked_email(email)?;
     state.limits.check_auth(client_ip(meta), Some(&email))?;
-    let mut cursor = None;
+    let mut mailed = false;
     if let Some(owner) = email_claims::owner(&state.pool, &email).await? {
-        if let Ok(outcome) = state
+        match state
             .users
             .execute(&owner.to_string(), command(owner), meta)
             .await
         {
-            cursor = outcome.cursor;
+            Ok(outcome) => mailed = !outcome.event_ids.is_empty(),
+            Err(CommandError::Domain(_)) => {}
+            Err(e) => return Err(user_error(e)),
         }
+    }
+    if !mailed {
+        probe(state, meta, &email, kind).await?;
     }
     Ok(Reply {
         status: StatusCode::ACCEPTED,
         data: Notice { message },
-        position: cursor,
+        position: None,
         lagging: vec![],
     })
 }

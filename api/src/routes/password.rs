@@ -17,6 +17,8 @@ use crate::auth::password_policy;
 use crate::envelope::Reply;
 use crate::extract::{JsonOrForm, RequestMeta};
 use crate::routes::account::{client_ip, revoke_sessions, user_error};
+use aggregates::email_probe::KIND_PASSWORD_RESET;
+
 use crate::routes::auth::{checked_email, mail_if_known, EmailRequest, Notice};
 use crate::routes::read_your_writes::settle;
 use crate::{ApiError, AppState};
@@ -42,13 +44,18 @@ pub async fn forgot_password(
     JsonOrForm(req): JsonOrForm<EmailRequest>,
 ) -> Result<Reply<Notice>, ApiError> {
     let now = state.clock.now();
-    mail_if_known(&state, &meta, &req.email, RESET_SENT, |_| {
-        UserCommand::RequestPasswordReset {
+    mail_if_known(
+        &state,
+        &meta,
+        &req.email,
+        RESET_SENT,
+        KIND_PASSWORD_RESET,
+        |_| UserCommand::RequestPasswordReset {
             nonce: random_nonce(),
             now,
             invitation: false,
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -153,6 +160,8 @@ pub async fn reset_password(
     {
         return Err(ApiError::LinkInvalid);
     }
+    // the owner proved control of the address: earlier attempts no longer count
+    state.limits.forgive_account(&user.email);
     let revoked = revoke_sessions(&state, user_id, REVOKED_PASSWORD_RESET, None, &meta).await?;
     let lagging = settle(
         &state,

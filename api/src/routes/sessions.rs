@@ -123,12 +123,12 @@ pub async fn login(
     let email = checked_email(&req.email)?;
     state.limits.check_auth(client_ip(&meta), Some(&email))?;
     let Some(user_id) = email_claims::owner(&state.pool, &email).await? else {
-        // as slow as a real check
+        // as slow as a real check, and counted (and locked) like an account's failure
         let _ = state
             .passwords
             .verify(req.password, state.dummy_hash.to_string())
             .await;
-        return Err(ApiError::InvalidCredentials);
+        return Err(crate::routes::auth::probe_sign_in_failed(&state, &meta, &email).await);
     };
     let user = state
         .users
@@ -168,8 +168,9 @@ pub async fn login(
         .await;
     let outcome = match outcome {
         Ok(o) => o,
+        // claimed by a registration still in flight: no account yet, as for an unknown one
         Err(CommandError::Domain(UserError::NotRegistered)) => {
-            return Err(ApiError::InvalidCredentials)
+            return Err(crate::routes::auth::probe_sign_in_failed(&state, &meta, &email).await)
         }
         Err(CommandError::Domain(UserError::Locked { until })) => {
             return Err(ApiError::AccountLocked {
