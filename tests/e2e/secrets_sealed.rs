@@ -395,3 +395,112 @@ async fn erasing_a_user_makes_their_password_and_token_hashes_unreadable() {
     assert!(on_stream >= 3, "the stream carries the same sealed strings");
     app.finish().await;
 }
+
+#[tokio::test]
+async fn an_import_reseals_every_secrets_derivative_even_those_an_old_release_left_plain() {
+    let app = admin_env().spawn_all().await;
+    let email = "copied@example.com";
+    let user = signed_up(&app, email).await;
+    let (s, b) = login(&app, email, PASSWORD).await;
+    assert_eq!(s, 200, "{b}");
+    let (_, first) = pair(&b);
+    let (s, b) = post(
+        &app,
+        "/api/v1/auth/refresh",
+        json!({"refresh_token": first}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let (_, refresh_token) = pair(&b);
+    // an API key made by a release that did not seal: its hash in plaintext in the log
+    let old_key_id = Uuid::now_v7();
+    let old_secret = "an-old-api-key-secret-of-forty-characters-x";
+    let old_hash = hex::encode(Sha256::digest(old_secret.as_bytes()));
+    sqlx::query(
+        "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         values ('api_key', $1, 1, 'ApiKeyCreated', '1.0', $2, $3)",
+    )
+    .bind(old_key_id.to_string())
+    .bind(json!({"ApiKeyCreated": {"name": "legacy", "secret_hash": old_hash, "created_by": "cli:ops", "created_at": chrono::Utc::now()}}))
+    .bind(json!({"actor_id": "cli:ops", "actor_role": "system"}))
+    .execute(&app.pool)
+    .await
+    .expect("an old row");
+    let old_key = format!("chk_{}_{old_secret}", old_key_id.simple());
+    assert_eq!(
+        admin_get(&app, &old_key).await,
+        200,
+        "an old key still works"
+    );
+
+    let file = app.env.data_dir.join("sealed-export.ndjson");
+    std::fs::create_dir_all(&app.env.data_dir).expect("dir");
+    let path = file.display().to_string();
+    let (code, _, err) = crate::admin::chronicle(
+        &app.env,
+        &["events", "export", "--with-secrets", "--output", &path],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let exported = std::fs::read_to_string(&file).expect("the export");
+    // secrets=keep gives the opened values, old and new alike
+    assert!(exported.contains(&old_hash));
+    assert!(exported.contains(&token_hash(&refresh_token)));
+    assert!(exported.contains("$argon2id$"));
+
+    let fresh = TestEnv::new();
+    let (code, out, err) = crate::admin::chronicle(&fresh, &["events", "import", &path]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let copy = fresh.spawn_all().await;
+    let rows: Vec<(String, String, String, Value)> = sqlx::query_as(
+        "select aggregate_type, aggregate_id, event_type, payload from events \
+         order by transaction_id, position",
+    )
+    .fetch_all(&copy.pool)
+    .await
+    .expect("the copy's log");
+    let keys = copy.keys();
+    let mut sealed = 0;
+    for (aggregate_type, aggregate_id, event_type, payload) in &rows {
+        let mut found = vec![];
+        secret_values(payload, &mut found);
+        // the owners the source had: a user's own, the session's user (only this user
+        // signed in), the system for API keys
+        let owner = match aggregate_type.as_str() {
+            "user" => aggregate_id.parse().expect("a user id"),
+            "session" => user,
+            _ => SYSTEM_KEY_ID,
+        };
+        for (name, v) in found {
+            let Some(s) = v.as_str() else { continue };
+            assert!(
+                is_sealed(s),
+                "{name} of {event_type} in plaintext in the copy"
+            );
+            assert_eq!(sealed_owner(s), Some(owner), "{name} of {event_type}");
+            assert_ne!(keys.open(s).await.expect("opens"), ERASED);
+            sealed += 1;
+        }
+    }
+    assert!(sealed >= 6, "{sealed} sealed values in the copy");
+    let text: String = rows.iter().map(|(_, _, _, p)| p.to_string()).collect();
+    assert!(!text.contains(&old_hash) && !text.contains("$argon2"));
+    assert!(!text.contains(&token_hash(&refresh_token)));
+
+    // and the copy works the same: the password, the refresh token, the old API key
+    assert_eq!(login(&copy, email, PASSWORD).await.0, 200);
+    let (s, b) = post(
+        &copy,
+        "/api/v1/auth/refresh",
+        json!({"refresh_token": refresh_token}),
+    )
+    .await;
+    assert_eq!(
+        s, 200,
+        "the rotated token's resealed hash opens in the copy: {b}"
+    );
+    copy.wait_for_projections("the copy caught up").await;
+    assert_eq!(admin_get(&copy, &old_key).await, 200);
+    copy.finish().await;
+    app.finish().await;
+}
