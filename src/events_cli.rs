@@ -4,9 +4,11 @@
 //!   `GET /api/v1/admin/events`, as NDJSON (one stream envelope per line) or CSV, to a file
 //!   or standard output, in batches (bounded memory), with a progress bar on a terminal.
 //! - `import`: an NDJSON export appended to an empty log (another database): the same
-//!   events, ids, sequences and times, in the same order, personal values sealed again
-//!   with that database's keys. Replaying the read models there gives the same rows.
-//! - `tail`: follow the NATS stream as events arrive (or from the start, or a time).
+//!   events, ids, sequences and times, in the same order, personal values and secrets'
+//!   derivatives sealed again with that database's keys (an export made before secrets
+//!   were sealed comes out sealed too). Replaying the read models there gives the same rows.
+//! - `tail`: follow the NATS stream as events arrive (or from the start, or a time),
+//!   personal values opened, secrets' derivatives left out.
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -17,7 +19,7 @@ use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use chrono::{DateTime, Utc};
 use clap::{Subcommand, ValueEnum};
 use eventstore::crypto::KeyStore;
-use eventstore::database;
+use eventstore::{database, personal};
 use futures::StreamExt;
 use sqlx::PgPool;
 
@@ -321,12 +323,24 @@ async fn append(
     for e in batch.drain(..) {
         let mut payload = e.payload;
         let mut metadata = serde_json::to_value(e.metadata.to_map())?;
-        eventstore::personal::seal_event(
+        // secrets of an event that names no user (a session's rotation) are its
+        // aggregate's owner's: read on this transaction, which sees the earlier events
+        let aggregate_subject =
+            if personal::secret_owner(&e.aggregate_type, &e.aggregate_id, &payload)
+                == personal::SecretOwner::Aggregate
+                && personal::has_open_secrets(&payload)
+            {
+                personal::stored_subject(&mut *tx, &e.aggregate_type, &e.aggregate_id).await?
+            } else {
+                None
+            };
+        personal::seal_event(
             keys,
             &e.aggregate_type,
             &e.aggregate_id,
             &mut payload,
             &mut metadata,
+            aggregate_subject,
         )
         .await?;
         sqlx::query(
@@ -403,6 +417,9 @@ async fn tail(
         }
         let mut event = eventstore::StoredEvent::from_envelope(envelope);
         event.open(keys).await?;
+        // a terminal (and whatever it is piped into) shows what an export shows by
+        // default: personal values opened, secrets' derivatives left out
+        api::routes::admin::audit::strip_secrets(&mut event.payload);
         envelope = event.into_envelope();
         let mut out = stdout.lock();
         if json {

@@ -73,8 +73,8 @@ enum Command {
 enum KeysCommand {
     /// Print a new random master key (64 hex digits) for MASTER_KEY.
     Generate,
-    /// Re-wrap every user's data key with MASTER_KEY (old keys in MASTER_KEY_PREVIOUS).
-    /// The event log is not touched.
+    /// Re-wrap every user's data key, and the system key (API keys' secrets), with
+    /// MASTER_KEY (old keys in MASTER_KEY_PREVIOUS). The event log is not touched.
     Rotate,
 }
 

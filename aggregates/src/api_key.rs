@@ -1,7 +1,8 @@
 //! The `api_key` aggregate: an admin API key, keyed by the key's id (a UUID).
 //!
 //! The key itself (`chk_<id>_<secret>`) is shown once when it is made; the log keeps only
-//! the SHA-256 of its secret part. A key is checked by loading this aggregate from the
+//! the SHA-256 of its secret part, sealed with the system key (`catalog::SECRET_FIELDS`; the
+//! aggregate sees it opened). A key is checked by loading this aggregate from the
 //! event store, so a revocation stops the key at once, in every process.
 
 use chrono::{DateTime, Utc};

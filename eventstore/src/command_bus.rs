@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, Weak};
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventRepository, PersistedEventStore};
 use cqrs_es::EventEnvelope;
 use cqrs_es::{Aggregate, AggregateError, EventStore};
-use postgres_es::PostgresEventRepository;
 
 use crate::crypto::KeyStore;
 use crate::encrypting_repository::EncryptingRepository;
@@ -137,8 +136,7 @@ where
     A::Command: Clone + Send + Sync,
 {
     pub fn new(pool: PgPool, keys: KeyStore, services: A::Services) -> Self {
-        let repo =
-            || EncryptingRepository::new(PostgresEventRepository::new(pool.clone()), keys.clone());
+        let repo = || EncryptingRepository::new(pool.clone(), keys.clone());
         Self {
             store: PersistedEventStore::new_event_store(repo()),
             repo: repo(),
@@ -152,7 +150,7 @@ where
 
     /// Keep a snapshot of each aggregate, refreshed every `every` events, so loading one
     /// replays at most `every` events. Only for aggregates whose state holds no personal
-    /// data (a snapshot is not sealed).
+    /// data and no secrets' derivatives (a snapshot is not sealed).
     pub fn with_snapshots(mut self, every: u64) -> Self {
         self.snapshot_every = Some(every.max(1));
         self

@@ -9,6 +9,12 @@
 //!
 //! A sealed value is the string `enc:v1:<user id>:<base64(nonce ‖ ciphertext)>`, so it
 //! names its own key.
+//!
+//! Values no user owns (an admin API key's secret hash) are sealed with the **system
+//! key**: one more row of `user_keys`, under the well-known id [`SYSTEM_KEY_ID`] (the Max
+//! UUID of RFC 9562, which no UUID generator produces, so it never names a user). It is
+//! made on first use and wrapped by the master key like every user key, so `keys rotate`
+//! re-wraps it with the others; it is never erased.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +28,10 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
+
+/// The key id of the system key (`ffffffff-ffff-ffff-ffff-ffffffffffff`): it seals
+/// secrets' derivatives that belong to no user.
+pub const SYSTEM_KEY_ID: Uuid = Uuid::max();
 
 /// What a value of an erased user reads as.
 pub const ERASED: &str = "[erased]";
@@ -40,6 +50,8 @@ pub enum CryptoError {
     UnknownMasterKey(String),
     #[error("a sealed value or key does not decrypt")]
     Corrupt,
+    #[error("the system key is never erased")]
+    SystemKey,
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -237,6 +249,14 @@ impl KeyStore {
         )))
     }
 
+    /// Seal `plaintext` with the system key (values no user owns).
+    pub async fn seal_for_system(&self, plaintext: &str) -> Result<String, CryptoError> {
+        // the system key is never erased, so there is always a key to seal with
+        self.seal(SYSTEM_KEY_ID, plaintext)
+            .await?
+            .ok_or(CryptoError::SystemKey)
+    }
+
     /// Open a sealed value; [`ERASED`] when its user's key is gone.
     pub async fn open(&self, sealed: &str) -> Result<String, CryptoError> {
         let rest = sealed.strip_prefix(PREFIX).ok_or(CryptoError::Corrupt)?;
@@ -255,6 +275,10 @@ impl KeyStore {
     /// Delete the user's key for good: a tombstone row without a key stays, so no new key
     /// is ever made for this user id.
     pub async fn erase(&self, user: Uuid) -> Result<(), CryptoError> {
+        // erasing it would make every API key unreadable, and nobody's data forgotten
+        if user == SYSTEM_KEY_ID {
+            return Err(CryptoError::SystemKey);
+        }
         sqlx::query(
             "insert into user_keys (user_id, wrapped_key, master_key_id, erased_at) values ($1, null, '', now()) \
              on conflict (user_id) do update set wrapped_key = null, master_key_id = '', erased_at = now()",

@@ -1,6 +1,7 @@
-//! The event repository cqrs-es writes through: postgres-es's, with personal values sealed
-//! on the way in and opened on the way out. Aggregates see plaintext; the log (and so
-//! the stream) holds ciphertext.
+//! The event repository cqrs-es writes through: postgres-es's, with personal values and
+//! secrets' derivatives sealed on the way in and opened on the way out. Aggregates see
+//! plaintext (a login compares the password hash, a refresh the token hash, a reset the
+//! nonce, an API-key check the secret hash); the log (and so the stream) holds ciphertext.
 //!
 //! Events stored at an earlier version are upcast ([`crate::upcast`]) on every load path
 //! before cqrs-es deserialises them, so aggregates only ever see the current shapes.
@@ -11,19 +12,33 @@ use cqrs_es::persist::{
 use cqrs_es::Aggregate;
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
 
-use crate::crypto::KeyStore;
-use crate::personal::{open_values, seal_event};
+use crate::crypto::{CryptoError, KeyStore};
+use crate::personal::{
+    has_open_secrets, open_values, seal_event, secret_owner, stored_subject, SecretOwner,
+};
 use crate::upcast::upcast_serialized;
 
 pub struct EncryptingRepository {
     inner: PostgresEventRepository,
+    /// The database `inner` writes to: for the owner of a session's later events.
+    pool: PgPool,
     keys: KeyStore,
 }
 
+fn persistence(err: CryptoError) -> PersistenceError {
+    PersistenceError::UnknownError(Box::new(err))
+}
+
 impl EncryptingRepository {
-    pub fn new(inner: PostgresEventRepository, keys: KeyStore) -> Self {
-        Self { inner, keys }
+    pub fn new(pool: PgPool, keys: KeyStore) -> Self {
+        Self {
+            inner: PostgresEventRepository::new(pool.clone()),
+            pool,
+            keys,
+        }
     }
 
     /// Loaded events as aggregates read them: upcast to the current version (the
@@ -36,7 +51,7 @@ impl EncryptingRepository {
         for e in events.iter_mut() {
             open_values(&self.keys, &mut [&mut e.payload, &mut e.metadata])
                 .await
-                .map_err(|err| PersistenceError::UnknownError(Box::new(err)))?;
+                .map_err(persistence)?;
         }
         Ok(events)
     }
@@ -76,16 +91,40 @@ impl PersistedEventRepository for EncryptingRepository {
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
         let mut sealed = events.to_vec();
+        // A commit is one aggregate's events. Its owner: a user an earlier event of this
+        // commit names, else the log's subject of the aggregate (looked up at most once,
+        // only for secrets in events that name no user, e.g. a session's rotation).
+        let mut owner: Option<Uuid> = None;
+        let mut looked_up = false;
         for e in sealed.iter_mut() {
+            let aggregate_subject =
+                match secret_owner(&e.aggregate_type, &e.aggregate_id, &e.payload) {
+                    SecretOwner::User(user) => {
+                        owner.get_or_insert(user);
+                        None
+                    }
+                    SecretOwner::Aggregate
+                        if owner.is_none() && !looked_up && has_open_secrets(&e.payload) =>
+                    {
+                        looked_up = true;
+                        owner = stored_subject(&self.pool, &e.aggregate_type, &e.aggregate_id)
+                            .await
+                            .map_err(persistence)?;
+                        owner
+                    }
+                    SecretOwner::Aggregate => owner,
+                    SecretOwner::System => None,
+                };
             seal_event(
                 &self.keys,
                 &e.aggregate_type,
                 &e.aggregate_id,
                 &mut e.payload,
                 &mut e.metadata,
+                aggregate_subject,
             )
             .await
-            .map_err(|err| PersistenceError::UnknownError(Box::new(err)))?;
+            .map_err(persistence)?;
         }
         self.inner.persist::<A>(&sealed, snapshot_update).await
     }

@@ -8,8 +8,10 @@
 //! - [`log`]: reading the log in its global order, `(transaction_id, position)`, without
 //!   ever skipping a slow transaction.
 //! - [`email_claims`]: one account per email, enforced before the append.
-//! - [`crypto`]: per-user data keys wrapped by the master key; sealing values.
-//! - [`personal`]: which event values are personal data and whose; sealing and opening events.
+//! - [`crypto`]: per-user data keys (and the system key) wrapped by the master key; sealing
+//!   values.
+//! - [`personal`]: which event values are personal data or secrets' derivatives and whose;
+//!   sealing and opening events.
 //! - [`encrypting_repository`]: the repository cqrs-es writes through, sealing on the way in.
 //! - [`passwords`]: argon2id hashing on the blocking pool, bounded by a semaphore.
 //! - [`relay_checkpoint`]: where the relay has got to in the log.

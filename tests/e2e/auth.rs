@@ -23,7 +23,8 @@ fn api_roles() -> Roles {
     Roles::only(&[Role::Api, Role::Relay, Role::Projector])
 }
 
-/// The user id and the nonce of the newest `event_type` (with a `nonce`) for `email`.
+/// The user id and the nonce of the newest `event_type` (with a `nonce`) for `email`,
+/// opened (the log holds it sealed).
 pub async fn latest_nonce(app: &TestApp, email: &str, event_type: &str) -> (Uuid, String) {
     let row: (String, String) = sqlx::query_as(
         "select aggregate_id, payload -> $2 ->> 'nonce' from events \
@@ -36,7 +37,7 @@ pub async fn latest_nonce(app: &TestApp, email: &str, event_type: &str) -> (Uuid
     .fetch_one(&app.pool)
     .await
     .expect("a nonce");
-    (row.0.parse().expect("uuid"), row.1)
+    (row.0.parse().expect("uuid"), app.opened(row.1).await)
 }
 
 async fn post(client: &reqwest::Client, app: &TestApp, path: &str, body: Value) -> (u16, Value) {

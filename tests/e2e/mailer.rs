@@ -15,7 +15,8 @@ use crate::support::{eventually, TestApp, TestEnv};
 const SECRET_KEY: &[u8] = b"test-secret-key-that-is-long-enough-000";
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// The user id, nonce and event id of the (only) `EmailVerificationRequested` for `email`.
+/// The user id, nonce (opened) and event id of the (only) `EmailVerificationRequested`
+/// for `email`.
 async fn verification_request(app: &TestApp, email: &str) -> (Uuid, String, Uuid) {
     let (user, nonce, event_id): (String, String, Uuid) = sqlx::query_as(
         "select aggregate_id, payload->'EmailVerificationRequested'->>'nonce', event_id \
@@ -26,7 +27,11 @@ async fn verification_request(app: &TestApp, email: &str) -> (Uuid, String, Uuid
     .fetch_one(&app.pool)
     .await
     .expect("one verification request");
-    (user.parse().expect("a user id"), nonce, event_id)
+    (
+        user.parse().expect("a user id"),
+        app.opened(nonce).await,
+        event_id,
+    )
 }
 
 async fn delivery_status(app: &TestApp, event_id: Uuid) -> Option<String> {

@@ -26,5 +26,6 @@ mod operations;
 mod pipeline;
 mod privacy;
 mod resilience;
+mod secrets_sealed;
 mod smtp_sink;
 mod versioning;

@@ -200,6 +200,19 @@ impl TestApp {
         eventstore::crypto::KeyStore::new(self.pool.clone(), self.env.config().master_keys)
     }
 
+    /// A value read from the log as Chronicle's readers see it: opened when it is sealed
+    /// (personal values and secrets' derivatives are).
+    pub async fn opened(&self, value: String) -> String {
+        if eventstore::crypto::is_sealed(&value) {
+            self.keys()
+                .open(&value)
+                .await
+                .expect("a sealed value opens")
+        } else {
+            value
+        }
+    }
+
     /// GET a path and read the envelope.
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
         json(

@@ -69,6 +69,24 @@ pub const PERSONAL_METADATA: &[&str] = &["ip", "user_agent"];
 /// What the catalogue says of a personal field.
 pub const SEALED_NOTE: &str = "sealed in the log (`enc:v1:...`)";
 
+/// Payload fields that hold secrets' derivatives: argon2id password hashes, HMACs of
+/// refresh tokens, the nonces one-time links and codes are derived from, the SHA-256 of an
+/// API key's secret. Not personal data, but whoever holds them can attack the secret
+/// offline (or, with the server secret, make links), so they are sealed like personal
+/// data: with the owner's key (erasure destroys them too), or the system key when no user
+/// owns them (API keys). `eventstore::personal` seals them; exports and histories leave
+/// them out unless an admin asks (`secrets=keep`).
+pub const SECRET_FIELDS: &[&str] = &[
+    "password_hash",
+    "refresh_token_hash",
+    "nonce",
+    "secret_hash",
+];
+
+/// What the catalogue says of a secret's derivative.
+pub const SECRET_NOTE: &str =
+    "secret's derivative: sealed in the log (`enc:v1:...`), left out of exports by default";
+
 /// Where the generated documents live, relative to the workspace root.
 pub const CATALOG_PATH: &str = "docs/EVENT-CATALOG.md";
 pub const SCHEMAS_DIR: &str = "docs/schemas";
@@ -143,6 +161,15 @@ impl Entry {
         field_order(self)
             .into_iter()
             .filter(|k| PERSONAL_FIELDS.contains(&k.as_str()))
+            .collect()
+    }
+
+    /// The payload fields holding secrets' derivatives (sealed in the log), in declaration
+    /// order.
+    pub fn secret_fields(&self) -> Vec<String> {
+        field_order(self)
+            .into_iter()
+            .filter(|k| SECRET_FIELDS.contains(&k.as_str()))
             .collect()
     }
 }
@@ -382,7 +409,17 @@ fn standalone_schema(
     canonical(Value::Object(out))
 }
 
-/// Add to each personal field of the payload that it is sealed in the log.
+/// The schema's note on a personal field.
+pub(crate) const PERSONAL_SCHEMA_NOTE: &str =
+    "Personal data: sealed in the log as `enc:v1:<user id>:<base64>` (docs/PRIVACY.md).";
+
+/// The schema's note on a secret's derivative.
+pub(crate) const SECRET_SCHEMA_NOTE: &str = "Secret's derivative: sealed in the log as \
+    `enc:v1:<key id>:<base64>` with the owner's key, or the system key when no user owns it \
+    (docs/PRIVACY.md).";
+
+/// Add to each personal field and each secret's derivative of the payload that it is
+/// sealed in the log.
 fn mark_personal(variant: &mut Value, event_type: &str) {
     let Some(props) = variant
         .pointer_mut(&format!("/properties/{event_type}/properties"))
@@ -392,16 +429,21 @@ fn mark_personal(variant: &mut Value, event_type: &str) {
     };
     for (name, prop) in props.iter_mut() {
         if PERSONAL_FIELDS.contains(&name.as_str()) {
-            mark_sealed(prop);
+            mark_sealed(prop, PERSONAL_SCHEMA_NOTE);
+        } else if SECRET_FIELDS.contains(&name.as_str()) {
+            mark_sealed(prop, SECRET_SCHEMA_NOTE);
+            // consumers can tell a secret's derivative (never needed outside Chronicle)
+            // from personal data (opened for the owner and admins)
+            if let Some(p) = prop.as_object_mut() {
+                p.insert("x-chronicle-secret".into(), json!(true));
+            }
         }
     }
 }
 
 /// Say in a property's schema that its string values are sealed.
-fn mark_sealed(prop: &mut Value) {
+fn mark_sealed(prop: &mut Value, note: &str) {
     if let Some(p) = prop.as_object_mut() {
-        let note = "Personal data: sealed in the log as `enc:v1:<user id>:<base64>` \
-                    (docs/PRIVACY.md).";
         let description = match p.get("description").and_then(Value::as_str) {
             Some(d) => format!("{d} {note}"),
             None => note.to_owned(),
@@ -481,7 +523,7 @@ pub fn envelope_schema() -> Value {
     {
         for (name, prop) in props.iter_mut() {
             if PERSONAL_METADATA.contains(&name.as_str()) {
-                mark_sealed(prop);
+                mark_sealed(prop, PERSONAL_SCHEMA_NOTE);
             }
         }
     }
@@ -529,6 +571,44 @@ mod tests {
         assert!(registered.fields()["user_id"]
             .get("x-chronicle-sealed")
             .is_none());
+    }
+
+    #[test]
+    fn secrets_derivatives_are_marked_sealed_and_secret() {
+        let entries = entries();
+        let find = |t: &str| entries.iter().find(|e| e.event_type == t).cloned();
+        let (Some(registered), Some(rotated), Some(created)) = (
+            find("UserRegistered"),
+            find("RefreshTokenRotated"),
+            find("ApiKeyCreated"),
+        ) else {
+            panic!("the events are catalogued");
+        };
+        assert_eq!(registered.secret_fields(), ["password_hash"]);
+        assert_eq!(rotated.secret_fields(), ["refresh_token_hash"]);
+        assert_eq!(created.secret_fields(), ["secret_hash"]);
+        for (e, field) in [
+            (&registered, "password_hash"),
+            (&rotated, "refresh_token_hash"),
+            (&created, "secret_hash"),
+        ] {
+            assert_eq!(e.fields()[field]["x-chronicle-sealed"], json!(true));
+            assert_eq!(e.fields()[field]["x-chronicle-secret"], json!(true));
+        }
+        // personal data is not marked secret (exports open it by default)
+        assert!(registered.fields()["email"]
+            .get("x-chronicle-secret")
+            .is_none());
+        let nonces: Vec<String> = entries
+            .iter()
+            .filter(|e| e.fields().contains_key("nonce"))
+            .map(|e| e.event_type.clone())
+            .collect();
+        assert!(!nonces.is_empty());
+        assert!(entries
+            .iter()
+            .filter(|e| nonces.contains(&e.event_type))
+            .all(|e| e.secret_fields().contains(&"nonce".to_owned())));
     }
 
     #[test]

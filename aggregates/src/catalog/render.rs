@@ -43,11 +43,15 @@ pub(super) fn anchor(event_type: &str) -> String {
 /// The markdown catalogue.
 pub fn render_markdown(entries: &[Entry]) -> String {
     let mut md = String::new();
-    let personal = PERSONAL_FIELDS
-        .iter()
-        .map(|f| format!("`{f}`"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let listed = |names: &[&str]| {
+        names
+            .iter()
+            .map(|f| format!("`{f}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let personal = listed(PERSONAL_FIELDS);
+    let secret = listed(SECRET_FIELDS);
     md.push_str(&format!(
         "# Event catalogue\n\n\
          <!-- Generated from the Rust event types by `aggregates::catalog`: do not edit by hand.\n     \
@@ -68,6 +72,11 @@ pub fn render_markdown(entries: &[Entry]) -> String {
          open with the owner's key, and never again once the user is erased (PRIVACY.md); the\n  \
          schemas mark them `\"x-chronicle-sealed\": true`. The examples show them in plaintext,\n  \
          as the aggregate writes them.\n\
+         - **Secrets' derivatives** ({secret}) are sealed the same\n  \
+         way: with the owner's key (so erasure destroys them too), or the system key when no\n  \
+         user owns them (API keys); the schemas mark them `\"x-chronicle-sealed\": true` and\n  \
+         `\"x-chronicle-secret\": true`. Nothing outside Chronicle needs them, and exports leave\n  \
+         them out unless an admin asks (`secrets=keep`). The examples show them before sealing too.\n\
          - Events of an earlier version still in the log reach every reader (and the stream)\n  \
          upcast to the current one; earlier versions are listed under their event.\n\
          - In the field tables a field that is not *required* may be absent or null; readers\n  \
@@ -118,6 +127,17 @@ pub(super) fn render_entry(e: &Entry) -> String {
             .join(", ");
         md.push_str(&format!("| personal fields | {list}: {SEALED_NOTE} |\n"));
     }
+    let secret = e.secret_fields();
+    if !secret.is_empty() {
+        let list = secret
+            .iter()
+            .map(|f| format!("`{f}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        md.push_str(&format!(
+            "| secrets' derivatives | {list}: sealed in the log (`enc:v1:...`) |\n"
+        ));
+    }
 
     let fields = e.fields();
     if !fields.is_empty() {
@@ -144,13 +164,18 @@ pub(super) fn render_entry(e: &Entry) -> String {
             let mut notes = vec![];
             if let Some(d) = schema.get("description").and_then(Value::as_str) {
                 // the schema's note on sealing is said shorter here
-                let d = d.split(" Personal data: sealed").next().unwrap_or(d).trim();
-                if !d.is_empty() && !d.starts_with("Personal data: sealed") {
+                let d = [PERSONAL_SCHEMA_NOTE, SECRET_SCHEMA_NOTE]
+                    .iter()
+                    .fold(d, |d, note| d.split(note).next().unwrap_or(d))
+                    .trim();
+                if !d.is_empty() {
                     notes.push(one_line(d));
                 }
             }
             if PERSONAL_FIELDS.contains(&name.as_str()) {
                 notes.push(SEALED_NOTE.to_owned());
+            } else if SECRET_FIELDS.contains(&name.as_str()) {
+                notes.push(SECRET_NOTE.to_owned());
             }
             md.push_str(&format!(
                 "| `{name}` | {} | {} | {} |\n",

@@ -2,7 +2,8 @@
 //!
 //! Secrets never appear here: passwords only as argon2id hashes; verification and reset
 //! links and codes are derived by HMAC (server secret) from the `nonce` an event holds, so
-//! the log alone cannot produce them.
+//! the log alone cannot produce them. Hashes and nonces are sealed in the log all the same
+//! (`catalog::SECRET_FIELDS`): aggregates see them opened.
 
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;

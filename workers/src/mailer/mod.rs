@@ -251,6 +251,7 @@ impl Mailer {
             Ok(envelope) => {
                 // older versions of an event are read as the current one (eventstore::upcast)
                 let mut envelope = eventstore::StoredEvent::from_envelope(envelope).into_envelope();
+                // opens the nonce too: links and codes are derived from it
                 if let Err(e) = open_values(&self.keys, &mut [&mut envelope.payload]).await {
                     tracing::warn!(event_id = %envelope.event_id, error = %e, "Mailer cannot open an event's personal data");
                     return Verdict::Retry(self.tuning.retry_delay(delivered));

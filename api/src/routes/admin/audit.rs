@@ -29,22 +29,16 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/admin/users/{id}/history", get(history))
 }
 
-/// Payload keys that are secrets' derivatives: never shown, even to admins.
-const HIDDEN: &[&str] = &[
-    "password_hash",
-    "refresh_token_hash",
-    "nonce",
-    "secret_hash",
-];
-
-/// Remove secrets' derivatives from a stored payload (`{"<EventType>": {fields}}`), in place.
+/// Remove secrets' derivatives from a stored payload (`{"<EventType>": {fields}}`), in
+/// place, sealed or opened: the catalogue's list (`SECRET_FIELDS`), the one the log seals.
+/// Never shown in a history, even to admins.
 pub fn strip_secrets(payload: &mut Value) {
     if let Some(body) = payload
         .as_object_mut()
         .and_then(|o| o.values_mut().next())
         .and_then(Value::as_object_mut)
     {
-        for key in HIDDEN {
+        for key in aggregates::catalog::SECRET_FIELDS {
             body.remove(*key);
         }
     }

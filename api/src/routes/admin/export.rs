@@ -6,7 +6,9 @@
 //! are opened with their owners' keys by default (`personal=open`; erased users' read
 //! `"[erased]"`), or left as stored (`personal=sealed`), exactly as the log and the stream
 //! hold them. Secrets' derivatives (`password_hash`, `refresh_token_hash`, `nonce`,
-//! `secret_hash`) are left out unless `secrets=keep` (a copy that must work the same).
+//! `secret_hash`) are left out unless `secrets=keep` (a copy that must work the same); the
+//! log holds them sealed too, so they are opened with `personal=open` and stay sealed with
+//! `personal=sealed`.
 
 use aggregates::{LogCursor, StreamEnvelope};
 use axum::body::{Body, Bytes};
