@@ -419,15 +419,17 @@ fn dev_master_key(data_dir: &std::path::Path) -> anyhow::Result<Key> {
             return Ok(k);
         }
     }
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("DATA_DIR={}: cannot create it", data_dir.display()))?;
     let key = Key::random();
-    std::fs::write(&path, key.to_hex()).with_context(|| {
-        format!(
-            "DATA_DIR={}: cannot write the master key",
-            data_dir.display()
-        )
-    })?;
+    let kept = keep_first(data_dir, &path, &key.to_hex(), "the master key")?;
+    if let Ok(k) = Key::parse(&kept) {
+        // not ours when another process starting at the same time made it first
+        if kept == key.to_hex() {
+            tracing::info!(path = %path.display(), "Generated a development master key");
+        }
+        return Ok(k);
+    }
+    // an unreadable leftover: replace it (nothing can have been sealed with it)
+    write_secret_file(data_dir, &path, &key.to_hex(), "the master key")?;
     tracing::info!(path = %path.display(), "Generated a development master key");
     Ok(key)
 }
@@ -442,19 +444,66 @@ fn dev_secret(data_dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
             return Ok(existing.as_bytes().to_vec());
         }
     }
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("DATA_DIR={}: cannot create it", data_dir.display()))?;
     let mut bytes = [0u8; 32];
     rand::Rng::fill(&mut rand::thread_rng(), &mut bytes);
     let secret = hex::encode(bytes);
-    std::fs::write(&path, &secret).with_context(|| {
-        format!(
-            "DATA_DIR={}: cannot write the secret key",
-            data_dir.display()
-        )
-    })?;
+    let kept = keep_first(data_dir, &path, &secret, "the secret key")?;
+    let kept = kept.trim();
+    if kept.len() >= 32 {
+        if kept == secret {
+            tracing::info!(path = %path.display(), "Generated a development secret key");
+        }
+        return Ok(kept.as_bytes().to_vec());
+    }
+    write_secret_file(data_dir, &path, &secret, "the secret key")?;
     tracing::info!(path = %path.display(), "Generated a development secret key");
     Ok(secret.into_bytes())
+}
+
+/// Write `contents` to `path` unless the file exists, and answer what the file holds then.
+///
+/// Processes started together on a fresh data directory must all end up with the same
+/// key: a plain write would let each overwrite the others' key (and data sealed with a
+/// lost master key is gone). So the key is written whole to a file of our own first, then
+/// hard-linked into place: linking never replaces an existing file, so exactly one
+/// process wins, and the others read a complete file, never a half-written one.
+fn keep_first(
+    data_dir: &std::path::Path,
+    path: &std::path::Path,
+    contents: &str,
+    what: &str,
+) -> anyhow::Result<String> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("DATA_DIR={}: cannot create it", data_dir.display()))?;
+    let mut nonce = [0u8; 8];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut nonce);
+    let draft = data_dir.join(format!(
+        ".{}.{}.{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("key"),
+        std::process::id(),
+        hex::encode(nonce)
+    ));
+    write_secret_file(data_dir, &draft, contents, what)?;
+    let linked = std::fs::hard_link(&draft, path);
+    let _ = std::fs::remove_file(&draft);
+    match linked {
+        Ok(()) => Ok(contents.to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read_to_string(path)
+            .with_context(|| format!("DATA_DIR={}: cannot read {what}", data_dir.display())),
+        Err(e) => {
+            Err(e).with_context(|| format!("DATA_DIR={}: cannot write {what}", data_dir.display()))
+        }
+    }
+}
+
+fn write_secret_file(
+    data_dir: &std::path::Path,
+    path: &std::path::Path,
+    contents: &str,
+    what: &str,
+) -> anyhow::Result<()> {
+    std::fs::write(path, contents)
+        .with_context(|| format!("DATA_DIR={}: cannot write {what}", data_dir.display()))
 }
 
 #[cfg(test)]
@@ -558,6 +607,33 @@ mod tests {
             err.contains("LLM_BASE_URL") && !err.contains("sk-very"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn processes_starting_together_on_a_fresh_data_dir_share_one_development_key() {
+        let dir = std::env::temp_dir().join(format!("chronicle-keys-{}", uuid::Uuid::new_v4()));
+        let barrier = std::sync::Barrier::new(8);
+        let (masters, secrets): (Vec<String>, Vec<Vec<u8>>) = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        let master = dev_master_key(&dir).expect("master key").to_hex();
+                        (master, dev_secret(&dir).expect("secret"))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .unzip()
+        });
+        let on_disk = std::fs::read_to_string(dir.join("master_key")).expect("kept");
+        assert!(masters.iter().all(|m| *m == on_disk), "{masters:?}");
+        assert!(secrets.iter().all(|s| *s == secrets[0]));
+        // no drafts left behind
+        assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -23,4 +23,5 @@ mod pipeline;
 mod privacy;
 mod resilience;
 mod smtp_sink;
+mod startup;
 mod versioning;
