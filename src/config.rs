@@ -9,6 +9,8 @@ use aggregates::plan::Plans;
 use anyhow::{bail, Context};
 use eventstore::crypto::{Key, MasterKeys};
 
+use crate::server::{self, HttpLimits};
+
 /// The server secret (HMAC of links and codes, token signing). Never printed.
 #[derive(Clone)]
 pub struct SecretKey(Vec<u8>);
@@ -96,6 +98,8 @@ pub struct Config {
     pub llm: Option<llm::LlmConfig>,
     /// Deliveries of a user message before a transient model failure is final.
     pub assistant_max_attempts: u32,
+    /// The HTTP server's timeouts and connection limit (`HTTP_*`).
+    pub http: HttpLimits,
 }
 
 /// Read a variable through `get` (the environment, or a map in tests).
@@ -292,7 +296,36 @@ impl Config {
             (Some(_), None) => bail!("LLM_API_KEY is missing: LLM_BASE_URL and LLM_API_KEY go together (set both to enable the assistant, or neither)"),
             (None, Some(_)) => bail!("LLM_BASE_URL is missing: LLM_BASE_URL and LLM_API_KEY go together (set both to enable the assistant, or neither)"),
         };
+        let database_max_connections = positive(
+            "DATABASE_MAX_CONNECTIONS",
+            v.parse("DATABASE_MAX_CONNECTIONS", 20)?,
+        )? as u32;
+        let http = HttpLimits {
+            header_read_timeout: Duration::from_millis(positive(
+                "HTTP_HEADER_READ_TIMEOUT_MS",
+                v.parse("HTTP_HEADER_READ_TIMEOUT_MS", 10_000)?,
+            )?),
+            body_read_timeout: Duration::from_millis(positive(
+                "HTTP_BODY_READ_TIMEOUT_MS",
+                v.parse("HTTP_BODY_READ_TIMEOUT_MS", 60_000)?,
+            )?),
+            keep_alive_timeout: Duration::from_millis(positive(
+                "HTTP_KEEP_ALIVE_TIMEOUT_MS",
+                v.parse("HTTP_KEEP_ALIVE_TIMEOUT_MS", 75_000)?,
+            )?),
+            max_connections: positive(
+                "HTTP_MAX_CONNECTIONS",
+                v.parse(
+                    "HTTP_MAX_CONNECTIONS",
+                    server::default_max_connections(
+                        server::open_files_limit(),
+                        database_max_connections,
+                    ) as u64,
+                )?,
+            )? as usize,
+        };
         Ok(Self {
+            http,
             llm,
             assistant_max_attempts: positive(
                 "ASSISTANT_MAX_ATTEMPTS",
@@ -359,10 +392,7 @@ impl Config {
             )? as usize,
             app_env,
             database_url,
-            database_max_connections: positive(
-                "DATABASE_MAX_CONNECTIONS",
-                v.parse("DATABASE_MAX_CONNECTIONS", 20)?,
-            )? as u32,
+            database_max_connections,
             database_acquire_timeout: Duration::from_secs(positive(
                 "DATABASE_ACQUIRE_TIMEOUT_SECS",
                 v.parse("DATABASE_ACQUIRE_TIMEOUT_SECS", 5)?,

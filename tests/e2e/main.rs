@@ -22,6 +22,7 @@ mod operations;
 mod pipeline;
 mod privacy;
 mod resilience;
+mod slow_clients;
 mod smtp_sink;
 mod startup;
 mod versioning;
