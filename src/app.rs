@@ -144,6 +144,9 @@ impl Application {
         roles: Roles,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
+        for warning in &config.warnings {
+            tracing::warn!(setting.warning = %warning, "Weak setting: {warning}");
+        }
         database::ensure_database(&config.database_url).await?;
         let pool = database::connect_with_timeout(
             &config.database_url,
@@ -215,6 +218,7 @@ impl Application {
                 password,
                 &config.plans.default,
                 clock.now(),
+                config.app_env == crate::config::AppEnv::Production,
             )
             .await
             .context("ADMIN_EMAIL: cannot seed the admin")?;
