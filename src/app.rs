@@ -127,6 +127,7 @@ pub struct Application {
     router: Option<axum::Router>,
     pool: PgPool,
     bus: Option<EventBus>,
+    http: crate::server::HttpLimits,
     stop: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -144,6 +145,9 @@ impl Application {
         roles: Roles,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
+        for warning in &config.warnings {
+            tracing::warn!(setting.warning = %warning, "Weak setting: {warning}");
+        }
         database::ensure_database(&config.database_url).await?;
         let pool = database::connect_with_timeout(
             &config.database_url,
@@ -215,6 +219,7 @@ impl Application {
                 password,
                 &config.plans.default,
                 clock.now(),
+                config.app_env == crate::config::AppEnv::Production,
             )
             .await
             .context("ADMIN_EMAIL: cannot seed the admin")?;
@@ -267,6 +272,7 @@ impl Application {
             router,
             pool,
             bus: Some(bus),
+            http: config.http,
             stop,
             tasks,
         })
@@ -299,13 +305,12 @@ impl Application {
     pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
         let stop = self.stop.clone();
         if let (Some(listener), Some(router)) = (self.listener.take(), self.router.take()) {
-            tracing::info!(addr = ?listener.local_addr().ok(), "Chronicle API listening");
-            let service = router.into_make_service_with_connect_info::<SocketAddr>();
-            let shutdown = stop.clone();
-            axum::serve(listener, service)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await
-                .context("the HTTP server failed")?;
+            tracing::info!(
+                addr = ?listener.local_addr().ok(),
+                max_connections = self.http.max_connections,
+                "Chronicle API listening"
+            );
+            crate::server::serve(listener, router, self.http, stop.clone()).await;
         } else {
             stop.cancelled().await;
         }

@@ -9,6 +9,8 @@ use aggregates::plan::Plans;
 use anyhow::{bail, Context};
 use eventstore::crypto::{Key, MasterKeys};
 
+use crate::server::{self, HttpLimits};
+
 /// The server secret (HMAC of links and codes, token signing). Never printed.
 #[derive(Clone)]
 pub struct SecretKey(Vec<u8>);
@@ -96,6 +98,11 @@ pub struct Config {
     pub llm: Option<llm::LlmConfig>,
     /// Deliveries of a user message before a transient model failure is final.
     pub assistant_max_attempts: u32,
+    /// The HTTP server's timeouts and connection limit (`HTTP_*`).
+    pub http: HttpLimits,
+    /// Settings that are allowed but weaken the deployment, logged as warnings at start
+    /// (docs/ACCOUNTS.md, "Production settings"). Never holds a secret's value.
+    pub warnings: Vec<String>,
 }
 
 /// Read a variable through `get` (the environment, or a map in tests).
@@ -178,8 +185,18 @@ impl Config {
         }
         let bind: SocketAddr = v.parse("BIND", SocketAddr::from(([127, 0, 0, 1], 8080)))?;
         let data_dir = PathBuf::from(v.string("DATA_DIR", "./data"));
+        let production = app_env == AppEnv::Production;
+        let mut warnings = vec![];
         let secret_key = match v.0("SECRET_KEY").filter(|s| !s.is_empty()) {
-            Some(s) if s.len() >= 32 => SecretKey(s.into_bytes()),
+            Some(s) if s.len() >= 32 => {
+                if let Some(why) = weak_secret_key(s.as_bytes()) {
+                    if production {
+                        bail!("SECRET_KEY {why}: use random bytes (`openssl rand -hex 32`)");
+                    }
+                    warnings.push(format!("SECRET_KEY {why}; production refuses it"));
+                }
+                SecretKey(s.into_bytes())
+            }
             Some(_) => bail!("SECRET_KEY is too short: at least 32 bytes"),
             None if app_env == AppEnv::Production => {
                 bail!("SECRET_KEY is required in production (at least 32 bytes)")
@@ -213,6 +230,17 @@ impl Config {
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             bail!("PUBLIC_URL={public_url:?} is invalid: use http(s)://host[:port]");
         }
+        // Links in mails carry tokens: over http:// anyone on the path reads them. Behind a
+        // TLS-terminating proxy the public URL is still https://; only a deployment that
+        // really is reached over plain HTTP needs the opt-in.
+        if production && !public_url.starts_with("https://") {
+            if !v.flag("ALLOW_INSECURE_PUBLIC_URL", false)? {
+                bail!("PUBLIC_URL must be an https:// URL in production (it is where mailed links point; set ALLOW_INSECURE_PUBLIC_URL=true only for a deployment reached over plain HTTP)");
+            }
+            warnings.push(format!(
+                "PUBLIC_URL={public_url} is not https: links in mails travel in the clear (ALLOW_INSECURE_PUBLIC_URL=true)"
+            ));
+        }
         let frontend_url = v.0("FRONTEND_URL")
             .map(|u| u.trim().trim_end_matches('/').to_owned())
             .filter(|u| !u.is_empty());
@@ -228,6 +256,17 @@ impl Config {
             if !(u.starts_with("smtp://") || u.starts_with("smtps://")) {
                 bail!("SMTP_URL is invalid: use smtp://[user:pass@]host[:port] or smtps://...");
             }
+            // Mails carry sign-in links and codes (and the URL may carry the SMTP
+            // password): production sends them over TLS only, unless the relay is one of
+            // the deployment's own (a sidecar on loopback) and the opt-in says so.
+            if production && !smtp_tls_required(u) {
+                if !v.flag("ALLOW_INSECURE_SMTP", false)? {
+                    bail!("SMTP_URL must use TLS in production: smtps://... or smtp://...?tls=required (set ALLOW_INSECURE_SMTP=true only for a relay of your own on a trusted network)");
+                }
+                warnings.push(
+                    "SMTP_URL does not require TLS: mails may travel in the clear (ALLOW_INSECURE_SMTP=true)".into(),
+                );
+            }
         } else if app_env == AppEnv::Production {
             bail!("SMTP_URL is required in production");
         }
@@ -237,6 +276,18 @@ impl Config {
         let admin_password = v.0("ADMIN_PASSWORD").filter(|p| !p.is_empty());
         if admin_email.is_some() != admin_password.is_some() {
             bail!("ADMIN_EMAIL and ADMIN_PASSWORD go together: set both or neither");
+        }
+        if let (Some(email), Some(password)) = (&admin_email, &admin_password) {
+            // the same policy as every other account's password (never the value itself in
+            // the message)
+            if let Err(why) = crate::seed::password_policy(email, password) {
+                if production {
+                    bail!("ADMIN_PASSWORD is too weak: it {why}");
+                }
+                warnings.push(format!(
+                    "ADMIN_PASSWORD is too weak: it {why}; production refuses it"
+                ));
+            }
         }
         let master_current = match v.0("MASTER_KEY").filter(|s| !s.trim().is_empty()) {
             Some(s) => Key::parse(&s).map_err(|e| anyhow::anyhow!("MASTER_KEY is invalid: {e} (32 bytes as 64 hex digits or base64; `chronicle keys generate` makes one)"))?,
@@ -292,7 +343,43 @@ impl Config {
             (Some(_), None) => bail!("LLM_API_KEY is missing: LLM_BASE_URL and LLM_API_KEY go together (set both to enable the assistant, or neither)"),
             (None, Some(_)) => bail!("LLM_BASE_URL is missing: LLM_BASE_URL and LLM_API_KEY go together (set both to enable the assistant, or neither)"),
         };
+        let database_max_connections = positive(
+            "DATABASE_MAX_CONNECTIONS",
+            v.parse("DATABASE_MAX_CONNECTIONS", 20)?,
+        )? as u32;
+        let http = HttpLimits {
+            header_read_timeout: Duration::from_millis(positive(
+                "HTTP_HEADER_READ_TIMEOUT_MS",
+                v.parse("HTTP_HEADER_READ_TIMEOUT_MS", 10_000)?,
+            )?),
+            body_read_timeout: Duration::from_millis(positive(
+                "HTTP_BODY_READ_TIMEOUT_MS",
+                v.parse("HTTP_BODY_READ_TIMEOUT_MS", 60_000)?,
+            )?),
+            keep_alive_timeout: Duration::from_millis(positive(
+                "HTTP_KEEP_ALIVE_TIMEOUT_MS",
+                v.parse("HTTP_KEEP_ALIVE_TIMEOUT_MS", 75_000)?,
+            )?),
+            max_connections: positive(
+                "HTTP_MAX_CONNECTIONS",
+                v.parse(
+                    "HTTP_MAX_CONNECTIONS",
+                    server::default_max_connections(
+                        server::open_files_limit(),
+                        database_max_connections,
+                    ) as u64,
+                )?,
+            )? as usize,
+        };
+        // A browser reaching production does so over HTTPS (behind a TLS-terminating proxy
+        // too), so its auth cookies are always Secure there; there is no opt-out.
+        let cookie_secure = v.flag("COOKIE_SECURE", production)?;
+        if production && !cookie_secure {
+            bail!("COOKIE_SECURE=false is refused in production: auth cookies must be Secure (browsers reach production over HTTPS, also behind a TLS-terminating proxy)");
+        }
         Ok(Self {
+            warnings,
+            http,
             llm,
             assistant_max_attempts: positive(
                 "ASSISTANT_MAX_ATTEMPTS",
@@ -324,7 +411,7 @@ impl Config {
             ),
             jwt_issuer: v.string("JWT_ISSUER", "chronicle"),
             jwt_audience: v.string("JWT_AUDIENCE", "chronicle-api"),
-            cookie_secure: v.flag("COOKIE_SECURE", app_env == AppEnv::Production)?,
+            cookie_secure,
             login_max_failures: positive("LOGIN_MAX_FAILURES", v.parse("LOGIN_MAX_FAILURES", 5)?)?
                 as u32,
             login_lock: Duration::from_secs(positive(
@@ -359,10 +446,7 @@ impl Config {
             )? as usize,
             app_env,
             database_url,
-            database_max_connections: positive(
-                "DATABASE_MAX_CONNECTIONS",
-                v.parse("DATABASE_MAX_CONNECTIONS", 20)?,
-            )? as u32,
+            database_max_connections,
             database_acquire_timeout: Duration::from_secs(positive(
                 "DATABASE_ACQUIRE_TIMEOUT_SECS",
                 v.parse("DATABASE_ACQUIRE_TIMEOUT_SECS", 5)?,
@@ -413,6 +497,66 @@ impl Config {
     }
 }
 
+/// Values of SECRET_KEY found in documentation and examples.
+const PLACEHOLDER_SECRET_KEYS: &[&str] = &[
+    "test-secret-key-that-is-long-enough-000",
+    "change-me-to-a-long-random-secret-key",
+    "changeme-changeme-changeme-changeme",
+    "replace-with-at-least-32-random-bytes",
+    "your-secret-key-of-at-least-32-bytes",
+];
+
+/// Why `key` is not fit to be the server secret, if it is not: a known placeholder, a
+/// repeated pattern, too few distinct bytes, or too little entropy by a Shannon estimate of its bytes. A random
+/// key of 32 or more hex or base64 characters passes (64 hex characters estimate to about
+/// 240 bits); 32 copies of one character estimate to 0. 16 distinct bytes would be too
+/// strict: a quarter of `openssl rand -hex 32` keys miss one of the 16 hex digits.
+fn weak_secret_key(key: &[u8]) -> Option<&'static str> {
+    let text = String::from_utf8_lossy(key);
+    if PLACEHOLDER_SECRET_KEYS
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case(text.trim()))
+    {
+        return Some("is a placeholder from the documentation");
+    }
+    // a short run repeated (`abab…`, `0123456789` four times) estimates well by byte
+    // counts but holds no more than its run
+    if (1..=key.len() / 2).any(|p| key[p..] == key[..key.len() - p]) {
+        return Some("is a short pattern repeated");
+    }
+    let mut counts = [0usize; 256];
+    for b in key {
+        counts[usize::from(*b)] += 1;
+    }
+    let distinct = counts.iter().filter(|c| **c > 0).count();
+    if distinct < 10 {
+        return Some("has too few distinct bytes (fewer than 10)");
+    }
+    let n = key.len() as f64;
+    let bits_per_byte: f64 = counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|c| {
+            let p = *c as f64 / n;
+            -p * p.log2()
+        })
+        .sum();
+    if bits_per_byte * n < 96.0 {
+        return Some("has too little entropy (under 96 bits by estimate)");
+    }
+    None
+}
+
+/// Whether an `SMTP_URL` can only be used over TLS (implicit TLS, or STARTTLS required);
+/// the forms are those of `workers::mailer::transport`.
+fn smtp_tls_required(url: &str) -> bool {
+    if url.starts_with("smtps://") {
+        return true;
+    }
+    url.split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|p| p == "tls=required"))
+}
+
 /// In development the master key is made once and kept in the data directory (losing it
 /// makes every user's personal data unreadable, as erasure would).
 fn dev_master_key(data_dir: &std::path::Path) -> anyhow::Result<Key> {
@@ -422,15 +566,17 @@ fn dev_master_key(data_dir: &std::path::Path) -> anyhow::Result<Key> {
             return Ok(k);
         }
     }
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("DATA_DIR={}: cannot create it", data_dir.display()))?;
     let key = Key::random();
-    std::fs::write(&path, key.to_hex()).with_context(|| {
-        format!(
-            "DATA_DIR={}: cannot write the master key",
-            data_dir.display()
-        )
-    })?;
+    let kept = keep_first(data_dir, &path, &key.to_hex(), "the master key")?;
+    if let Ok(k) = Key::parse(&kept) {
+        // not ours when another process starting at the same time made it first
+        if kept == key.to_hex() {
+            tracing::info!(path = %path.display(), "Generated a development master key");
+        }
+        return Ok(k);
+    }
+    // an unreadable leftover: replace it (nothing can have been sealed with it)
+    write_secret_file(data_dir, &path, &key.to_hex(), "the master key")?;
     tracing::info!(path = %path.display(), "Generated a development master key");
     Ok(key)
 }
@@ -445,19 +591,66 @@ fn dev_secret(data_dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
             return Ok(existing.as_bytes().to_vec());
         }
     }
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("DATA_DIR={}: cannot create it", data_dir.display()))?;
     let mut bytes = [0u8; 32];
     rand::Rng::fill(&mut rand::thread_rng(), &mut bytes);
     let secret = hex::encode(bytes);
-    std::fs::write(&path, &secret).with_context(|| {
-        format!(
-            "DATA_DIR={}: cannot write the secret key",
-            data_dir.display()
-        )
-    })?;
+    let kept = keep_first(data_dir, &path, &secret, "the secret key")?;
+    let kept = kept.trim();
+    if kept.len() >= 32 {
+        if kept == secret {
+            tracing::info!(path = %path.display(), "Generated a development secret key");
+        }
+        return Ok(kept.as_bytes().to_vec());
+    }
+    write_secret_file(data_dir, &path, &secret, "the secret key")?;
     tracing::info!(path = %path.display(), "Generated a development secret key");
     Ok(secret.into_bytes())
+}
+
+/// Write `contents` to `path` unless the file exists, and answer what the file holds then.
+///
+/// Processes started together on a fresh data directory must all end up with the same
+/// key: a plain write would let each overwrite the others' key (and data sealed with a
+/// lost master key is gone). So the key is written whole to a file of our own first, then
+/// hard-linked into place: linking never replaces an existing file, so exactly one
+/// process wins, and the others read a complete file, never a half-written one.
+fn keep_first(
+    data_dir: &std::path::Path,
+    path: &std::path::Path,
+    contents: &str,
+    what: &str,
+) -> anyhow::Result<String> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("DATA_DIR={}: cannot create it", data_dir.display()))?;
+    let mut nonce = [0u8; 8];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut nonce);
+    let draft = data_dir.join(format!(
+        ".{}.{}.{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("key"),
+        std::process::id(),
+        hex::encode(nonce)
+    ));
+    write_secret_file(data_dir, &draft, contents, what)?;
+    let linked = std::fs::hard_link(&draft, path);
+    let _ = std::fs::remove_file(&draft);
+    match linked {
+        Ok(()) => Ok(contents.to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read_to_string(path)
+            .with_context(|| format!("DATA_DIR={}: cannot read {what}", data_dir.display())),
+        Err(e) => {
+            Err(e).with_context(|| format!("DATA_DIR={}: cannot write {what}", data_dir.display()))
+        }
+    }
+}
+
+fn write_secret_file(
+    data_dir: &std::path::Path,
+    path: &std::path::Path,
+    contents: &str,
+    what: &str,
+) -> anyhow::Result<()> {
+    std::fs::write(path, contents)
+        .with_context(|| format!("DATA_DIR={}: cannot write {what}", data_dir.display()))
 }
 
 #[cfg(test)]
@@ -478,6 +671,27 @@ mod tests {
         ]);
         map.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    /// A random-looking server secret (64 hex digits).
+    const STRONG_KEY: &str = "3f9a1c7e5b2d8f046a1e9c3b7d5f2a8e0c6b4d2f9e1a7c3b5d8f0e2a4c6b9d1f";
+
+    /// Production with every required setting safe, plus `vars`.
+    fn production(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let master = "ab".repeat(32);
+        let mut all = vec![
+            ("APP_ENV", "production"),
+            ("SECRET_KEY", STRONG_KEY),
+            ("SMTP_URL", "smtps://mailer:pw@mail.example.com:465"),
+            ("MASTER_KEY", master.as_str()),
+            ("PUBLIC_URL", "https://api.example.com"),
+        ];
+        all.extend_from_slice(vars);
+        config(&all)
+    }
+
+    fn error_of(c: anyhow::Result<Config>) -> String {
+        c.err().map(|e| e.to_string()).unwrap_or_default()
     }
 
     #[test]
@@ -505,18 +719,114 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("SECRET_KEY"), "{err}");
-        let err = config(&[("APP_ENV", "production"), ("SECRET_KEY", "short")])
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let err = error_of(production(&[("SECRET_KEY", "short")]));
         assert!(err.contains("SECRET_KEY"), "{err}");
-        assert!(config(&[
+        let c = production(&[]).expect("a safe production configuration");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn production_requires_a_secret_key_with_entropy_and_not_a_placeholder() {
+        for weak in [
+            "k".repeat(32),
+            "ab".repeat(32),
+            "0123456789".repeat(4),
+            "test-secret-key-that-is-long-enough-000".to_owned(),
+        ] {
+            let err = error_of(production(&[("SECRET_KEY", &weak)]));
+            assert!(err.contains("SECRET_KEY"), "{weak}: {err}");
+            assert!(!err.contains(&weak), "the key is not echoed: {err}");
+        }
+        // random keys in the usual spellings pass
+        for strong in [STRONG_KEY, "mZ3q9XvT1bKc7RwYp2LsHn8UeJd4Gf6A0oIxVtQ5="] {
+            assert!(production(&[("SECRET_KEY", strong)]).is_ok(), "{strong}");
+        }
+        // development starts with a weak key, and says so
+        let dev = config(&[("SECRET_KEY", &"k".repeat(32))]).expect("development");
+        assert!(
+            dev.warnings.iter().any(|w| w.contains("SECRET_KEY")),
+            "{:?}",
+            dev.warnings
+        );
+    }
+
+    #[test]
+    fn production_requires_secure_cookies() {
+        let err = error_of(production(&[("COOKIE_SECURE", "false")]));
+        assert!(err.contains("COOKIE_SECURE"), "{err}");
+        assert!(production(&[]).expect("valid").cookie_secure);
+        assert!(
+            !config(&[("COOKIE_SECURE", "false")])
+                .expect("dev")
+                .cookie_secure
+        );
+    }
+
+    #[test]
+    fn production_requires_smtp_over_tls_unless_explicitly_allowed() {
+        for plain in [
+            "smtp://mailer:pw@mail.example.com:587",
+            "smtp://mail.example.com:587?tls=opportunistic",
+            "smtp://127.0.0.1:25?tls=none",
+        ] {
+            let err = error_of(production(&[("SMTP_URL", plain)]));
+            assert!(err.contains("SMTP_URL"), "{plain}: {err}");
+            assert!(!err.contains("pw@"), "the URL is not echoed: {err}");
+        }
+        assert!(production(&[("SMTP_URL", "smtp://mail.example.com:587?tls=required")]).is_ok());
+        let allowed = production(&[
+            ("SMTP_URL", "smtp://127.0.0.1:25?tls=none"),
+            ("ALLOW_INSECURE_SMTP", "true"),
+        ])
+        .expect("allowed with the opt-in");
+        assert!(allowed.warnings.iter().any(|w| w.contains("SMTP_URL")));
+    }
+
+    #[test]
+    fn production_requires_an_https_public_url_unless_explicitly_allowed() {
+        let unset = vec![
             ("APP_ENV", "production"),
-            ("SECRET_KEY", &"k".repeat(32)),
-            ("SMTP_URL", "smtp://mail.example.com:587"),
-            ("MASTER_KEY", &"ab".repeat(32))
+            ("SECRET_KEY", STRONG_KEY),
+            ("SMTP_URL", "smtps://mail.example.com"),
+        ];
+        let master = "ab".repeat(32);
+        let mut without_public_url = unset.clone();
+        without_public_url.push(("MASTER_KEY", master.as_str()));
+        // the default, http://<BIND>, is not good enough
+        let err = error_of(config(&without_public_url));
+        assert!(err.contains("PUBLIC_URL"), "{err}");
+        let err = error_of(production(&[("PUBLIC_URL", "http://api.example.com")]));
+        assert!(err.contains("PUBLIC_URL"), "{err}");
+        let allowed = production(&[
+            ("PUBLIC_URL", "http://api.internal"),
+            ("ALLOW_INSECURE_PUBLIC_URL", "true"),
+        ])
+        .expect("allowed with the opt-in");
+        assert!(allowed.warnings.iter().any(|w| w.contains("PUBLIC_URL")));
+    }
+
+    #[test]
+    fn a_weak_admin_password_stops_production_and_is_a_loud_warning_in_development() {
+        for weak in ["password", "password123456", "admin@example.com"] {
+            let err = error_of(production(&[
+                ("ADMIN_EMAIL", "admin@example.com"),
+                ("ADMIN_PASSWORD", weak),
+            ]));
+            assert!(err.contains("ADMIN_PASSWORD"), "{weak}: {err}");
+            assert!(!err.contains(&format!(" {weak}")), "not echoed: {err}");
+        }
+        assert!(production(&[
+            ("ADMIN_EMAIL", "admin@example.com"),
+            ("ADMIN_PASSWORD", "correct-horse-battery-staple"),
         ])
         .is_ok());
+        let dev = config(&[
+            ("SECRET_KEY", STRONG_KEY),
+            ("ADMIN_EMAIL", "admin@example.com"),
+            ("ADMIN_PASSWORD", "password"),
+        ])
+        .expect("development starts");
+        assert!(dev.warnings.iter().any(|w| w.contains("ADMIN_PASSWORD")));
     }
 
     #[test]
@@ -579,6 +889,33 @@ mod tests {
             err.contains("LLM_BASE_URL") && !err.contains("sk-very"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn processes_starting_together_on_a_fresh_data_dir_share_one_development_key() {
+        let dir = std::env::temp_dir().join(format!("chronicle-keys-{}", uuid::Uuid::new_v4()));
+        let barrier = std::sync::Barrier::new(8);
+        let (masters, secrets): (Vec<String>, Vec<Vec<u8>>) = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        let master = dev_master_key(&dir).expect("master key").to_hex();
+                        (master, dev_secret(&dir).expect("secret"))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .unzip()
+        });
+        let on_disk = std::fs::read_to_string(dir.join("master_key")).expect("kept");
+        assert!(masters.iter().all(|m| *m == on_disk), "{masters:?}");
+        assert!(secrets.iter().all(|s| *s == secrets[0]));
+        // no drafts left behind
+        assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! - [`config`]: [`Config`] from the environment, validated at start.
 //! - [`telemetry`]: JSON logs and the Prometheus recorder.
 //! - [`app`]: [`Application`] and [`Roles`]: which parts run in this process.
+//! - [`server`]: the HTTP server loop: connection limit, header, body and keep-alive
+//!   timeouts, an accept loop that survives running out of descriptors.
 //! - [`seed`]: the admin account from `ADMIN_EMAIL` / `ADMIN_PASSWORD`.
 //! - [`events_cli`]: `chronicle events export|import|tail`, the log from a terminal.
 //! - [`admin_cli`]: `chronicle admin ...`, the admin operations from a terminal.
@@ -15,6 +17,7 @@ pub mod app;
 pub mod config;
 pub mod events_cli;
 pub mod seed;
+pub mod server;
 pub mod telemetry;
 
 pub use app::{Application, Role, Roles};

@@ -1,5 +1,12 @@
 //! Seeding an admin from `ADMIN_EMAIL` / `ADMIN_PASSWORD` at start (idempotent: an email
 //! that already has an account is left alone).
+//!
+//! The seeded password goes through the same policy as every account's
+//! ([`api::auth::password_policy`]): production refuses a weak one (already when the
+//! configuration is read), development and tests seed it with a loud warning.
+//!
+//! Processes starting together all run this: the email claim (a primary key) lets exactly
+//! one of them register the admin; the others see the claim taken and leave it.
 
 use aggregates::user::{User, UserCommand, ROLE_ADMIN};
 use aggregates::EventMetadata;
@@ -12,6 +19,17 @@ use eventstore::CommandBus;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+/// The seeded admin's display name (also a word the password policy rules out).
+const DISPLAY_NAME: &str = "Admin";
+
+/// `Err(why)` when `password` fails the policy for the admin `email` ("must be at least
+/// 10 characters", ...; never the password).
+pub fn password_policy(email: &str, password: &str) -> Result<(), String> {
+    api::auth::password_policy::check(password, email, Some(DISPLAY_NAME))
+}
+
+/// Register the admin unless the email has an account. `enforce_policy`: refuse a weak
+/// password (production) instead of warning.
 pub async fn admin(
     pool: &PgPool,
     users: &CommandBus<User>,
@@ -19,7 +37,17 @@ pub async fn admin(
     password: &str,
     plan: &str,
     now: DateTime<Utc>,
+    enforce_policy: bool,
 ) -> anyhow::Result<()> {
+    if let Err(why) = password_policy(email, password) {
+        if enforce_policy {
+            anyhow::bail!("ADMIN_PASSWORD is too weak: it {why}");
+        }
+        tracing::warn!(
+            "ADMIN_PASSWORD is too weak: it {why}. The admin is seeded with it because this is \
+             not production; production refuses to start with it. Change it."
+        );
+    }
     let email = aggregates::user::commands::normalize_email(email);
     if email_claims::owner(pool, &email).await?.is_some() {
         return Ok(());
@@ -36,7 +64,7 @@ pub async fn admin(
         user_id,
         email: email.clone(),
         password_hash: Some(password_hash),
-        display_name: Some("Admin".into()),
+        display_name: Some(DISPLAY_NAME.into()),
         role: ROLE_ADMIN.to_owned(),
         plan: plan.to_owned(),
         verified: true,

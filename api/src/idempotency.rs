@@ -151,7 +151,9 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 /// Whose key it is: the user of a valid access token (the session is not looked up: the
 /// scope only keeps callers' keys apart), else the client's IP address.
 fn scope(state: &AppState, parts: &Parts) -> String {
-    let token = bearer(&parts.headers).or_else(|| cookies::get(&parts.headers, cookies::ACCESS));
+    let token = bearer(&parts.headers).or_else(|| {
+        cookies::get_as_set(&parts.headers, cookies::ACCESS, state.config.cookie_secure)
+    });
     if let Some(claims) = token.and_then(|t| state.tokens.verify(&t).ok()) {
         return format!("user:{}", claims.sub);
     }

@@ -35,6 +35,9 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, DatabaseError> {
 }
 
 /// Create the database named in `url` when it does not exist yet.
+///
+/// Safe when any number of processes start at once on a fresh database: the losers of
+/// the race see the database as existing, whichever way PostgreSQL tells them.
 pub async fn ensure_database(url: &str) -> Result<(), DatabaseError> {
     let options = connect_options(url)?;
     let name = options.get_database().unwrap_or("postgres").to_owned();
@@ -60,8 +63,17 @@ pub async fn ensure_database(url: &str) -> Result<(), DatabaseError> {
             tracing::info!(database = %name, "Created the database");
             Ok(())
         }
-        // 42P04: duplicate_database (another instance created it meanwhile)
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(()),
+        // Another process created it meanwhile. PostgreSQL says so with 42P04
+        // (duplicate_database) when the other CREATE DATABASE had committed before ours
+        // looked, but with 23505 (unique_violation on pg_database_datname_index) when both
+        // were in flight at once: ours then waited on the other's catalogue row and found it
+        // committed. Both mean the database exists.
+        Err(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("42P04") | Some("23505")) =>
+        {
+            tracing::debug!(database = %name, "Another process created the database");
+            Ok(())
+        }
         Err(source) => Err(DatabaseError::Create { name, source }),
     }
 }
@@ -89,7 +101,22 @@ pub async fn connect_with_timeout(
 }
 
 /// Apply every pending migration.
+///
+/// Processes that start together all call this: sqlx's migrator takes a session advisory
+/// lock (keyed by the database name) before it even creates `_sqlx_migrations`, so they
+/// take turns and each one after the first finds nothing left to do. `MIGRATOR.locking`
+/// is sqlx's default; a test keeps it on.
 pub async fn migrate(pool: &PgPool) -> Result<(), DatabaseError> {
     MIGRATOR.run(pool).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_migrator_locks_so_that_processes_starting_together_take_turns() {
+        assert!(MIGRATOR.locking);
+    }
 }

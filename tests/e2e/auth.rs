@@ -774,3 +774,85 @@ async fn an_admin_is_seeded_once_from_the_environment() {
     );
     again.finish().await;
 }
+
+#[tokio::test]
+async fn secure_cookies_are_prefixed_host_only_and_work_for_requests_and_refresh() {
+    // COOKIE_SECURE=true is what production always has (config refuses it off there)
+    let app = TestEnv::new()
+        .set("COOKIE_SECURE", "true")
+        .spawn(api_roles())
+        .await;
+    signed_up(&app, "cookie@example.com").await;
+    let client = reqwest::Client::new();
+    let r = client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"email": "cookie@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(r.status(), 200);
+    let set: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
+    let value = |prefix: &str| {
+        set.iter()
+            .find(|c| c.starts_with(prefix))
+            .and_then(|c| c[prefix.len()..].split(';').next())
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("{prefix} in {set:?}"))
+    };
+    let access = value("__Host-chronicle_access=");
+    let refresh = value("__Secure-chronicle_refresh=");
+    let access_cookie = set
+        .iter()
+        .find(|c| c.starts_with("__Host-"))
+        .expect("access cookie");
+    assert!(access_cookie.contains("; Secure"), "{access_cookie}");
+    assert!(access_cookie.contains("; Path=/;"), "{access_cookie}");
+    assert!(
+        !access_cookie.to_lowercase().contains("domain"),
+        "{access_cookie}"
+    );
+    let refresh_cookie = set
+        .iter()
+        .find(|c| c.starts_with("__Secure-"))
+        .expect("refresh cookie");
+    assert!(refresh_cookie.contains("; Secure"), "{refresh_cookie}");
+    assert!(
+        refresh_cookie.contains("; Path=/api/v1/auth;"),
+        "{refresh_cookie}"
+    );
+    assert!(!set.iter().any(|c| c.starts_with("chronicle_")), "{set:?}");
+
+    let me_with = |cookie: String| {
+        let client = client.clone();
+        let url = app.url("/api/v1/users/me");
+        async move {
+            client
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .expect("request sent")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        me_with(format!("__Host-chronicle_access={access}")).await,
+        200
+    );
+    // a bare-named cookie (what a sibling subdomain could plant) is not read
+    assert_eq!(me_with(format!("chronicle_access={access}")).await, 401);
+    let r = client
+        .post(app.url("/api/v1/auth/refresh"))
+        .header("cookie", format!("__Secure-chronicle_refresh={refresh}"))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(r.status(), 200, "refresh through the prefixed cookie");
+    app.finish().await;
+}

@@ -27,5 +27,7 @@ mod pipeline;
 mod privacy;
 mod resilience;
 mod secrets_sealed;
+mod slow_clients;
 mod smtp_sink;
+mod startup;
 mod versioning;

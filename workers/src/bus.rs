@@ -93,7 +93,27 @@ impl EventBus {
     }
 
     /// Create the stream, or bring its configuration up to date.
+    ///
+    /// Every process that starts runs this, often at the same moment. JetStream decides
+    /// which create wins; a loser whose configuration differs (a rolling upgrade, another
+    /// duplicate window) is told "stream name already in use", and one that looked just
+    /// before the stream appeared or vanished gets "not found". Both only mean "look again":
+    /// the next round sees the stream and updates it if needed.
     pub async fn ensure_stream(&self) -> Result<stream::Info, anyhow::Error> {
+        let mut backoff =
+            crate::backoff::Backoff::new(Duration::from_millis(10), Duration::from_millis(500));
+        loop {
+            match self.try_ensure_stream().await {
+                Err(e) if backoff.attempts() < 10 && is_creation_race(&e) => {
+                    tracing::debug!(error = %e, "The stream changed under us; looking again");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_ensure_stream(&self) -> Result<stream::Info, anyhow::Error> {
         let config = self.config.stream_config();
         match self.jetstream.get_stream(&config.name).await {
             Ok(mut existing) => {
@@ -117,6 +137,19 @@ impl EventBus {
                 .clone()),
         }
     }
+}
+
+/// Whether `e` is another process creating, updating or removing the stream at the same
+/// time as we did (worth another look), rather than NATS refusing us for good.
+fn is_creation_race(e: &anyhow::Error) -> bool {
+    use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind};
+    use async_nats::jetstream::ErrorCode;
+    // update_stream's error is the same type as create_stream's
+    e.downcast_ref::<CreateStreamError>().is_some_and(|e| {
+        matches!(e.kind(), CreateStreamErrorKind::JetStream(j)
+            if j.error_code() == ErrorCode::STREAM_NAME_EXIST
+                || j.error_code() == ErrorCode::STREAM_NOT_FOUND)
+    })
 }
 
 #[cfg(test)]

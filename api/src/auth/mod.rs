@@ -1,7 +1,8 @@
 //! Authentication: who is calling.
 //!
 //! An access token (JWT) arrives in `Authorization: Bearer` or in the HttpOnly cookie
-//! `chronicle_access`, never in a query string. [`AuthUser`] verifies it, then checks on
+//! `chronicle_access` (`__Host-chronicle_access` when cookies are Secure), never in a query
+//! string. [`AuthUser`] verifies it, then checks on
 //! every request that its session is still live (revoked or expired sessions stop working
 //! at once) and that the user is not disabled.
 //!
@@ -54,7 +55,11 @@ impl FromRequestParts<AppState> for AuthUser {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts)
-            .or_else(|| cookies::get(&parts.headers, cookies::ACCESS))
+            // only the name this deployment sets: with Secure cookies, a bare-named one
+            // could have been planted by a sibling subdomain
+            .or_else(|| {
+                cookies::get_as_set(&parts.headers, cookies::ACCESS, state.config.cookie_secure)
+            })
             .ok_or(ApiError::Unauthorized)?;
         let claims = state.tokens.verify(&token).map_err(|e| match e {
             tokens::TokenError::Expired => ApiError::TokenExpired,

@@ -250,7 +250,8 @@ pub async fn refresh(
 ) -> Result<Response, ApiError> {
     state.limits.check_auth(client_ip(&meta), None)?;
     let token = if body.iter().all(u8::is_ascii_whitespace) {
-        cookies::get(&headers, cookies::REFRESH).ok_or(ApiError::Unauthorized)?
+        cookies::get_as_set(&headers, cookies::REFRESH, state.config.cookie_secure)
+            .ok_or(ApiError::Unauthorized)?
     } else {
         from_json::<RefreshRequest>(&body)?.refresh_token
     };
