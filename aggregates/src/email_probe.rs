@@ -107,9 +107,8 @@ impl Aggregate for EmailProbe {
                         return Err(EmailProbeError::Locked { until });
                     }
                 }
-                let attempts = self.failed_sign_ins + 1;
-                let locked_until = (attempts >= policy.max_login_failures)
-                    .then(|| now + policy.lock_duration(self.lockouts));
+                let (attempts, locked_until) =
+                    policy.failure(self.failed_sign_ins, self.lockouts, now);
                 sink.write(
                     EmailProbeEvent::SignInFailed {
                         attempts,

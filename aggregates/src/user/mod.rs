@@ -68,6 +68,21 @@ impl UserPolicy {
         let factor = 2i32.saturating_pow(previous_locks.min(20));
         (self.lock_base * factor).min(self.lock_max)
     }
+
+    /// A failed sign-in after `failed` in a row and `previous_locks` locks: its number, and
+    /// the lock it starts, if it is the last one allowed. One rule for accounts and for
+    /// addresses with no account (`crate::email_probe`), so both lock alike.
+    pub fn failure(
+        &self,
+        failed: u32,
+        previous_locks: u32,
+        now: DateTime<Utc>,
+    ) -> (u32, Option<DateTime<Utc>>) {
+        let attempts = failed + 1;
+        let locked_until =
+            (attempts >= self.max_login_failures).then(|| now + self.lock_duration(previous_locks));
+        (attempts, locked_until)
+    }
 }
 
 /// A verification or reset that was requested and not yet used.
@@ -360,9 +375,8 @@ impl Aggregate for User {
                     }
                 }
                 if !password_ok {
-                    let attempts = self.failed_logins + 1;
-                    let locked_until = (attempts >= policy.max_login_failures)
-                        .then(|| now + policy.lock_duration(self.lockouts));
+                    let (attempts, locked_until) =
+                        policy.failure(self.failed_logins, self.lockouts, now);
                     let reason = if self.password_hash.is_some() {
                         events::LOGIN_FAILED_WRONG_PASSWORD
                     } else {
