@@ -388,3 +388,17 @@ pub async fn skip_positions(pool: &sqlx::PgPool, n: u32) -> Result<(), sqlx::Err
     .await?;
     Ok(())
 }
+
+/// Every committed event of one aggregate type, in each aggregate's own order (by id, then
+/// sequence). Not the log's global order, and so not held back by a transaction still open
+/// elsewhere in the cluster: for views that fold each aggregate on its own (the list of API
+/// keys), where the relay's rule would hide a revocation behind someone else's slow
+/// transaction.
+pub async fn read_aggregate_type<'e>(
+    db: impl PgExecutor<'e>,
+    aggregate_type: &str,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!("{SELECT_EVENT} where aggregate_type = $1 order by aggregate_id, sequence");
+    let rows = sqlx::query(&sql).bind(aggregate_type).fetch_all(db).await?;
+    rows.iter().map(StoredEvent::from_row).collect()
+}

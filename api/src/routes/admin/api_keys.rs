@@ -136,12 +136,10 @@ pub struct ApiKeyInfo {
 
 /// Every admin API key, oldest first, from the log.
 pub async fn list_api_keys(state: &AppState) -> Result<Vec<ApiKeyInfo>, ApiError> {
-    let filter = eventstore::log::LogFilter {
-        aggregate_type: Some(aggregates::api_key::AGGREGATE_TYPE.to_owned()),
-        ..Default::default()
-    };
+    // each key on its own: a transaction open elsewhere must not hide a revocation
     let events =
-        eventstore::log::read_filtered(&state.pool, LogCursor::START, &filter, 100_000).await?;
+        eventstore::log::read_aggregate_type(&state.pool, aggregates::api_key::AGGREGATE_TYPE)
+            .await?;
     let mut keys: Vec<ApiKeyInfo> = vec![];
     for event in events {
         let Ok(id) = event.aggregate_id.parse::<Uuid>() else {
