@@ -80,6 +80,7 @@ async fn owned(state: &AppState, auth: &AuthUser, id: Uuid) -> Result<Conversati
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Search in titles.
@@ -101,7 +102,7 @@ pub struct ConversationPage {
 }
 
 /// My conversations, most recently active first.
-#[utoipa::path(get, path = "/api/v1/conversations", tag = "conversations", security(("bearer" = [])), params(ListQuery),
+#[utoipa::path(get, path = "/api/v1/conversations", operation_id = "list_conversations", tag = "conversations", security(("bearer" = [])), params(ListQuery),
     responses((status = 200, description = "A page", body = ConversationPage)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -137,7 +138,7 @@ pub struct TitleRequest {
 }
 
 /// Start a conversation. 402 `upgrade_required` when the plan's `max_conversations` are in use.
-#[utoipa::path(post, path = "/api/v1/conversations", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/conversations", operation_id = "create_conversation", tag = "conversations", security(("bearer" = [])),
     request_body(content = TitleRequest, content_type = "application/json"),
     responses((status = 201, description = "Created", body = ConversationRow),
               (status = 402, description = "`upgrade_required`", body = crate::error::ErrorBody)))]
@@ -186,7 +187,7 @@ pub async fn create(
 }
 
 /// One of my conversations.
-#[utoipa::path(get, path = "/api/v1/conversations/{id}", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/conversations/{id}", operation_id = "get_conversation", tag = "conversations", security(("bearer" = [])),
     params(("id" = Uuid, Path)), responses((status = 200, body = ConversationRow), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
@@ -197,7 +198,7 @@ pub async fn get_one(
 }
 
 /// Rename one of my conversations.
-#[utoipa::path(patch, path = "/api/v1/conversations/{id}", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/api/v1/conversations/{id}", operation_id = "rename_conversation", tag = "conversations", security(("bearer" = [])),
     params(("id" = Uuid, Path)), request_body(content = TitleRequest, content_type = "application/json"),
     responses((status = 200, body = ConversationRow), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn rename(
@@ -245,7 +246,7 @@ async fn delete_conversation(
 }
 
 /// Delete one of my conversations.
-#[utoipa::path(delete, path = "/api/v1/conversations/{id}", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/conversations/{id}", operation_id = "delete_conversation", tag = "conversations", security(("bearer" = [])),
     params(("id" = Uuid, Path)), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn delete_one(
     State(state): State<AppState>,
@@ -272,7 +273,7 @@ pub struct BulkDeleted {
 }
 
 /// Delete several of my conversations.
-#[utoipa::path(delete, path = "/api/v1/conversations", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/conversations", operation_id = "delete_conversations", tag = "conversations", security(("bearer" = [])),
     request_body(content = BulkDelete, content_type = "application/json"), responses((status = 200, body = BulkDeleted)))]
 pub async fn bulk_delete(
     State(state): State<AppState>,
@@ -301,6 +302,7 @@ pub async fn bulk_delete(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MessagesQuery {
     /// Messages after this cursor (a message's `posted_seq`); default from the start.
@@ -319,7 +321,7 @@ pub struct MessagePage {
 }
 
 /// Messages of one of my conversations, oldest first (deleted ones as tombstones).
-#[utoipa::path(get, path = "/api/v1/conversations/{id}/messages", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/conversations/{id}/messages", operation_id = "list_messages", tag = "conversations", security(("bearer" = [])),
     params(("id" = Uuid, Path), MessagesQuery), responses((status = 200, body = MessagePage), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn list_messages(
     State(state): State<AppState>,
@@ -412,7 +414,7 @@ pub async fn charge(
 
 /// Post a message (PostMessage). It counts as usage (`messages`): 402 `upgrade_required`
 /// when the day's messages are used up, and then nothing is appended.
-#[utoipa::path(post, path = "/api/v1/conversations/{id}/messages", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/messages", operation_id = "post_message", tag = "conversations", security(("bearer" = [])),
     params(("id" = Uuid, Path)), request_body(content = ContentRequest, content_type = "application/json"),
     responses((status = 201, body = MessageRow), (status = 402, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn post_message(
@@ -468,7 +470,7 @@ async fn my_message(state: &AppState, auth: &AuthUser, id: &str) -> Result<Messa
 }
 
 /// One of my messages.
-#[utoipa::path(get, path = "/api/v1/messages/{id}", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/messages/{id}", operation_id = "get_message", tag = "conversations", security(("bearer" = [])),
     params(("id" = Uuid, Path)), responses((status = 200, body = MessageRow), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get_message(
     State(state): State<AppState>,
@@ -479,7 +481,7 @@ pub async fn get_message(
 }
 
 /// Edit one of my messages.
-#[utoipa::path(patch, path = "/api/v1/messages/{id}", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/api/v1/messages/{id}", operation_id = "edit_message", tag = "conversations", security(("bearer" = [])),
     params(("id" = Uuid, Path)), request_body(content = ContentRequest, content_type = "application/json"),
     responses((status = 200, body = MessageRow), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn edit_message(
@@ -510,7 +512,7 @@ pub async fn edit_message(
 }
 
 /// Delete one of my messages (the conversation keeps a tombstone; the history keeps it).
-#[utoipa::path(delete, path = "/api/v1/messages/{id}", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/messages/{id}", operation_id = "delete_message", tag = "conversations", security(("bearer" = [])),
     params(("id" = Uuid, Path)), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn delete_message(
     State(state): State<AppState>,

@@ -42,7 +42,7 @@ struct Follow {
 }
 
 /// Live messages of one of my conversations (text/event-stream, event `message`).
-#[utoipa::path(get, path = "/api/v1/conversations/{id}/stream", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/conversations/{id}/stream", operation_id = "stream_conversation", tag = "conversations", security(("bearer" = [])),
     params(("id" = Uuid, Path), ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event")),
     responses((status = 200, description = "Server-sent events", content_type = "text/event-stream"),
               (status = 404, body = crate::error::ErrorBody)))]

@@ -33,7 +33,7 @@ const RESET_SENT: &str = "If an account uses this address, a reset link and code
 
 /// Ask for a password reset mail (link + code). 202 with the same body whatever the email.
 #[utoipa::path(
-    post, path = "/api/v1/auth/forgot-password", tag = "auth",
+    post, path = "/api/v1/auth/forgot-password", operation_id = "forgot_password", tag = "auth",
     request_body(content = EmailRequest, content_type = "application/json"),
     responses((status = 202, description = "Accepted", body = Notice),
               (status = 429, description = "Rate limited", body = crate::error::ErrorBody))
@@ -75,7 +75,7 @@ pub struct ResetPasswordRequest {
 /// Set a new password with a reset link or code. Every session of the user is revoked,
 /// and a notification mail is sent.
 #[utoipa::path(
-    post, path = "/api/v1/auth/reset-password", tag = "auth",
+    post, path = "/api/v1/auth/reset-password", operation_id = "reset_password", tag = "auth",
     request_body(content = ResetPasswordRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "Reset", body = Notice),

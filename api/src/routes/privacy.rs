@@ -110,6 +110,7 @@ async fn my_events(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// 1-based (default 1).
@@ -129,7 +130,7 @@ pub struct HistoryPage {
 }
 
 /// My own audit trail: what was done to my account and by me, when, from where. Newest first.
-#[utoipa::path(get, path = "/api/v1/users/me/history", tag = "me", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/users/me/history", operation_id = "get_my_history", tag = "me", security(("bearer" = [])),
     params(PageQuery),
     responses((status = 200, description = "A page of my history", body = HistoryPage),
               (status = 401, description = "Not signed in", body = crate::error::ErrorBody)))]
@@ -169,7 +170,7 @@ pub struct Export {
 }
 
 /// Everything Chronicle holds about me, as one JSON document.
-#[utoipa::path(get, path = "/api/v1/users/me/export", tag = "me", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/users/me/export", operation_id = "export_my_data", tag = "me", security(("bearer" = [])),
     responses((status = 200, description = "All my data", body = Export),
               (status = 401, description = "Not signed in", body = crate::error::ErrorBody)))]
 pub async fn export(State(state): State<AppState>, auth: AuthUser) -> Result<Response, ApiError> {
@@ -271,7 +272,7 @@ pub async fn erase_user(
 
 /// Delete my account and erase my personal data (give the password when there is one).
 /// The log keeps the events, but what was personal in them can no longer be read.
-#[utoipa::path(delete, path = "/api/v1/users/me", tag = "me", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/users/me", operation_id = "erase_me", tag = "me", security(("bearer" = [])),
     request_body(content = EraseRequest, content_type = "application/json"),
     responses((status = 204, description = "Erased"),
               (status = 401, description = "Not signed in, or the password is wrong", body = crate::error::ErrorBody)))]

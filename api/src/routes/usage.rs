@@ -38,7 +38,7 @@ const MAX_BACKDATE_DAYS: i64 = 7;
 const MAX_AHEAD_MINUTES: i64 = 5;
 
 /// Every plan, with its daily limits.
-#[utoipa::path(get, path = "/api/v1/plans", tag = "usage",
+#[utoipa::path(get, path = "/api/v1/plans", operation_id = "list_plans", tag = "usage",
     responses((status = 200, description = "The plans", body = Vec<PlanView>)))]
 pub async fn plans(State(state): State<AppState>) -> Reply<Vec<PlanView>> {
     Reply::ok(
@@ -102,7 +102,7 @@ async fn plan_of(state: &AppState, auth: &AuthUser) -> Result<Plan, ApiError> {
 /// Record usage. 202 with the log position; 402 `upgrade_required` (with `details`: the
 /// kind, limit, used and remaining) when it would pass the plan's daily limit. The limit is
 /// decided on the command side: concurrent requests cannot overshoot it.
-#[utoipa::path(post, path = "/api/v1/metrics", tag = "usage", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/metrics", operation_id = "record_usage", tag = "usage", security(("bearer" = [])),
     request_body(content = RecordUsageRequest, content_type = "application/json"),
     responses((status = 202, description = "Recorded", body = CommandAccepted),
               (status = 402, description = "`upgrade_required`", body = crate::error::ErrorBody),
@@ -217,7 +217,7 @@ fn kind_usage(plan: &Plan, kind: &str, used: i64) -> KindUsage {
 
 /// My usage today and per day for the last 30 days, against my plan. Honours
 /// `X-Min-Position` (send the position a `POST /metrics` answered with).
-#[utoipa::path(get, path = "/api/v1/usage", tag = "usage", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/usage", operation_id = "get_usage", tag = "usage", security(("bearer" = [])),
     params(("X-Min-Position" = Option<String>, Header, description = "Wait until usage has reached this log cursor")),
     responses((status = 200, description = "My usage", body = UsageReport)))]
 pub async fn usage(
@@ -275,7 +275,7 @@ pub struct ChangePlanRequest {
 }
 
 /// Move to another plan; its limits apply to the next request.
-#[utoipa::path(post, path = "/api/v1/users/me/plan", tag = "usage", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/users/me/plan", operation_id = "change_plan", tag = "usage", security(("bearer" = [])),
     request_body(content = ChangePlanRequest, content_type = "application/json"),
     responses((status = 200, description = "The profile on the new plan", body = Profile),
               (status = 422, description = "No such plan", body = crate::error::ErrorBody)))]

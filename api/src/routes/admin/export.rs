@@ -39,6 +39,7 @@ pub fn router() -> Router<AppState> {
 const STREAM_BATCH: u64 = 1_000;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
     /// Start after this cursor (exclusive).
@@ -301,7 +302,7 @@ pub fn stream(
 /// The event log in its order (`transaction_id`, `position`), filtered. JSON pages with a
 /// next cursor by default; `Accept: application/x-ndjson` (or `text/csv`) streams every
 /// matching event (or `limit` of them) in bounded memory.
-#[utoipa::path(get, path = "/api/v1/admin/events", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/events", operation_id = "export_events", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])), params(ExportQuery),
     responses((status = 200, description = "A page (JSON), or a stream (NDJSON, CSV)", body = EventPage),
               (status = 403, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]

@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LiveQuery {
     /// Only these event types, comma-separated.
@@ -74,7 +75,7 @@ struct Follow {
 }
 
 /// The event log as it happens (text/event-stream, event `event`, data [`LiveEvent`]).
-#[utoipa::path(get, path = "/api/v1/admin/events/live", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/events/live", operation_id = "follow_events", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(LiveQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this cursor")),
     responses((status = 200, description = "Server-sent events", content_type = "text/event-stream"),

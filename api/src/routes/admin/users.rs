@@ -74,6 +74,7 @@ async fn admin_user(state: &AppState, id: Uuid) -> Result<AdminUser, ApiError> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// 1-based (default 1).
@@ -123,7 +124,7 @@ pub(super) fn non_empty(v: Option<String>) -> Option<String> {
 }
 
 /// Users, filtered, sorted and paginated, with the total that match.
-#[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/users", operation_id = "list_users", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(ListQuery, ("X-Min-Position" = Option<String>, Header, description = "Wait until the read model has reached this log cursor")),
     responses((status = 200, description = "A page of users", body = UserPage),
@@ -227,7 +228,7 @@ async fn changed(
 }
 
 /// Create a user: verified or not, with a role, with a password or an invitation mail.
-#[utoipa::path(post, path = "/api/v1/admin/users", tag = "admin",
+#[utoipa::path(post, path = "/api/v1/admin/users", operation_id = "create_user", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     request_body = CreateUser,
     responses((status = 201, description = "Created", body = UserChanged),
@@ -258,7 +259,7 @@ pub struct UserDetail {
 }
 
 /// One user and their sessions.
-#[utoipa::path(get, path = "/api/v1/admin/users/{id}", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/users/{id}", operation_id = "get_user", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 200, body = UserDetail), (status = 404, body = crate::error::ErrorBody)))]
@@ -295,7 +296,7 @@ pub struct UpdateUser {
 }
 
 /// Change a user's display name, plan or email.
-#[utoipa::path(patch, path = "/api/v1/admin/users/{id}", tag = "admin",
+#[utoipa::path(patch, path = "/api/v1/admin/users/{id}", operation_id = "update_user", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(("id" = Uuid, Path)), request_body = UpdateUser,
     responses((status = 200, body = UserChanged), (status = 404, body = crate::error::ErrorBody),
@@ -325,7 +326,7 @@ pub struct RoleRequest {
 }
 
 /// Give a user another role. The last active admin cannot be demoted (409).
-#[utoipa::path(put, path = "/api/v1/admin/users/{id}/role", tag = "admin",
+#[utoipa::path(put, path = "/api/v1/admin/users/{id}/role", operation_id = "set_user_role", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(("id" = Uuid, Path)), request_body = RoleRequest,
     responses((status = 200, body = UserChanged), (status = 404, body = crate::error::ErrorBody),
@@ -361,7 +362,7 @@ fn optional_body<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Resul
 
 /// Switch a user off: they cannot sign in and every session dies at once. The last active
 /// admin cannot be deactivated (409).
-#[utoipa::path(post, path = "/api/v1/admin/users/{id}/deactivate", tag = "admin",
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/deactivate", operation_id = "deactivate_user", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(("id" = Uuid, Path)), request_body(content = Option<DeactivateRequest>),
     responses((status = 200, body = UserChanged), (status = 404, body = crate::error::ErrorBody),
@@ -379,7 +380,7 @@ pub async fn deactivate(
 }
 
 /// Switch a deactivated user back on.
-#[utoipa::path(post, path = "/api/v1/admin/users/{id}/reactivate", tag = "admin",
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/reactivate", operation_id = "reactivate_user", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 200, body = UserChanged), (status = 404, body = crate::error::ErrorBody)))]
@@ -395,7 +396,7 @@ pub async fn reactivate(
 
 /// Delete a user: the same erasure as the owner's own (personal data unreadable
 /// everywhere, email released). The last active admin cannot be deleted (409).
-#[utoipa::path(delete, path = "/api/v1/admin/users/{id}", tag = "admin",
+#[utoipa::path(delete, path = "/api/v1/admin/users/{id}", operation_id = "erase_user", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 200, body = UserChanged), (status = 404, body = crate::error::ErrorBody),
@@ -412,7 +413,7 @@ pub async fn erase(
 }
 
 /// End every session of a user.
-#[utoipa::path(delete, path = "/api/v1/admin/users/{id}/sessions", tag = "admin",
+#[utoipa::path(delete, path = "/api/v1/admin/users/{id}/sessions", operation_id = "end_user_sessions", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 200, body = UserChanged), (status = 404, body = crate::error::ErrorBody)))]
@@ -428,7 +429,7 @@ pub async fn end_all_sessions(
 }
 
 /// End one session of a user.
-#[utoipa::path(delete, path = "/api/v1/admin/users/{id}/sessions/{session_id}", tag = "admin",
+#[utoipa::path(delete, path = "/api/v1/admin/users/{id}/sessions/{session_id}", operation_id = "end_user_session", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(("id" = Uuid, Path), ("session_id" = Uuid, Path)),
     responses((status = 200, body = UserChanged), (status = 404, body = crate::error::ErrorBody)))]
