@@ -113,8 +113,52 @@ fn header(description: &str, schema: Value) -> Value {
     json!({"description": description, "schema": schema})
 }
 
-fn string_param(name: &str, location: &str, description: &str, schema: Value) -> Value {
-    json!({"name": name, "in": location, "required": false, "description": description, "schema": schema})
+fn component_ref(kind: &str, name: &str) -> Value {
+    json!({"$ref": format!("#/components/{kind}/{name}")})
+}
+
+/// The shared request headers, referred to from every operation that takes them.
+fn shared_parameters() -> Value {
+    json!({
+        "XMinPosition": {
+            "name": "X-Min-Position", "in": "header", "required": false,
+            "description": "Serve read models that have reached this log cursor (a command's \
+                            `data.position`); waits a bounded time, then 503 `not_caught_up`",
+            "schema": {"type": "string", "pattern": CURSOR},
+        },
+        "IdempotencyKey": {
+            "name": "Idempotency-Key", "in": "header", "required": false,
+            "description": "A retry with the same key (for 24 hours) gets the first answer back, \
+                            with `Idempotent-Replayed: true`, instead of running the command again",
+            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LEN, "pattern": "^[!-~]+$"},
+        },
+        "XRequestId": {
+            "name": "X-Request-Id", "in": "header", "required": false,
+            "description": "Echoed in the answer's `X-Request-Id` and recorded with every event \
+                            (one is made when absent)",
+            "schema": {"type": "string", "maxLength": 512, "pattern": "^[ -~]*$"},
+        },
+    })
+}
+
+/// The shared response headers.
+fn shared_headers() -> Value {
+    json!({
+        "XRequestId": header("This request's id (the one sent, or a new one)", json!({"type": "string"})),
+        "RetryAfter": header("Seconds to wait before trying again", json!({"type": "integer", "minimum": 0})),
+        "IdempotentReplayed": header(
+            "`true` when this is the stored answer to an earlier request with the same Idempotency-Key",
+            json!({"type": "string", "enum": ["true"]}),
+        ),
+        "XPosition": header(
+            "The log cursor of the command's last event (as `data.position`); send it back as X-Min-Position",
+            json!({"type": "string", "pattern": CURSOR}),
+        ),
+        "XProjectionsLagging": header(
+            "Read models (comma-separated) that had not reached the command's events when it answered",
+            json!({"type": "string"}),
+        ),
+    })
 }
 
 /// The whole pass.
@@ -149,6 +193,8 @@ pub fn apply(doc: &mut Value) {
         schemas.extend(envelopes);
     }
     security_schemes(components);
+    components.insert("parameters".into(), shared_parameters());
+    components.insert("headers".into(), shared_headers());
 }
 
 fn operation(
@@ -216,30 +262,12 @@ fn operation(
     }
     let reads_at_position = get && READS_AT_POSITION.contains(&id);
     if reads_at_position {
-        params.push(string_param(
-            "X-Min-Position",
-            "header",
-            "Serve read models that have reached this log cursor (a command's `data.position`); \
-             waits a bounded time, then 503 `not_caught_up`",
-            json!({"type": "string", "pattern": CURSOR}),
-        ));
+        params.push(component_ref("parameters", "XMinPosition"));
     }
     if post {
-        params.push(json!({
-            "name": "Idempotency-Key",
-            "in": "header",
-            "required": false,
-            "description": "A retry with the same key (for 24 hours) gets the first answer back, \
-                            with `Idempotent-Replayed: true`, instead of running the command again",
-            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LEN, "pattern": "^[!-~]+$"},
-        }));
+        params.push(component_ref("parameters", "IdempotencyKey"));
     }
-    params.push(string_param(
-        "X-Request-Id",
-        "header",
-        "Echoed in the answer's `X-Request-Id` and recorded with every event (one is made when absent)",
-        json!({"type": "string", "maxLength": 512, "pattern": "^[ -~]*$"}),
-    ));
+    params.push(component_ref("parameters", "XRequestId"));
     op.insert("parameters".into(), Value::Array(params));
 
     // the statuses this operation can answer
@@ -298,42 +326,24 @@ fn operation(
         if let Some(headers) = headers {
             headers.insert(
                 "X-Request-Id".into(),
-                header("This request's id", json!({"type": "string"})),
+                component_ref("headers", "XRequestId"),
             );
             if matches!(code, 423 | 429 | 503) || (code == 409 && post) {
-                headers.insert(
-                    "Retry-After".into(),
-                    header(
-                        "Seconds to wait before trying again",
-                        json!({"type": "integer", "minimum": 0}),
-                    ),
-                );
+                headers.insert("Retry-After".into(), component_ref("headers", "RetryAfter"));
             }
             if post {
                 headers.insert(
                     "Idempotent-Replayed".into(),
-                    header(
-                        "`true` when this is the stored answer to an earlier request with the same Idempotency-Key",
-                        json!({"type": "string", "enum": ["true"]}),
-                    ),
+                    component_ref("headers", "IdempotentReplayed"),
                 );
             }
             if (200..300).contains(&code) && !get {
                 if !NO_POSITION.contains(&id) {
-                    headers.insert(
-                        "X-Position".into(),
-                        header(
-                            "The log cursor of the command's last event (as `data.position`); send it back as X-Min-Position",
-                            json!({"type": "string", "pattern": CURSOR}),
-                        ),
-                    );
+                    headers.insert("X-Position".into(), component_ref("headers", "XPosition"));
                 }
                 headers.insert(
                     "X-Projections-Lagging".into(),
-                    header(
-                        "Read models (comma-separated) that had not reached the command's events when it answered",
-                        json!({"type": "string"}),
-                    ),
+                    component_ref("headers", "XProjectionsLagging"),
                 );
             }
         }

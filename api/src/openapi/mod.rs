@@ -91,7 +91,12 @@ use crate::AppState;
         crate::routes::admin::live::live,
         crate::routes::admin::export::export,
     ),
-    components(schemas(crate::error::ErrorBody, crate::error::UpgradeDetails)),
+    components(schemas(
+        crate::error::ErrorBody,
+        crate::error::UpgradeDetails,
+        crate::routes::admin::users::Role,
+        crate::routes::admin::users::UserStatus,
+    )),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Registration and sign-in"),

@@ -60,11 +60,18 @@ const CHECK_INBOX: &str = "If the address can receive mail, a message is on its 
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     #[schema(example = "ada@example.com")]
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     /// 10 to 128 characters, not common, not the email. Optional.
     #[serde(default)]
+    #[schema(min_length = 10, max_length = 128)]
     pub password: Option<String>,
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
+    )]
     pub display_name: Option<String>,
 }
 
@@ -265,6 +272,7 @@ fn probe_error(e: CommandError<EmailProbeError>) -> ApiError {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailRequest {
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
 }
 
@@ -339,10 +347,13 @@ pub async fn mail_if_known(
 #[serde(deny_unknown_fields)]
 pub struct VerifyEmailRequest {
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 512, pattern = "^[!-~]+$")]
     pub token: Option<String>,
     #[serde(default)]
+    #[schema(format = Email, max_length = 254)]
     pub email: Option<String>,
     #[serde(default)]
+    #[schema(pattern = "^[0-9]{6}$")]
     pub code: Option<String>,
 }
 

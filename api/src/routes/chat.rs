@@ -44,6 +44,7 @@ pub const NOT_CONFIGURED: &str =
 #[serde(deny_unknown_fields)]
 pub struct ChatRequest {
     /// 1 to 32000 characters.
+    #[schema(min_length = 1, max_length = 32000)]
     pub prompt: String,
     /// One of my conversations: its last messages go to the model with the prompt, and
     /// the prompt and the reply become messages of it.

@@ -85,11 +85,14 @@ async fn owned(state: &AppState, auth: &AuthUser, id: Uuid) -> Result<Conversati
 pub struct ListQuery {
     /// Search in titles.
     #[serde(default)]
+    #[param(max_length = 200)]
     pub q: Option<String>,
     #[serde(default)]
+    #[param(minimum = 1)]
     pub page: Option<u32>,
     /// 1 to 100 (default 20).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 100)]
     pub per_page: Option<u32>,
 }
 
@@ -134,6 +137,11 @@ pub async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TitleRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
+    )]
     pub title: String,
 }
 
@@ -263,6 +271,7 @@ pub async fn delete_one(
 #[serde(deny_unknown_fields)]
 pub struct BulkDelete {
     /// 1 to 100 conversation ids.
+    #[schema(min_items = 1, max_items = 100)]
     pub ids: Vec<Uuid>,
 }
 
@@ -307,9 +316,11 @@ pub async fn bulk_delete(
 pub struct MessagesQuery {
     /// Messages after this cursor (a message's `posted_seq`); default from the start.
     #[serde(default)]
+    #[param(minimum = 0)]
     pub after: Option<i64>,
     /// 1 to 200 (default 50).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
@@ -350,6 +361,7 @@ pub async fn list_messages(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContentRequest {
+    #[schema(min_length = 1, max_length = 32000)]
     pub content: String,
 }
 

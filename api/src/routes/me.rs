@@ -66,6 +66,11 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
 pub struct PatchMe {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
+    )]
     pub display_name: Option<Option<String>>,
     /// A BCP 47 language tag, e.g. `en-GB`.
     #[serde(default, deserialize_with = "present")]
@@ -114,7 +119,9 @@ pub async fn patch_me(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePassword {
+    #[schema(min_length = 1, max_length = 1024)]
     pub current_password: String,
+    #[schema(min_length = 10, max_length = 128)]
     pub new_password: String,
 }
 
@@ -244,9 +251,18 @@ async fn avatar_bytes(state: &AppState, req: Request) -> Result<Bytes, ApiError>
     }
 }
 
+/// The avatar as a form part.
+#[derive(Debug, ToSchema)]
+pub struct AvatarForm {
+    /// A PNG, JPEG or WebP image.
+    #[schema(value_type = String, content_media_type = "application/octet-stream")]
+    pub avatar: Vec<u8>,
+}
+
 /// Upload my avatar: PNG, JPEG or WebP (checked by content), at most `AVATAR_MAX_BYTES`.
 #[utoipa::path(put, path = "/api/v1/users/me/avatar", operation_id = "put_my_avatar", tag = "me", security(("bearer" = [])),
-    request_body(content = Vec<u8>, content_type = "image/png"),
+    request_body(description = "The image as the body (`image/png`, `image/jpeg`, `image/webp`), or as the `avatar` (or `file`) part of a form",
+        content((AvatarForm = "multipart/form-data"), (Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/webp"))),
     responses((status = 200, description = "The new profile (with `avatar_url`)", body = Profile),
               (status = 413, description = "Too large", body = crate::error::ErrorBody),
               (status = 415, description = "Not an image we accept", body = crate::error::ErrorBody)))]

@@ -64,11 +64,15 @@ pub async fn forgot_password(
 #[serde(deny_unknown_fields)]
 pub struct ResetPasswordRequest {
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 512, pattern = "^[!-~]+$")]
     pub token: Option<String>,
     #[serde(default)]
+    #[schema(format = Email, max_length = 254)]
     pub email: Option<String>,
     #[serde(default)]
+    #[schema(pattern = "^[0-9]{6}$")]
     pub code: Option<String>,
+    #[schema(min_length = 10, max_length = 128)]
     pub new_password: String,
 }
 

@@ -115,9 +115,11 @@ async fn my_events(
 pub struct PageQuery {
     /// 1-based (default 1).
     #[serde(default)]
+    #[param(minimum = 1)]
     pub page: Option<u32>,
     /// 1 to 200 (default 50).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 200)]
     pub per_page: Option<u32>,
 }
 
@@ -162,10 +164,10 @@ pub struct Export {
     /// Every event of my history, oldest first.
     pub history: Vec<HistoryEntry>,
     /// Usage records (none are kept yet).
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<crate::routes::usage::DayUsage>, max_items = 0)]
     pub usage: Vec<Value>,
     /// Conversations and their messages (none are kept yet).
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<projections::conversations::ConversationRow>, max_items = 0)]
     pub conversations: Vec<Value>,
 }
 

@@ -41,7 +41,9 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
+    #[schema(min_length = 1, max_length = 1024)]
     pub password: String,
 }
 
@@ -229,6 +231,7 @@ pub async fn login(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
+    #[schema(min_length = 1, max_length = 512, pattern = "^[!-~]+$")]
     pub refresh_token: String,
 }
 

@@ -14,6 +14,7 @@ use eventstore::CommandError;
 use projections::uploads::{self, UploadRow};
 use projections::ReadModel;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
@@ -58,10 +59,18 @@ fn not_found() -> ApiError {
     ApiError::NotFound("no such upload".into())
 }
 
+/// An upload's form.
+#[derive(Debug, ToSchema)]
+pub struct UploadForm {
+    /// PNG, JPEG, WebP, GIF, PDF or UTF-8 text (checked by content).
+    #[schema(value_type = String, content_media_type = "application/octet-stream")]
+    pub file: Vec<u8>,
+}
+
 /// Store a file (multipart form, field `file`). 201 with the upload; 402 when the day's
 /// uploads are used up; 413 too large; 415 a type not accepted.
 #[utoipa::path(post, path = "/api/v1/uploads", operation_id = "create_upload", tag = "uploads", security(("bearer" = [])),
-    request_body(content_type = "multipart/form-data", description = "a `file` field"),
+    request_body(content = UploadForm, content_type = "multipart/form-data", description = "a `file` field"),
     responses((status = 201, body = UploadRow), (status = 402, body = crate::error::ErrorBody),
               (status = 413, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody)))]
 pub async fn upload(

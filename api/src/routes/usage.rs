@@ -80,8 +80,10 @@ impl PlanView {
 pub struct RecordUsageRequest {
     /// `messages`, `tokens`, `uploads` (limited by the plan), or a custom name
     /// (lower-case, digits, `_`; counted, not limited).
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
     pub kind: String,
     /// 1 to 1,000,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub amount: u64,
     /// When it happened (default now); at most 7 days back, and not in the future.
     #[serde(default)]
@@ -197,7 +199,7 @@ pub struct DayUsage {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UsageReport {
-    #[schema(value_type = Object)]
+    #[schema(value_type = PlanView)]
     pub plan: serde_json::Value,
     /// Today (UTC), every limited kind and any other recorded today.
     pub today: DayUsage,
@@ -271,6 +273,11 @@ pub async fn usage(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePlanRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
+    )]
     pub plan: String,
 }
 

@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct StatusQuery {
     /// The email to ask about.
+    #[param(format = Email, max_length = 254)]
     pub email: String,
 }
 

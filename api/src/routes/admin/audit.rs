@@ -174,10 +174,13 @@ impl ActorLabels {
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// 1-based (default 1).
+    #[param(minimum = 1, maximum = 1_000_000)]
     pub page: Option<u32>,
     /// 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub per_page: Option<u32>,
     /// `asc` (the log's order, default) or `desc`.
+    #[param(pattern = "^(asc|desc)$")]
     pub order: Option<String>,
     /// Event types, comma-separated (for example `SessionStarted,LoginFailed`).
     #[serde(rename = "type")]

@@ -58,6 +58,7 @@ pub struct Stats {
 #[serde(deny_unknown_fields)]
 pub struct StatsQuery {
     /// How many days back activity and usage go (1 to 366, default 30).
+    #[param(minimum = 1, maximum = 366)]
     pub days: Option<u32>,
 }
 

@@ -43,6 +43,24 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A user as admins see them: the profile the user sees, and a little more.
+/// A role (documentation of the values `role` takes).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+/// An account's status (documentation of the values `status` takes).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    PendingVerification,
+    Active,
+    Disabled,
+    Erased,
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AdminUser {
     #[serde(flatten)]
@@ -78,17 +96,23 @@ async fn admin_user(state: &AppState, id: Uuid) -> Result<AdminUser, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// 1-based (default 1).
+    #[param(minimum = 1, maximum = 1_000_000)]
     pub page: Option<u32>,
     /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub per_page: Option<u32>,
     /// A part of the email or display name, any case.
+    #[param(max_length = 200)]
     pub q: Option<String>,
     /// `pending_verification`, `active`, `disabled` or `erased`.
+    #[param(pattern = "^(pending_verification|active|disabled|erased)$")]
     pub status: Option<String>,
     /// `user` or `admin`.
+    #[param(pattern = "^(user|admin)$")]
     pub role: Option<String>,
     pub plan: Option<String>,
     /// `created`, `last_login` or `email`; a leading `-` for descending (default `-created`).
+    #[param(pattern = "^-?(created|last_login|email)$")]
     pub sort: Option<String>,
 }
 
@@ -180,14 +204,22 @@ pub async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     /// Without one the user is invited: a mail with a link to choose a password.
     #[serde(default)]
+    #[schema(min_length = 10, max_length = 128)]
     pub password: Option<String>,
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
+    )]
     pub display_name: Option<String>,
     /// `user` (default) or `admin`.
     #[serde(default)]
+    #[schema(value_type = Option<Role>)]
     pub role: Option<String>,
     /// The default plan when absent.
     #[serde(default)]
@@ -287,11 +319,17 @@ pub struct UpdateUser {
     /// `null` clears it.
     #[serde(default, deserialize_with = "some_or_null")]
     #[schema(value_type = Option<String>)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
+    )]
     pub display_name: Option<Option<String>>,
     #[serde(default)]
     pub plan: Option<String>,
     /// A new email: the user must verify it (a mail is sent to it).
     #[serde(default)]
+    #[schema(format = Email, max_length = 254)]
     pub email: Option<String>,
 }
 
@@ -322,6 +360,7 @@ pub async fn update(
 #[serde(deny_unknown_fields)]
 pub struct RoleRequest {
     /// `user` or `admin`.
+    #[schema(value_type = Role)]
     pub role: String,
 }
 
@@ -348,6 +387,10 @@ pub async fn set_role(
 pub struct DeactivateRequest {
     /// Why (kept in the log; up to 500 characters).
     #[serde(default)]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
+    )]
     pub reason: Option<String>,
 }
 
