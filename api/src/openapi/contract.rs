@@ -520,3 +520,239 @@ fn security_schemes(components: &mut Map<String, Value>) {
                         (the same access token as the bearer one)",
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    use crate::openapi::document;
+
+    const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
+    fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+        let mut ops = vec![];
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in METHODS {
+                if let Some(op) = item.get(method) {
+                    ops.push((path.clone(), method.to_owned(), op.clone()));
+                }
+            }
+        }
+        ops
+    }
+
+    /// A parameter with its `$ref` (to `components/parameters`) followed.
+    fn resolved<'a>(doc: &'a Value, param: &'a Value) -> &'a Value {
+        match param["$ref"].as_str() {
+            Some(r) => &doc["components"]["parameters"][r.rsplit('/').next().unwrap_or("")],
+            None => param,
+        }
+    }
+
+    fn schema_ref(response: &Value) -> Option<&str> {
+        response["content"]["application/json"]["schema"]["$ref"].as_str()
+    }
+
+    #[test]
+    fn operation_ids_are_unique_and_every_operation_has_one() {
+        let doc = document();
+        let mut seen = BTreeSet::new();
+        for (path, method, op) in operations(&doc) {
+            let id = op["operationId"].as_str().unwrap_or_default().to_owned();
+            assert!(!id.is_empty(), "{method} {path} has no operationId");
+            assert!(seen.insert(id.clone()), "{id} is used twice");
+        }
+        assert!(seen.contains("list_conversations") && seen.contains("export_events"));
+    }
+
+    #[test]
+    fn path_parameters_are_in_the_path_template_and_the_rest_are_not_in_the_path() {
+        let doc = document();
+        for (path, method, op) in operations(&doc) {
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                let param = resolved(&doc, param);
+                let name = param["name"].as_str().unwrap_or_default();
+                if param["in"] == "path" {
+                    assert!(
+                        path.contains(&format!("{{{name}}}")),
+                        "{method} {path}: `{name}` is declared in: path but is not in the template"
+                    );
+                }
+            }
+        }
+        let list = &doc["paths"]["/api/v1/conversations"]["get"]["parameters"];
+        let q = list
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "q"))
+            .expect("q");
+        assert_eq!(q["in"], "query");
+    }
+
+    #[test]
+    fn every_json_success_is_an_envelope_and_every_error_is_the_error_envelope() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        for (path, method, op) in operations(&doc) {
+            let id = op["operationId"].as_str().unwrap_or_default();
+            let responses = op["responses"].as_object().expect("responses");
+            assert!(
+                responses.keys().any(|s| s.starts_with('2')),
+                "{method} {path} has no 2xx answer"
+            );
+            for (status, response) in responses {
+                let json = &response["content"]["application/json"];
+                if status.starts_with('2') {
+                    if json.is_null() {
+                        continue; // 204, a file, a stream
+                    }
+                    let name = schema_ref(response)
+                        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                        .unwrap_or_default();
+                    assert!(
+                        name.starts_with("Envelope_"),
+                        "{method} {path} {status}: not an envelope"
+                    );
+                    let envelope = &schemas[name];
+                    assert_eq!(
+                        envelope["required"],
+                        serde_json::json!(["code", "message", "data"]),
+                        "{name}"
+                    );
+                } else if status.starts_with('4') || status.starts_with('5') {
+                    let health_report = status == "503" && id.starts_with("health_");
+                    if !health_report {
+                        assert_eq!(
+                            schema_ref(response),
+                            Some("#/components/schemas/ErrorBody"),
+                            "{method} {path} {status}"
+                        );
+                    }
+                    assert!(
+                        response["headers"]["X-Request-Id"].is_object(),
+                        "{method} {path} {status}: no X-Request-Id"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_post_takes_an_idempotency_key_and_the_answers_say_when_they_are_replays() {
+        let doc = document();
+        for (path, method, op) in operations(&doc) {
+            if method != "post" {
+                continue;
+            }
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            let key = params
+                .iter()
+                .map(|p| resolved(&doc, p))
+                .find(|p| p["name"] == "Idempotency-Key")
+                .unwrap_or_else(|| panic!("POST {path} has no Idempotency-Key"));
+            assert_eq!(key["in"], "header");
+            assert_eq!(key["schema"]["maxLength"], 255);
+            assert!(op["responses"]["409"]["headers"]["Retry-After"].is_object());
+        }
+    }
+
+    #[test]
+    fn the_statuses_the_extractors_answer_are_listed() {
+        let doc = document();
+        let op = |path: &str, method: &str| doc["paths"][path][method].clone();
+        let create = op("/api/v1/conversations", "post");
+        for status in ["400", "401", "402", "403", "409", "413", "415", "422", "500", "503"] {
+            assert!(create["responses"][status].is_object(), "create: {status}");
+        }
+        let login = op("/api/v1/auth/login", "post");
+        for status in ["423", "429"] {
+            assert!(login["responses"][status]["headers"]["Retry-After"].is_object());
+        }
+        assert!(op("/health/live", "get")["responses"]["503"].is_null());
+        let register = op("/api/v1/auth/register", "post");
+        assert!(register["responses"]["202"]["headers"]["X-Position"].is_null());
+        assert!(create["responses"]["201"]["headers"]["X-Position"].is_object());
+        let usage = op("/api/v1/usage", "get");
+        let takes_min_position = usage["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| resolved(&doc, p)["name"] == "X-Min-Position");
+        assert!(takes_min_position);
+    }
+
+    #[test]
+    fn the_error_kinds_and_the_constraints_the_server_enforces_are_in_the_schemas() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        let kinds = schemas["ErrorBody"]["properties"]["error"]["enum"]
+            .as_array()
+            .expect("enum");
+        assert!(kinds.contains(&"upgrade_required".into()));
+        assert!(kinds.contains(&"method_not_allowed".into()));
+        assert_eq!(schemas["RecordUsageRequest"]["properties"]["amount"]["minimum"], 1);
+        assert_eq!(
+            schemas["RecordUsageRequest"]["properties"]["kind"]["pattern"],
+            "^[a-z][a-z0-9_]{0,63}$"
+        );
+        assert_eq!(schemas["BulkDelete"]["properties"]["ids"]["minItems"], 1);
+        assert_eq!(schemas["LoginRequest"]["properties"]["password"]["minLength"], 1);
+        assert_eq!(schemas["RegisterRequest"]["properties"]["email"]["format"], "email");
+        assert_eq!(schemas["TitleRequest"]["properties"]["title"]["maxLength"], 200);
+        // every request string without a rule of its own refuses control characters
+        assert_eq!(
+            schemas["ContentRequest"]["properties"]["content"]["pattern"],
+            super::NO_CONTROLS
+        );
+        assert_eq!(
+            schemas["UsageReport"]["properties"]["plan"]["$ref"],
+            "#/components/schemas/PlanView"
+        );
+    }
+
+    #[test]
+    fn the_control_character_patterns_match_what_the_server_refuses() {
+        // the same characters as aggregates::text, checked one by one
+        let allowed = |pattern: &str, c: char| {
+            !ranges_of(pattern)
+                .iter()
+                .any(|(a, b)| (*a..=*b).contains(&(c as u32)))
+        };
+        for c in (0u32..0x3000).filter_map(char::from_u32) {
+            assert_eq!(
+                allowed(super::NO_CONTROLS, c),
+                !aggregates::text::is_forbidden(c),
+                "{:x}",
+                c as u32
+            );
+            assert_eq!(
+                allowed(super::ONE_LINE, c),
+                !aggregates::text::is_forbidden_in_line(c),
+                "{:x}",
+                c as u32
+            );
+        }
+    }
+
+    /// The code point ranges of a `^[^...]*$` pattern written with `\uXXXX` escapes.
+    fn ranges_of(pattern: &str) -> Vec<(u32, u32)> {
+        let inner = pattern.trim_start_matches("^[^").trim_end_matches("]*$");
+        let mut out = vec![];
+        let mut rest = inner;
+        while let Some(s) = rest.strip_prefix("\\u") {
+            let a = u32::from_str_radix(&s[..4], 16).expect("hex");
+            rest = &s[4..];
+            let b = if let Some(s) = rest.strip_prefix("-\\u") {
+                let b = u32::from_str_radix(&s[..4], 16).expect("hex");
+                rest = &s[4..];
+                b
+            } else {
+                a
+            };
+            out.push((a, b));
+        }
+        assert!(rest.is_empty(), "unparsed: {rest}");
+        out
+    }
+}
