@@ -62,6 +62,9 @@ enum Command {
         #[command(subcommand)]
         command: chronicle::events_cli::EventsCommand,
     },
+    /// Print the OpenAPI document the server serves at /openapi.json (no configuration or
+    /// database needed), for client generators and contract checks.
+    Openapi,
     /// The master key that wraps every user's data key.
     Keys {
         #[command(subcommand)]
@@ -118,6 +121,10 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if matches!(cli.command, Command::Openapi) {
+        println!("{}", api::openapi::document_json()?);
+        return Ok(());
+    }
     let mut config = Config::from_env()?;
     match cli.command {
         Command::Serve { roles, bind } => {
@@ -127,6 +134,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve(config, roles).await
         }
         Command::Worker { role } => serve(config, Roles::only(&[role])).await,
+        // printed above, before the configuration (which it does not need) is read
+        Command::Openapi => Ok(()),
         Command::Migrate => {
             database::ensure_database(&config.database_url).await?;
             let pool = database::connect(&config.database_url, 2).await?;

@@ -85,6 +85,49 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// Every `error` kind an answer can carry: [`ApiError::kind`]'s, and those
+/// [`crate::middleware::envelope_for_bare_errors`] gives errors axum makes itself. The
+/// OpenAPI document lists them as `ErrorBody.error`'s enumeration.
+pub const ERROR_KINDS: [&str; 21] = [
+    "validation",
+    "bad_request",
+    "unauthorized",
+    "token_invalid",
+    "token_expired",
+    "invalid_credentials",
+    "email_not_verified",
+    "account_disabled",
+    "account_locked",
+    "forbidden",
+    "upgrade_required",
+    "rate_limited",
+    "not_found",
+    "method_not_allowed",
+    "conflict",
+    "payload_too_large",
+    "unsupported_media_type",
+    "timeout",
+    "not_caught_up",
+    "unavailable",
+    "internal",
+];
+
+/// `ErrorBody.details` with `upgrade_required`: which limit was reached (documentation of
+/// the `details` the routes send).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpgradeDetails {
+    /// The caller's plan.
+    pub plan: String,
+    /// `messages`, `tokens`, `uploads` or `conversations`.
+    pub kind: String,
+    pub limit: u64,
+    pub used: u64,
+    pub remaining: u64,
+    /// The UTC day of a daily limit (absent for `conversations`, which is not daily).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub day: Option<chrono::NaiveDate>,
+}
+
 /// The error envelope (also documented in the OpenAPI document).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -285,6 +328,52 @@ impl From<eventstore::crypto::CryptoError> for ApiError {
         match e {
             eventstore::crypto::CryptoError::Database(e) => e.into(),
             other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_an_error_can_carry_is_in_the_documented_list() {
+        let errors = [
+            ApiError::validation("f", "m"),
+            ApiError::bad_request("f", "m"),
+            ApiError::Unauthorized,
+            ApiError::TokenInvalid,
+            ApiError::TokenExpired,
+            ApiError::InvalidCredentials,
+            ApiError::EmailNotVerified,
+            ApiError::AccountDisabled,
+            ApiError::AccountLocked {
+                retry_after_secs: 1,
+            },
+            ApiError::Forbidden,
+            ApiError::UpgradeRequired {
+                message: "m".into(),
+                details: serde_json::Value::Null,
+            },
+            ApiError::RateLimited {
+                retry_after_secs: 1,
+            },
+            ApiError::LinkInvalid,
+            ApiError::LinkExpired,
+            ApiError::NotFound("m".into()),
+            ApiError::Conflict("m".into()),
+            ApiError::PayloadTooLarge,
+            ApiError::UnsupportedMediaType("m".into()),
+            ApiError::NotCaughtUp,
+            ApiError::Unavailable("m".into()),
+            ApiError::Internal("m".into()),
+        ];
+        for e in &errors {
+            assert!(
+                ERROR_KINDS.contains(&e.kind()),
+                "{} is not listed",
+                e.kind()
+            );
         }
     }
 }

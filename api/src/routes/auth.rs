@@ -60,11 +60,18 @@ const CHECK_INBOX: &str = "If the address can receive mail, a message is on its 
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     #[schema(example = "ada@example.com")]
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     /// 10 to 128 characters, not common, not the email. Optional.
     #[serde(default)]
+    #[schema(min_length = 10, max_length = 128)]
     pub password: Option<String>,
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
+    )]
     pub display_name: Option<String>,
 }
 
@@ -83,7 +90,7 @@ pub fn checked_email(email: &str) -> Result<String, ApiError> {
 /// owner is told by mail instead). A verification mail with a link and a 6-digit code is
 /// sent. The log position of the command is in `X-Position`.
 #[utoipa::path(
-    post, path = "/api/v1/auth/register", tag = "auth",
+    post, path = "/api/v1/auth/register", operation_id = "register", tag = "auth",
     request_body(content = RegisterRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "Accepted", body = Notice),
@@ -265,6 +272,7 @@ fn probe_error(e: CommandError<EmailProbeError>) -> ApiError {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailRequest {
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
 }
 
@@ -272,7 +280,7 @@ pub struct EmailRequest {
 ///
 /// 202 with the same body whatever the email.
 #[utoipa::path(
-    post, path = "/api/v1/auth/resend-verification", tag = "auth",
+    post, path = "/api/v1/auth/resend-verification", operation_id = "resend_verification", tag = "auth",
     request_body(content = EmailRequest, content_type = "application/json"),
     responses((status = 202, description = "Accepted", body = Notice),
               (status = 429, description = "Rate limited", body = crate::error::ErrorBody))
@@ -339,10 +347,13 @@ pub async fn mail_if_known(
 #[serde(deny_unknown_fields)]
 pub struct VerifyEmailRequest {
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 512, pattern = "^[!-~]+$")]
     pub token: Option<String>,
     #[serde(default)]
+    #[schema(format = Email, max_length = 254)]
     pub email: Option<String>,
     #[serde(default)]
+    #[schema(pattern = "^[0-9]{6}$")]
     pub code: Option<String>,
 }
 
@@ -370,7 +381,7 @@ async fn verify_with_token(
 
 /// Verify an email address. 200 with the profile; the link and code are single-use.
 #[utoipa::path(
-    post, path = "/api/v1/auth/verify-email", tag = "auth",
+    post, path = "/api/v1/auth/verify-email", operation_id = "verify_email", tag = "auth",
     request_body(content = VerifyEmailRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "Verified", body = Profile),
@@ -437,6 +448,7 @@ pub async fn verify_email(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct VerifyLinkQuery {
     /// The token from the verification mail.
     pub token: String,
@@ -445,7 +457,7 @@ pub struct VerifyLinkQuery {
 /// The link in the verification mail: verifies, then redirects to the frontend
 /// (`FRONTEND_URL/email-verified?status=verified|expired|invalid`) or shows a short page.
 #[utoipa::path(
-    get, path = "/api/v1/auth/verify", tag = "auth", params(VerifyLinkQuery),
+    get, path = "/api/v1/auth/verify", operation_id = "follow_verification_link", tag = "auth", params(VerifyLinkQuery),
     responses((status = 200, description = "A short HTML page", content_type = "text/html"),
               (status = 303, description = "Redirect to the frontend"))
 )]

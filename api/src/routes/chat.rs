@@ -44,6 +44,7 @@ pub const NOT_CONFIGURED: &str =
 #[serde(deny_unknown_fields)]
 pub struct ChatRequest {
     /// 1 to 32000 characters.
+    #[schema(min_length = 1, max_length = 32000)]
     pub prompt: String,
     /// One of my conversations: its last messages go to the model with the prompt, and
     /// the prompt and the reply become messages of it.
@@ -69,7 +70,7 @@ pub struct ChatResponse {
 /// `tokens` (402 `upgrade_required` when the day's are used up); with `conversation_id`
 /// the prompt and the answer become messages of that conversation. 503 `unavailable`
 /// when no model is configured, or the model cannot answer now.
-#[utoipa::path(post, path = "/api/v1/chat", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/chat", operation_id = "chat", tag = "conversations", security(("bearer" = [])),
     request_body(content = ChatRequest, content_type = "application/json"),
     responses((status = 200, description = "The answer", body = ChatResponse),
               (status = 402, description = "`upgrade_required`: messages or tokens used up", body = crate::error::ErrorBody),

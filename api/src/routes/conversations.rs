@@ -80,15 +80,19 @@ async fn owned(state: &AppState, auth: &AuthUser, id: Uuid) -> Result<Conversati
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Search in titles.
     #[serde(default)]
+    #[param(max_length = 200)]
     pub q: Option<String>,
     #[serde(default)]
+    #[param(minimum = 1)]
     pub page: Option<u32>,
     /// 1 to 100 (default 20).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 100)]
     pub per_page: Option<u32>,
 }
 
@@ -101,7 +105,7 @@ pub struct ConversationPage {
 }
 
 /// My conversations, most recently active first.
-#[utoipa::path(get, path = "/api/v1/conversations", tag = "conversations", security(("bearer" = [])), params(ListQuery),
+#[utoipa::path(get, path = "/api/v1/conversations", operation_id = "list_conversations", tag = "conversations", security(("bearer" = [])), params(ListQuery),
     responses((status = 200, description = "A page", body = ConversationPage)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -133,11 +137,16 @@ pub async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TitleRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
+    )]
     pub title: String,
 }
 
 /// Start a conversation. 402 `upgrade_required` when the plan's `max_conversations` are in use.
-#[utoipa::path(post, path = "/api/v1/conversations", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/conversations", operation_id = "create_conversation", tag = "conversations", security(("bearer" = [])),
     request_body(content = TitleRequest, content_type = "application/json"),
     responses((status = 201, description = "Created", body = ConversationRow),
               (status = 402, description = "`upgrade_required`", body = crate::error::ErrorBody)))]
@@ -186,7 +195,7 @@ pub async fn create(
 }
 
 /// One of my conversations.
-#[utoipa::path(get, path = "/api/v1/conversations/{id}", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/conversations/{id}", operation_id = "get_conversation", tag = "conversations", security(("bearer" = [])),
     params(("id" = Uuid, Path)), responses((status = 200, body = ConversationRow), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
@@ -197,7 +206,7 @@ pub async fn get_one(
 }
 
 /// Rename one of my conversations.
-#[utoipa::path(patch, path = "/api/v1/conversations/{id}", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/api/v1/conversations/{id}", operation_id = "rename_conversation", tag = "conversations", security(("bearer" = [])),
     params(("id" = Uuid, Path)), request_body(content = TitleRequest, content_type = "application/json"),
     responses((status = 200, body = ConversationRow), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn rename(
@@ -245,7 +254,7 @@ async fn delete_conversation(
 }
 
 /// Delete one of my conversations.
-#[utoipa::path(delete, path = "/api/v1/conversations/{id}", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/conversations/{id}", operation_id = "delete_conversation", tag = "conversations", security(("bearer" = [])),
     params(("id" = Uuid, Path)), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn delete_one(
     State(state): State<AppState>,
@@ -262,6 +271,7 @@ pub async fn delete_one(
 #[serde(deny_unknown_fields)]
 pub struct BulkDelete {
     /// 1 to 100 conversation ids.
+    #[schema(min_items = 1, max_items = 100)]
     pub ids: Vec<Uuid>,
 }
 
@@ -272,7 +282,7 @@ pub struct BulkDeleted {
 }
 
 /// Delete several of my conversations.
-#[utoipa::path(delete, path = "/api/v1/conversations", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/conversations", operation_id = "delete_conversations", tag = "conversations", security(("bearer" = [])),
     request_body(content = BulkDelete, content_type = "application/json"), responses((status = 200, body = BulkDeleted)))]
 pub async fn bulk_delete(
     State(state): State<AppState>,
@@ -301,13 +311,16 @@ pub async fn bulk_delete(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MessagesQuery {
     /// Messages after this cursor (a message's `posted_seq`); default from the start.
     #[serde(default)]
+    #[param(minimum = 0)]
     pub after: Option<i64>,
     /// 1 to 200 (default 50).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
@@ -319,7 +332,7 @@ pub struct MessagePage {
 }
 
 /// Messages of one of my conversations, oldest first (deleted ones as tombstones).
-#[utoipa::path(get, path = "/api/v1/conversations/{id}/messages", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/conversations/{id}/messages", operation_id = "list_messages", tag = "conversations", security(("bearer" = [])),
     params(("id" = Uuid, Path), MessagesQuery), responses((status = 200, body = MessagePage), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn list_messages(
     State(state): State<AppState>,
@@ -348,6 +361,7 @@ pub async fn list_messages(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContentRequest {
+    #[schema(min_length = 1, max_length = 32000)]
     pub content: String,
 }
 
@@ -412,7 +426,7 @@ pub async fn charge(
 
 /// Post a message (PostMessage). It counts as usage (`messages`): 402 `upgrade_required`
 /// when the day's messages are used up, and then nothing is appended.
-#[utoipa::path(post, path = "/api/v1/conversations/{id}/messages", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/messages", operation_id = "post_message", tag = "conversations", security(("bearer" = [])),
     params(("id" = Uuid, Path)), request_body(content = ContentRequest, content_type = "application/json"),
     responses((status = 201, body = MessageRow), (status = 402, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn post_message(
@@ -468,7 +482,7 @@ async fn my_message(state: &AppState, auth: &AuthUser, id: &str) -> Result<Messa
 }
 
 /// One of my messages.
-#[utoipa::path(get, path = "/api/v1/messages/{id}", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/messages/{id}", operation_id = "get_message", tag = "conversations", security(("bearer" = [])),
     params(("id" = Uuid, Path)), responses((status = 200, body = MessageRow), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get_message(
     State(state): State<AppState>,
@@ -479,7 +493,7 @@ pub async fn get_message(
 }
 
 /// Edit one of my messages.
-#[utoipa::path(patch, path = "/api/v1/messages/{id}", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/api/v1/messages/{id}", operation_id = "edit_message", tag = "conversations", security(("bearer" = [])),
     params(("id" = Uuid, Path)), request_body(content = ContentRequest, content_type = "application/json"),
     responses((status = 200, body = MessageRow), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn edit_message(
@@ -510,7 +524,7 @@ pub async fn edit_message(
 }
 
 /// Delete one of my messages (the conversation keeps a tombstone; the history keeps it).
-#[utoipa::path(delete, path = "/api/v1/messages/{id}", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/messages/{id}", operation_id = "delete_message", tag = "conversations", security(("bearer" = [])),
     params(("id" = Uuid, Path)), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn delete_message(
     State(state): State<AppState>,

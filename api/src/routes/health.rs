@@ -34,7 +34,7 @@ pub struct Liveness {
 }
 
 /// The process is up and answering.
-#[utoipa::path(get, path = "/health/live", tag = "operations",
+#[utoipa::path(get, path = "/health/live", operation_id = "health_live", tag = "operations",
     responses((status = 200, description = "Alive", body = Liveness)))]
 pub async fn live() -> Reply<Liveness> {
     Reply::ok(Liveness { status: "ok" })
@@ -193,7 +193,7 @@ fn report_response(report: HealthReport) -> Response {
 
 /// Ready to serve: PostgreSQL and NATS reachable, relay and read models caught up (within
 /// the configured lag), no read model failed. 503 otherwise, with the report.
-#[utoipa::path(get, path = "/health/ready", tag = "operations",
+#[utoipa::path(get, path = "/health/ready", operation_id = "health_ready", tag = "operations",
     responses((status = 200, description = "Ready", body = HealthReport),
               (status = 503, description = "Not ready", body = HealthReport)))]
 pub async fn ready(State(state): State<AppState>) -> Response {
@@ -201,7 +201,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 }
 
 /// The same report as `/health/ready`, always with every detail.
-#[utoipa::path(get, path = "/health/detailed", tag = "operations",
+#[utoipa::path(get, path = "/health/detailed", operation_id = "health_detailed", tag = "operations",
     responses((status = 200, description = "Healthy", body = HealthReport),
               (status = 503, description = "Something is wrong", body = HealthReport)))]
 pub async fn detailed(State(state): State<AppState>) -> Response {
@@ -209,7 +209,7 @@ pub async fn detailed(State(state): State<AppState>) -> Response {
 }
 
 /// Prometheus text format. Lag gauges are measured at scrape time.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
+#[utoipa::path(get, path = "/metrics", operation_id = "get_metrics", tag = "operations",
     responses((status = 200, description = "Prometheus metrics", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let report = inspect(&state).await;

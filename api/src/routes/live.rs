@@ -42,9 +42,10 @@ struct Follow {
 }
 
 /// Live messages of one of my conversations (text/event-stream, event `message`).
-#[utoipa::path(get, path = "/api/v1/conversations/{id}/stream", tag = "conversations", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/conversations/{id}/stream", operation_id = "stream_conversation", tag = "conversations", security(("bearer" = [])),
     params(("id" = Uuid, Path), ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event")),
-    responses((status = 200, description = "Server-sent events", content_type = "text/event-stream"),
+    responses((status = 200, description = "Server-sent events: `event: message`, `id` the message's `posted_seq`, `data` a message (the JSON of `MessageRow`)",
+               content_type = "text/event-stream", body = String),
               (status = 404, body = crate::error::ErrorBody)))]
 pub async fn stream(
     State(state): State<AppState>,

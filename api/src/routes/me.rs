@@ -46,7 +46,7 @@ fn me_meta(meta: &aggregates::EventMetadata, auth: &AuthUser) -> aggregates::Eve
 }
 
 /// My profile.
-#[utoipa::path(get, path = "/api/v1/users/me", tag = "me", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/users/me", operation_id = "get_me", tag = "me", security(("bearer" = [])),
     responses((status = 200, description = "My profile", body = Profile),
               (status = 401, description = "Not signed in", body = crate::error::ErrorBody)))]
 pub async fn get_me(
@@ -66,6 +66,11 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
 pub struct PatchMe {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
+    )]
     pub display_name: Option<Option<String>>,
     /// A BCP 47 language tag, e.g. `en-GB`.
     #[serde(default, deserialize_with = "present")]
@@ -78,7 +83,7 @@ pub struct PatchMe {
 }
 
 /// Change my profile: `display_name`, `locale`, `timezone`.
-#[utoipa::path(patch, path = "/api/v1/users/me", tag = "me", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/api/v1/users/me", operation_id = "update_me", tag = "me", security(("bearer" = [])),
     request_body(content = PatchMe, content_type = "application/json"),
     responses((status = 200, description = "The new profile", body = Profile),
               (status = 422, description = "Invalid field", body = crate::error::ErrorBody)))]
@@ -114,7 +119,9 @@ pub async fn patch_me(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePassword {
+    #[schema(min_length = 1, max_length = 1024)]
     pub current_password: String,
+    #[schema(min_length = 10, max_length = 128)]
     pub new_password: String,
 }
 
@@ -124,7 +131,7 @@ pub struct Done {
 }
 
 /// Change my password (the current one is required). My other sessions are signed out.
-#[utoipa::path(post, path = "/api/v1/users/me/password", tag = "me", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/users/me/password", operation_id = "change_password", tag = "me", security(("bearer" = [])),
     request_body(content = ChangePassword, content_type = "application/json"),
     responses((status = 200, description = "Changed", body = Done),
               (status = 401, description = "`invalid_credentials`: the current password is wrong", body = crate::error::ErrorBody),
@@ -244,9 +251,18 @@ async fn avatar_bytes(state: &AppState, req: Request) -> Result<Bytes, ApiError>
     }
 }
 
+/// The avatar as a form part.
+#[derive(Debug, ToSchema)]
+pub struct AvatarForm {
+    /// A PNG, JPEG or WebP image.
+    #[schema(value_type = String, content_media_type = "application/octet-stream")]
+    pub avatar: Vec<u8>,
+}
+
 /// Upload my avatar: PNG, JPEG or WebP (checked by content), at most `AVATAR_MAX_BYTES`.
-#[utoipa::path(put, path = "/api/v1/users/me/avatar", tag = "me", security(("bearer" = [])),
-    request_body(content = Vec<u8>, content_type = "image/png"),
+#[utoipa::path(put, path = "/api/v1/users/me/avatar", operation_id = "put_my_avatar", tag = "me", security(("bearer" = [])),
+    request_body(description = "The image as the body (`image/png`, `image/jpeg`, `image/webp`), or as the `avatar` (or `file`) part of a form",
+        content((AvatarForm = "multipart/form-data"), (Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/webp"))),
     responses((status = 200, description = "The new profile (with `avatar_url`)", body = Profile),
               (status = 413, description = "Too large", body = crate::error::ErrorBody),
               (status = 415, description = "Not an image we accept", body = crate::error::ErrorBody)))]
@@ -315,7 +331,7 @@ pub struct MySession {
 }
 
 /// My live sessions, newest first.
-#[utoipa::path(get, path = "/api/v1/users/me/sessions", tag = "me", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/users/me/sessions", operation_id = "list_my_sessions", tag = "me", security(("bearer" = [])),
     responses((status = 200, description = "My sessions", body = Vec<MySession>)))]
 pub async fn list_sessions(
     State(state): State<AppState>,
@@ -339,7 +355,7 @@ pub async fn list_sessions(
 }
 
 /// Sign one of my sessions out.
-#[utoipa::path(delete, path = "/api/v1/users/me/sessions/{id}", tag = "me", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/users/me/sessions/{id}", operation_id = "revoke_my_session", tag = "me", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "The session")),
     responses((status = 204, description = "Revoked"),
               (status = 404, description = "Not one of my sessions", body = crate::error::ErrorBody)))]

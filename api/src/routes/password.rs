@@ -33,7 +33,7 @@ const RESET_SENT: &str = "If an account uses this address, a reset link and code
 
 /// Ask for a password reset mail (link + code). 202 with the same body whatever the email.
 #[utoipa::path(
-    post, path = "/api/v1/auth/forgot-password", tag = "auth",
+    post, path = "/api/v1/auth/forgot-password", operation_id = "forgot_password", tag = "auth",
     request_body(content = EmailRequest, content_type = "application/json"),
     responses((status = 202, description = "Accepted", body = Notice),
               (status = 429, description = "Rate limited", body = crate::error::ErrorBody))
@@ -64,18 +64,22 @@ pub async fn forgot_password(
 #[serde(deny_unknown_fields)]
 pub struct ResetPasswordRequest {
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 512, pattern = "^[!-~]+$")]
     pub token: Option<String>,
     #[serde(default)]
+    #[schema(format = Email, max_length = 254)]
     pub email: Option<String>,
     #[serde(default)]
+    #[schema(pattern = "^[0-9]{6}$")]
     pub code: Option<String>,
+    #[schema(min_length = 10, max_length = 128)]
     pub new_password: String,
 }
 
 /// Set a new password with a reset link or code. Every session of the user is revoked,
 /// and a notification mail is sent.
 #[utoipa::path(
-    post, path = "/api/v1/auth/reset-password", tag = "auth",
+    post, path = "/api/v1/auth/reset-password", operation_id = "reset_password", tag = "auth",
     request_body(content = ResetPasswordRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "Reset", body = Notice),

@@ -110,13 +110,16 @@ async fn my_events(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// 1-based (default 1).
     #[serde(default)]
+    #[param(minimum = 1)]
     pub page: Option<u32>,
     /// 1 to 200 (default 50).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 200)]
     pub per_page: Option<u32>,
 }
 
@@ -129,7 +132,7 @@ pub struct HistoryPage {
 }
 
 /// My own audit trail: what was done to my account and by me, when, from where. Newest first.
-#[utoipa::path(get, path = "/api/v1/users/me/history", tag = "me", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/users/me/history", operation_id = "get_my_history", tag = "me", security(("bearer" = [])),
     params(PageQuery),
     responses((status = 200, description = "A page of my history", body = HistoryPage),
               (status = 401, description = "Not signed in", body = crate::error::ErrorBody)))]
@@ -161,15 +164,15 @@ pub struct Export {
     /// Every event of my history, oldest first.
     pub history: Vec<HistoryEntry>,
     /// Usage records (none are kept yet).
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<crate::routes::usage::DayUsage>, max_items = 0)]
     pub usage: Vec<Value>,
     /// Conversations and their messages (none are kept yet).
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<projections::conversations::ConversationRow>, max_items = 0)]
     pub conversations: Vec<Value>,
 }
 
 /// Everything Chronicle holds about me, as one JSON document.
-#[utoipa::path(get, path = "/api/v1/users/me/export", tag = "me", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/users/me/export", operation_id = "export_my_data", tag = "me", security(("bearer" = [])),
     responses((status = 200, description = "All my data", body = Export),
               (status = 401, description = "Not signed in", body = crate::error::ErrorBody)))]
 pub async fn export(State(state): State<AppState>, auth: AuthUser) -> Result<Response, ApiError> {
@@ -271,7 +274,7 @@ pub async fn erase_user(
 
 /// Delete my account and erase my personal data (give the password when there is one).
 /// The log keeps the events, but what was personal in them can no longer be read.
-#[utoipa::path(delete, path = "/api/v1/users/me", tag = "me", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/users/me", operation_id = "erase_me", tag = "me", security(("bearer" = [])),
     request_body(content = EraseRequest, content_type = "application/json"),
     responses((status = 204, description = "Erased"),
               (status = 401, description = "Not signed in, or the password is wrong", body = crate::error::ErrorBody)))]

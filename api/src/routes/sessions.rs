@@ -41,7 +41,9 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
+    #[schema(min_length = 1, max_length = 1024)]
     pub password: String,
 }
 
@@ -105,7 +107,7 @@ fn issue_access(
 /// the same time. After repeated failures the account is locked for a growing while: 423
 /// `account_locked` with `Retry-After`, even for the right password.
 #[utoipa::path(
-    post, path = "/api/v1/auth/login", tag = "auth",
+    post, path = "/api/v1/auth/login", operation_id = "login", tag = "auth",
     request_body(content = LoginRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "Signed in", body = TokenPair),
@@ -229,13 +231,14 @@ pub async fn login(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
+    #[schema(min_length = 1, max_length = 512, pattern = "^[!-~]+$")]
     pub refresh_token: String,
 }
 
 /// Exchange a refresh token (body, or the cookie) for a new pair. The old refresh token
 /// is dead; presenting a dead one again revokes the whole session.
 #[utoipa::path(
-    post, path = "/api/v1/auth/refresh", tag = "auth",
+    post, path = "/api/v1/auth/refresh", operation_id = "refresh_tokens", tag = "auth",
     request_body(content = Option<RefreshRequest>, content_type = "application/json"),
     responses(
         (status = 200, description = "A new pair", body = TokenPair),
@@ -322,7 +325,7 @@ fn signed_out(state: &AppState, cursor: Option<LogCursor>) -> Response {
 }
 
 /// Sign out of this session: its access and refresh tokens stop working at once.
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/auth/logout", operation_id = "logout", tag = "auth", security(("bearer" = [])),
     responses((status = 204, description = "Signed out"),
               (status = 401, description = "Not signed in", body = crate::error::ErrorBody)))]
 pub async fn logout(
@@ -347,7 +350,7 @@ pub async fn logout(
 }
 
 /// Sign out everywhere: every session of the user ends.
-#[utoipa::path(post, path = "/api/v1/auth/logout-all", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/auth/logout-all", operation_id = "logout_all", tag = "auth", security(("bearer" = [])),
     responses((status = 204, description = "Signed out everywhere"),
               (status = 401, description = "Not signed in", body = crate::error::ErrorBody)))]
 pub async fn logout_all(
@@ -383,7 +386,7 @@ pub struct TokenInfo {
 }
 
 /// Check the bearer token: 200 when it is valid and its session is live.
-#[utoipa::path(post, path = "/api/v1/auth/verify", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/auth/verify", operation_id = "introspect_token", tag = "auth", security(("bearer" = [])),
     responses((status = 200, description = "Valid", body = TokenInfo),
               (status = 401, description = "Not valid", body = crate::error::ErrorBody)))]
 pub async fn introspect(auth: AuthUser) -> Reply<TokenInfo> {

@@ -14,6 +14,7 @@ use eventstore::CommandError;
 use projections::uploads::{self, UploadRow};
 use projections::ReadModel;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
@@ -58,10 +59,18 @@ fn not_found() -> ApiError {
     ApiError::NotFound("no such upload".into())
 }
 
+/// An upload's form.
+#[derive(Debug, ToSchema)]
+pub struct UploadForm {
+    /// PNG, JPEG, WebP, GIF, PDF or UTF-8 text (checked by content).
+    #[schema(value_type = String, content_media_type = "application/octet-stream")]
+    pub file: Vec<u8>,
+}
+
 /// Store a file (multipart form, field `file`). 201 with the upload; 402 when the day's
 /// uploads are used up; 413 too large; 415 a type not accepted.
-#[utoipa::path(post, path = "/api/v1/uploads", tag = "uploads", security(("bearer" = [])),
-    request_body(content_type = "multipart/form-data", description = "a `file` field"),
+#[utoipa::path(post, path = "/api/v1/uploads", operation_id = "create_upload", tag = "uploads", security(("bearer" = [])),
+    request_body(content = UploadForm, content_type = "multipart/form-data", description = "a `file` field"),
     responses((status = 201, body = UploadRow), (status = 402, body = crate::error::ErrorBody),
               (status = 413, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody)))]
 pub async fn upload(
@@ -155,7 +164,7 @@ pub async fn upload(
 }
 
 /// My uploads, newest first.
-#[utoipa::path(get, path = "/api/v1/uploads", tag = "uploads", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/uploads", operation_id = "list_uploads", tag = "uploads", security(("bearer" = [])),
     responses((status = 200, body = Vec<UploadRow>)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -172,7 +181,7 @@ async fn mine(state: &AppState, auth: &AuthUser, id: &str) -> Result<UploadRow, 
 }
 
 /// One of my uploads.
-#[utoipa::path(get, path = "/api/v1/uploads/{id}", tag = "uploads", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/uploads/{id}", operation_id = "get_upload", tag = "uploads", security(("bearer" = [])),
     params(("id" = Uuid, Path)), responses((status = 200, body = UploadRow), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
@@ -183,7 +192,7 @@ pub async fn get_one(
 }
 
 /// Download one of my uploads.
-#[utoipa::path(get, path = "/api/v1/uploads/{id}/content", tag = "uploads", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/uploads/{id}/content", operation_id = "download_upload", tag = "uploads", security(("bearer" = [])),
     params(("id" = Uuid, Path)), responses((status = 200, description = "The file"), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn content(
     State(state): State<AppState>,
@@ -209,7 +218,7 @@ pub async fn content(
 }
 
 /// Delete one of my uploads.
-#[utoipa::path(delete, path = "/api/v1/uploads/{id}", tag = "uploads", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/uploads/{id}", operation_id = "delete_upload", tag = "uploads", security(("bearer" = [])),
     params(("id" = Uuid, Path)), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn delete_one(
     State(state): State<AppState>,

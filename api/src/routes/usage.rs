@@ -38,7 +38,7 @@ const MAX_BACKDATE_DAYS: i64 = 7;
 const MAX_AHEAD_MINUTES: i64 = 5;
 
 /// Every plan, with its daily limits.
-#[utoipa::path(get, path = "/api/v1/plans", tag = "usage",
+#[utoipa::path(get, path = "/api/v1/plans", operation_id = "list_plans", tag = "usage",
     responses((status = 200, description = "The plans", body = Vec<PlanView>)))]
 pub async fn plans(State(state): State<AppState>) -> Reply<Vec<PlanView>> {
     Reply::ok(
@@ -80,8 +80,10 @@ impl PlanView {
 pub struct RecordUsageRequest {
     /// `messages`, `tokens`, `uploads` (limited by the plan), or a custom name
     /// (lower-case, digits, `_`; counted, not limited).
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
     pub kind: String,
     /// 1 to 1,000,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub amount: u64,
     /// When it happened (default now); at most 7 days back, and not in the future.
     #[serde(default)]
@@ -102,7 +104,7 @@ async fn plan_of(state: &AppState, auth: &AuthUser) -> Result<Plan, ApiError> {
 /// Record usage. 202 with the log position; 402 `upgrade_required` (with `details`: the
 /// kind, limit, used and remaining) when it would pass the plan's daily limit. The limit is
 /// decided on the command side: concurrent requests cannot overshoot it.
-#[utoipa::path(post, path = "/api/v1/metrics", tag = "usage", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/metrics", operation_id = "record_usage", tag = "usage", security(("bearer" = [])),
     request_body(content = RecordUsageRequest, content_type = "application/json"),
     responses((status = 202, description = "Recorded", body = CommandAccepted),
               (status = 402, description = "`upgrade_required`", body = crate::error::ErrorBody),
@@ -197,7 +199,7 @@ pub struct DayUsage {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UsageReport {
-    #[schema(value_type = Object)]
+    #[schema(value_type = PlanView)]
     pub plan: serde_json::Value,
     /// Today (UTC), every limited kind and any other recorded today.
     pub today: DayUsage,
@@ -217,7 +219,7 @@ fn kind_usage(plan: &Plan, kind: &str, used: i64) -> KindUsage {
 
 /// My usage today and per day for the last 30 days, against my plan. Honours
 /// `X-Min-Position` (send the position a `POST /metrics` answered with).
-#[utoipa::path(get, path = "/api/v1/usage", tag = "usage", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/usage", operation_id = "get_usage", tag = "usage", security(("bearer" = [])),
     params(("X-Min-Position" = Option<String>, Header, description = "Wait until usage has reached this log cursor")),
     responses((status = 200, description = "My usage", body = UsageReport)))]
 pub async fn usage(
@@ -271,11 +273,16 @@ pub async fn usage(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePlanRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
+    )]
     pub plan: String,
 }
 
 /// Move to another plan; its limits apply to the next request.
-#[utoipa::path(post, path = "/api/v1/users/me/plan", tag = "usage", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/users/me/plan", operation_id = "change_plan", tag = "usage", security(("bearer" = [])),
     request_body(content = ChangePlanRequest, content_type = "application/json"),
     responses((status = 200, description = "The profile on the new plan", body = Profile),
               (status = 422, description = "No such plan", body = crate::error::ErrorBody)))]

@@ -25,16 +25,18 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StatusQuery {
     /// The email to ask about.
+    #[param(format = Email, max_length = 254)]
     pub email: String,
 }
 
 /// Whether an email has an account, and its state. Rate limited per IP; can be switched
 /// off (`USERS_STATUS_ENDPOINT=false`).
 #[utoipa::path(
-    get, path = "/api/v1/users/status", tag = "users",
+    get, path = "/api/v1/users/status", operation_id = "get_email_status", tag = "users",
     params(StatusQuery, ("X-Min-Position" = Option<String>, Header, description = "Wait until the read model has reached this log cursor")),
     responses(
         (status = 200, description = "The email's status", body = EmailStatus),
@@ -60,7 +62,7 @@ pub async fn status(
 }
 
 /// A user's avatar image.
-#[utoipa::path(get, path = "/api/v1/users/{id}/avatar", tag = "users",
+#[utoipa::path(get, path = "/api/v1/users/{id}/avatar", operation_id = "get_avatar", tag = "users",
     params(("id" = Uuid, Path, description = "The user")),
     responses((status = 200, description = "The image", content_type = "image/png"),
               (status = 404, description = "No such user or no avatar", body = crate::error::ErrorBody)))]

@@ -170,13 +170,17 @@ impl ActorLabels {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// 1-based (default 1).
+    #[param(minimum = 1, maximum = 1_000_000)]
     pub page: Option<u32>,
     /// 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub per_page: Option<u32>,
     /// `asc` (the log's order, default) or `desc`.
+    #[param(pattern = "^(asc|desc)$")]
     pub order: Option<String>,
     /// Event types, comma-separated (for example `SessionStarted,LoginFailed`).
     #[serde(rename = "type")]
@@ -199,7 +203,7 @@ pub struct HistoryPage {
 /// A user's audit trail: every event of their account and of what they own (sessions,
 /// usage, conversations, uploads) and every event they caused, in the log's order, each
 /// with its actor, IP, user agent, request id, a readable summary and the payload.
-#[utoipa::path(get, path = "/api/v1/admin/users/{id}/history", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/users/{id}/history", operation_id = "get_user_history", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(("id" = Uuid, Path), HistoryQuery),
     responses((status = 200, body = HistoryPage), (status = 404, body = crate::error::ErrorBody),

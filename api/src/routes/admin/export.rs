@@ -39,9 +39,11 @@ pub fn router() -> Router<AppState> {
 const STREAM_BATCH: u64 = 1_000;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
     /// Start after this cursor (exclusive).
+    #[param(pattern = "^[0-9a-f]{16}-[0-9a-f]{16}$")]
     pub after: Option<String>,
     /// Recorded at or after (RFC 3339).
     pub since: Option<DateTime<Utc>>,
@@ -56,18 +58,65 @@ pub struct ExportQuery {
     /// The actor's id (a user id, an API key id, a worker's name).
     pub actor: Option<String>,
     /// JSON: the page size (1 to 1000, default 100). Streams: at most this many (default: all).
+    #[param(minimum = 1)]
     pub limit: Option<u64>,
     /// `open` (default: personal values opened) or `sealed` (as stored).
+    #[param(pattern = "^(open|sealed)$")]
     pub personal: Option<String>,
     /// `omit` (default: secrets' derivatives such as `password_hash` left out) or `keep`
     /// (everything, for a copy that must work the same, e.g. `chronicle events import`).
+    #[param(pattern = "^(omit|keep)$")]
     pub secrets: Option<String>,
 }
 
 /// A page of the log.
+/// One event as the log's export sends it (the shape of [`StreamEnvelope`], which the pure
+/// `aggregates` crate cannot describe with utoipa; `docs/schemas/` has it as JSON Schema).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoggedEvent {
+    /// The place of the event in the log's global order.
+    #[schema(pattern = "^[0-9a-f]{16}-[0-9a-f]{16}$")]
+    pub cursor: String,
+    pub transaction_id: u64,
+    pub position: u64,
+    pub event_id: uuid::Uuid,
+    /// `user`, `session`, `meter`, `conversation`, `upload`, `api_key`, `email_probe`.
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    /// 1-based, contiguous per aggregate.
+    #[schema(minimum = 1)]
+    pub sequence: u64,
+    /// e.g. `UserRegistered` (also the payload's only key).
+    pub event_type: String,
+    pub event_version: String,
+    pub recorded_at: DateTime<Utc>,
+    pub metadata: LoggedEventMetadata,
+    /// `{"<EventType>": {fields}}`; each event's schema is in `docs/schemas/`.
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+}
+
+/// Who caused an event, from where, in which request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoggedEventMetadata {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor_id: Option<String>,
+    pub actor_role: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventPage {
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<LoggedEvent>)]
     pub items: Vec<StreamEnvelope>,
     /// Pass as `after` for the next page (the last item's cursor; the same `after` when
     /// the page is empty).
@@ -301,9 +350,10 @@ pub fn stream(
 /// The event log in its order (`transaction_id`, `position`), filtered. JSON pages with a
 /// next cursor by default; `Accept: application/x-ndjson` (or `text/csv`) streams every
 /// matching event (or `limit` of them) in bounded memory.
-#[utoipa::path(get, path = "/api/v1/admin/events", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/events", operation_id = "export_events", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])), params(ExportQuery),
-    responses((status = 200, description = "A page (JSON), or a stream (NDJSON, CSV)", body = EventPage),
+    responses((status = 200, description = "A page (JSON); with `Accept: application/x-ndjson` a stream of events, one JSON object a line; with `Accept: text/csv` the same as CSV (a header row first)",
+               content((EventPage = "application/json"), (LoggedEvent = "application/x-ndjson"), (String = "text/csv"))),
               (status = 403, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn export(
     State(state): State<AppState>,

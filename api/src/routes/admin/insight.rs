@@ -54,15 +54,17 @@ pub struct Stats {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StatsQuery {
     /// How many days back activity and usage go (1 to 366, default 30).
+    #[param(minimum = 1, maximum = 366)]
     pub days: Option<u32>,
 }
 
 /// Users by status, role and plan; sign-ups, sign-ins and active users per day; events
 /// per type; usage per day.
-#[utoipa::path(get, path = "/api/v1/admin/stats", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/stats", operation_id = "get_stats", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])), params(StatsQuery),
     responses((status = 200, body = Stats), (status = 403, body = crate::error::ErrorBody)))]
 pub async fn stats(
@@ -109,7 +111,7 @@ pub struct ProjectionsReport {
 }
 
 /// Each read model's position, lag (events and seconds), state and last error; the relay's.
-#[utoipa::path(get, path = "/api/v1/admin/projections", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/projections", operation_id = "get_projections_report", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     responses((status = 200, body = ProjectionsReport), (status = 403, body = crate::error::ErrorBody)))]
 pub async fn projections_report(
@@ -138,7 +140,7 @@ pub struct RebuildStarted {
 /// `GET /api/v1/admin/projections` shows the read model's `events_applied` counting from
 /// the rebuild. 409 while this process rebuilds it already (another process's rebuild of
 /// the same read model waits for the first: one at a time, by an advisory lock).
-#[utoipa::path(post, path = "/api/v1/admin/projections/{name}/rebuild", tag = "admin",
+#[utoipa::path(post, path = "/api/v1/admin/projections/{name}/rebuild", operation_id = "rebuild_projection", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(("name" = String, Path, description = "users, sessions, usage, conversations, uploads or event_stats")),
     responses((status = 202, body = RebuildStarted), (status = 404, body = crate::error::ErrorBody),

@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LiveQuery {
     /// Only these event types, comma-separated.
@@ -38,6 +39,7 @@ pub struct LiveQuery {
     #[param(rename = "type")]
     pub types: Option<String>,
     /// Start after this cursor instead of at the head of the log.
+    #[param(pattern = "^[0-9a-f]{16}-[0-9a-f]{16}$")]
     pub after: Option<String>,
 }
 
@@ -74,10 +76,11 @@ struct Follow {
 }
 
 /// The event log as it happens (text/event-stream, event `event`, data [`LiveEvent`]).
-#[utoipa::path(get, path = "/api/v1/admin/events/live", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/events/live", operation_id = "follow_events", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(LiveQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this cursor")),
-    responses((status = 200, description = "Server-sent events", content_type = "text/event-stream"),
+    responses((status = 200, description = "Server-sent events: `event: event`, `id` the event's cursor, `data` a `LiveEvent` as JSON",
+               content_type = "text/event-stream", body = String),
               (status = 403, body = crate::error::ErrorBody)))]
 pub async fn live(
     State(state): State<AppState>,

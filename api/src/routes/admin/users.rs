@@ -43,6 +43,24 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A user as admins see them: the profile the user sees, and a little more.
+/// A role (documentation of the values `role` takes).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+/// An account's status (documentation of the values `status` takes).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    PendingVerification,
+    Active,
+    Disabled,
+    Erased,
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AdminUser {
     #[serde(flatten)]
@@ -74,20 +92,27 @@ async fn admin_user(state: &AppState, id: Uuid) -> Result<AdminUser, ApiError> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// 1-based (default 1).
+    #[param(minimum = 1, maximum = 1_000_000)]
     pub page: Option<u32>,
     /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub per_page: Option<u32>,
     /// A part of the email or display name, any case.
+    #[param(max_length = 200)]
     pub q: Option<String>,
     /// `pending_verification`, `active`, `disabled` or `erased`.
+    #[param(pattern = "^(pending_verification|active|disabled|erased)$")]
     pub status: Option<String>,
     /// `user` or `admin`.
+    #[param(pattern = "^(user|admin)$")]
     pub role: Option<String>,
     pub plan: Option<String>,
     /// `created`, `last_login` or `email`; a leading `-` for descending (default `-created`).
+    #[param(pattern = "^-?(created|last_login|email)$")]
     pub sort: Option<String>,
 }
 
@@ -123,7 +148,7 @@ pub(super) fn non_empty(v: Option<String>) -> Option<String> {
 }
 
 /// Users, filtered, sorted and paginated, with the total that match.
-#[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/users", operation_id = "list_users", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(ListQuery, ("X-Min-Position" = Option<String>, Header, description = "Wait until the read model has reached this log cursor")),
     responses((status = 200, description = "A page of users", body = UserPage),
@@ -179,14 +204,22 @@ pub async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     /// Without one the user is invited: a mail with a link to choose a password.
     #[serde(default)]
+    #[schema(min_length = 10, max_length = 128)]
     pub password: Option<String>,
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
+    )]
     pub display_name: Option<String>,
     /// `user` (default) or `admin`.
     #[serde(default)]
+    #[schema(value_type = Option<Role>)]
     pub role: Option<String>,
     /// The default plan when absent.
     #[serde(default)]
@@ -227,7 +260,7 @@ async fn changed(
 }
 
 /// Create a user: verified or not, with a role, with a password or an invitation mail.
-#[utoipa::path(post, path = "/api/v1/admin/users", tag = "admin",
+#[utoipa::path(post, path = "/api/v1/admin/users", operation_id = "create_user", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     request_body = CreateUser,
     responses((status = 201, description = "Created", body = UserChanged),
@@ -258,7 +291,7 @@ pub struct UserDetail {
 }
 
 /// One user and their sessions.
-#[utoipa::path(get, path = "/api/v1/admin/users/{id}", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/users/{id}", operation_id = "get_user", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 200, body = UserDetail), (status = 404, body = crate::error::ErrorBody)))]
@@ -286,16 +319,22 @@ pub struct UpdateUser {
     /// `null` clears it.
     #[serde(default, deserialize_with = "some_or_null")]
     #[schema(value_type = Option<String>)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
+    )]
     pub display_name: Option<Option<String>>,
     #[serde(default)]
     pub plan: Option<String>,
     /// A new email: the user must verify it (a mail is sent to it).
     #[serde(default)]
+    #[schema(format = Email, max_length = 254)]
     pub email: Option<String>,
 }
 
 /// Change a user's display name, plan or email.
-#[utoipa::path(patch, path = "/api/v1/admin/users/{id}", tag = "admin",
+#[utoipa::path(patch, path = "/api/v1/admin/users/{id}", operation_id = "update_user", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(("id" = Uuid, Path)), request_body = UpdateUser,
     responses((status = 200, body = UserChanged), (status = 404, body = crate::error::ErrorBody),
@@ -321,11 +360,12 @@ pub async fn update(
 #[serde(deny_unknown_fields)]
 pub struct RoleRequest {
     /// `user` or `admin`.
+    #[schema(value_type = Role)]
     pub role: String,
 }
 
 /// Give a user another role. The last active admin cannot be demoted (409).
-#[utoipa::path(put, path = "/api/v1/admin/users/{id}/role", tag = "admin",
+#[utoipa::path(put, path = "/api/v1/admin/users/{id}/role", operation_id = "set_user_role", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(("id" = Uuid, Path)), request_body = RoleRequest,
     responses((status = 200, body = UserChanged), (status = 404, body = crate::error::ErrorBody),
@@ -347,6 +387,10 @@ pub async fn set_role(
 pub struct DeactivateRequest {
     /// Why (kept in the log; up to 500 characters).
     #[serde(default)]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
+    )]
     pub reason: Option<String>,
 }
 
@@ -361,7 +405,7 @@ fn optional_body<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Resul
 
 /// Switch a user off: they cannot sign in and every session dies at once. The last active
 /// admin cannot be deactivated (409).
-#[utoipa::path(post, path = "/api/v1/admin/users/{id}/deactivate", tag = "admin",
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/deactivate", operation_id = "deactivate_user", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(("id" = Uuid, Path)), request_body(content = Option<DeactivateRequest>),
     responses((status = 200, body = UserChanged), (status = 404, body = crate::error::ErrorBody),
@@ -379,7 +423,7 @@ pub async fn deactivate(
 }
 
 /// Switch a deactivated user back on.
-#[utoipa::path(post, path = "/api/v1/admin/users/{id}/reactivate", tag = "admin",
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/reactivate", operation_id = "reactivate_user", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 200, body = UserChanged), (status = 404, body = crate::error::ErrorBody)))]
@@ -395,7 +439,7 @@ pub async fn reactivate(
 
 /// Delete a user: the same erasure as the owner's own (personal data unreadable
 /// everywhere, email released). The last active admin cannot be deleted (409).
-#[utoipa::path(delete, path = "/api/v1/admin/users/{id}", tag = "admin",
+#[utoipa::path(delete, path = "/api/v1/admin/users/{id}", operation_id = "erase_user", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 200, body = UserChanged), (status = 404, body = crate::error::ErrorBody),
@@ -412,7 +456,7 @@ pub async fn erase(
 }
 
 /// End every session of a user.
-#[utoipa::path(delete, path = "/api/v1/admin/users/{id}/sessions", tag = "admin",
+#[utoipa::path(delete, path = "/api/v1/admin/users/{id}/sessions", operation_id = "end_user_sessions", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 200, body = UserChanged), (status = 404, body = crate::error::ErrorBody)))]
@@ -428,7 +472,7 @@ pub async fn end_all_sessions(
 }
 
 /// End one session of a user.
-#[utoipa::path(delete, path = "/api/v1/admin/users/{id}/sessions/{session_id}", tag = "admin",
+#[utoipa::path(delete, path = "/api/v1/admin/users/{id}/sessions/{session_id}", operation_id = "end_user_session", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
     params(("id" = Uuid, Path), ("session_id" = Uuid, Path)),
     responses((status = 200, body = UserChanged), (status = 404, body = crate::error::ErrorBody)))]

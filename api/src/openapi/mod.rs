@@ -1,5 +1,14 @@
-//! The OpenAPI document (generated from the handlers by utoipa) at `/openapi.json`, and
-//! Swagger UI at `/docs` (its assets ship inside the binary: it works with no internet).
+//! The OpenAPI document at `/openapi.json`, and Swagger UI at `/docs` (its assets ship
+//! inside the binary: it works with no internet).
+//!
+//! # Layout
+//! - [`ApiDoc`]: what utoipa generates from the handlers' annotations (each says what is
+//!   its own: its body, its data, the statuses only it answers).
+//! - [`contract`]: the pass that adds what operations share (envelopes, common statuses,
+//!   headers, security, the control-character rule); [`document`] is the result, served
+//!   as it is and printed by `chronicle openapi`.
+
+pub mod contract;
 
 use axum::Router;
 use utoipa::OpenApi;
@@ -82,7 +91,12 @@ use crate::AppState;
         crate::routes::admin::live::live,
         crate::routes::admin::export::export,
     ),
-    components(schemas(crate::error::ErrorBody)),
+    components(schemas(
+        crate::error::ErrorBody,
+        crate::error::UpgradeDetails,
+        crate::routes::admin::users::Role,
+        crate::routes::admin::users::UserStatus,
+    )),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Registration and sign-in"),
@@ -125,6 +139,18 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The document as served: utoipa's, completed by the [`contract`] pass.
+pub fn document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    contract::apply(&mut doc);
+    doc
+}
+
+/// The document, pretty-printed (`chronicle openapi`).
+pub fn document_json() -> Result<String, serde_json::Error> {
+    serde_json::to_string_pretty(&document())
+}
+
 pub fn router() -> Router<AppState> {
-    Router::new().merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+    Router::new().merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", document()))
 }
