@@ -18,6 +18,7 @@ mod database_blips;
 mod enumeration;
 mod event_log;
 mod fake_model;
+mod generated_client;
 mod hostile_input;
 mod http_contract;
 mod idempotency;

@@ -662,7 +662,9 @@ mod tests {
         let doc = document();
         let op = |path: &str, method: &str| doc["paths"][path][method].clone();
         let create = op("/api/v1/conversations", "post");
-        for status in ["400", "401", "402", "403", "409", "413", "415", "422", "500", "503"] {
+        for status in [
+            "400", "401", "402", "403", "409", "413", "415", "422", "500", "503",
+        ] {
             assert!(create["responses"][status].is_object(), "create: {status}");
         }
         let login = op("/api/v1/auth/login", "post");
@@ -691,15 +693,27 @@ mod tests {
             .expect("enum");
         assert!(kinds.contains(&"upgrade_required".into()));
         assert!(kinds.contains(&"method_not_allowed".into()));
-        assert_eq!(schemas["RecordUsageRequest"]["properties"]["amount"]["minimum"], 1);
+        assert_eq!(
+            schemas["RecordUsageRequest"]["properties"]["amount"]["minimum"],
+            1
+        );
         assert_eq!(
             schemas["RecordUsageRequest"]["properties"]["kind"]["pattern"],
             "^[a-z][a-z0-9_]{0,63}$"
         );
         assert_eq!(schemas["BulkDelete"]["properties"]["ids"]["minItems"], 1);
-        assert_eq!(schemas["LoginRequest"]["properties"]["password"]["minLength"], 1);
-        assert_eq!(schemas["RegisterRequest"]["properties"]["email"]["format"], "email");
-        assert_eq!(schemas["TitleRequest"]["properties"]["title"]["maxLength"], 200);
+        assert_eq!(
+            schemas["LoginRequest"]["properties"]["password"]["minLength"],
+            1
+        );
+        assert_eq!(
+            schemas["RegisterRequest"]["properties"]["email"]["format"],
+            "email"
+        );
+        assert_eq!(
+            schemas["TitleRequest"]["properties"]["title"]["maxLength"],
+            200
+        );
         // every request string without a rule of its own refuses control characters
         assert_eq!(
             schemas["ContentRequest"]["properties"]["content"]["pattern"],
