@@ -390,6 +390,7 @@ pub async fn api_state(
         metrics: crate::telemetry::metrics_handle(),
         config: Arc::new(ApiConfig {
             read_your_writes_timeout: config.read_your_writes_timeout,
+            anonymous_answer_floor: config.anonymous_answer_floor,
             body_limit: config.body_limit,
             allowed_origins: config.allowed_origins.clone(),
             status_endpoint_enabled: config.status_endpoint_enabled,

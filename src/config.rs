@@ -50,6 +50,8 @@ pub struct Config {
     pub secret_key: SecretKey,
     pub allowed_origins: Vec<String>,
     pub read_your_writes_timeout: Duration,
+    /// The least time an anonymous answer about an email takes (docs/ACCOUNTS.md).
+    pub anonymous_answer_floor: Duration,
     pub body_limit: usize,
     pub status_endpoint_enabled: bool,
     pub relay_batch_size: i64,
@@ -465,6 +467,7 @@ impl Config {
             read_your_writes_timeout: Duration::from_millis(
                 v.parse("READ_YOUR_WRITES_TIMEOUT_MS", 2000)?,
             ),
+            anonymous_answer_floor: Duration::from_millis(v.parse("ANONYMOUS_ANSWER_MIN_MS", 250)?),
             body_limit: positive("BODY_LIMIT_BYTES", v.parse("BODY_LIMIT_BYTES", 256 * 1024)?)?
                 as usize,
             // `exists` tells anyone whether an address has an account: handy in development,

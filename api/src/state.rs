@@ -31,6 +31,9 @@ pub struct ApiConfig {
     /// How long a command waits for the read models it names to reach its events, and a
     /// GET with `X-Min-Position` for its read models.
     pub read_your_writes_timeout: Duration,
+    /// The least time an anonymous answer about an email takes (register, resend, forgot,
+    /// a failed sign-in), so that known and unknown addresses take the same time.
+    pub anonymous_answer_floor: Duration,
     /// The largest request body accepted (bytes).
     pub body_limit: usize,
     /// Origins allowed by CORS (empty: same origin only).
@@ -61,6 +64,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             read_your_writes_timeout: Duration::from_secs(2),
+            anonymous_answer_floor: Duration::from_millis(250),
             body_limit: 256 * 1024,
             allowed_origins: vec![],
             status_endpoint_enabled: true,

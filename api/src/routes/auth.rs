@@ -105,6 +105,24 @@ pub async fn register(
     RequestMeta(meta): RequestMeta,
     JsonOrForm(req): JsonOrForm<RegisterRequest>,
 ) -> Result<Reply<Notice>, ApiError> {
+    let started = tokio::time::Instant::now();
+    let answer = register_account(&state, meta, req).await;
+    at_the_floor(&state, started, answer).await
+}
+
+/// Answer no sooner than `ANONYMOUS_ANSWER_MIN_MS` after `started`: a known address costs a
+/// few more queries than an unknown one (its user is loaded and its values opened), and
+/// that difference must not show in the time an anonymous answer takes.
+pub async fn at_the_floor<T>(state: &AppState, started: tokio::time::Instant, answer: T) -> T {
+    tokio::time::sleep_until(started + state.config.anonymous_answer_floor).await;
+    answer
+}
+
+async fn register_account(
+    state: &AppState,
+    meta: aggregates::EventMetadata,
+    req: RegisterRequest,
+) -> Result<Reply<Notice>, ApiError> {
     let email = checked_email(&req.email)?;
     state.limits.check_auth(client_ip(&meta), Some(&email))?;
     let display_name = req.display_name.map(|n| n.trim().to_owned());
@@ -310,6 +328,19 @@ pub async fn resend_verification(
 /// account asking for verification, a disabled one) are silent for the same reason, and
 /// they, like an unknown address, record a `kind` probe instead: one event either way.
 pub async fn mail_if_known(
+    state: &AppState,
+    meta: &aggregates::EventMetadata,
+    email: &str,
+    message: &'static str,
+    kind: &'static str,
+    command: impl FnOnce(Uuid) -> UserCommand,
+) -> Result<Reply<Notice>, ApiError> {
+    let started = tokio::time::Instant::now();
+    let answer = mail_or_probe(state, meta, email, message, kind, command).await;
+    at_the_floor(state, started, answer).await
+}
+
+async fn mail_or_probe(
     state: &AppState,
     meta: &aggregates::EventMetadata,
     email: &str,

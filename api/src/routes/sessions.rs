@@ -122,6 +122,19 @@ pub async fn login(
     RequestMeta(meta): RequestMeta,
     JsonOrForm(req): JsonOrForm<LoginRequest>,
 ) -> Result<Response, ApiError> {
+    let started = tokio::time::Instant::now();
+    match sign_in(&state, meta, req).await {
+        Ok(signed_in) => Ok(signed_in),
+        // a failure for a known and for an unknown address take the same time
+        Err(e) => crate::routes::auth::at_the_floor(&state, started, Err(e)).await,
+    }
+}
+
+async fn sign_in(
+    state: &AppState,
+    meta: aggregates::EventMetadata,
+    req: LoginRequest,
+) -> Result<Response, ApiError> {
     let email = checked_email(&req.email)?;
     state.limits.check_auth(client_ip(&meta), Some(&email))?;
     let Some(user_id) = email_claims::owner(&state.pool, &email).await? else {
