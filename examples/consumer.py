@@ -23,7 +23,6 @@ import time
 from collections import Counter
 
 import nats
-from nats.errors import TimeoutError as NatsTimeout
 
 START = "0000000000000000-0000000000000000"  # before every cursor
 
@@ -59,8 +58,9 @@ async def consume(args):
         while not stop.is_set():
             try:
                 messages = await sub.fetch(100, timeout=1)
-            except NatsTimeout:
-                # nothing waiting: the stream is idle, which is not an error
+            except asyncio.TimeoutError:
+                # nothing waiting: the stream is idle, which is not an error. nats-py raises
+                # nats.errors.TimeoutError (a subclass) or, on some paths, asyncio's own.
                 if args.idle_exit is not None and time.monotonic() - last_message >= args.idle_exit:
                     break
                 continue
