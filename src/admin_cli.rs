@@ -40,6 +40,7 @@ pub const EXIT_NOT_CAUGHT_UP: i32 = 5;
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
     /// Create a user (with a password, or an invitation mail to choose one).
+    #[command(after_help = crate::env_help::ADMIN)]
     CreateUser {
         #[arg(long)]
         email: String,
@@ -66,6 +67,7 @@ pub enum AdminCommand {
         out: Output,
     },
     /// Switch a user off: no sign-in, every session revoked.
+    #[command(after_help = crate::env_help::ADMIN)]
     DeactivateUser {
         #[arg(long)]
         email: String,
@@ -75,6 +77,7 @@ pub enum AdminCommand {
         out: Output,
     },
     /// Switch a deactivated user back on.
+    #[command(after_help = crate::env_help::ADMIN)]
     ReactivateUser {
         #[arg(long)]
         email: String,
@@ -82,6 +85,7 @@ pub enum AdminCommand {
         out: Output,
     },
     /// List users, newest first.
+    #[command(after_help = crate::env_help::ADMIN)]
     ListUsers {
         #[arg(long, default_value_t = 50)]
         limit: u32,
@@ -98,6 +102,7 @@ pub enum AdminCommand {
         out: Output,
     },
     /// Give a user the role user or admin.
+    #[command(after_help = crate::env_help::ADMIN)]
     SetRole {
         #[arg(long)]
         email: String,
@@ -107,6 +112,7 @@ pub enum AdminCommand {
         out: Output,
     },
     /// A user's audit trail as a timeline: who did what, when, from where.
+    #[command(after_help = crate::env_help::ADMIN)]
     UserHistory {
         #[arg(long)]
         email: String,
@@ -117,6 +123,7 @@ pub enum AdminCommand {
         out: Output,
     },
     /// Admin API keys (for `X-Admin-Key`).
+    #[command(after_help = crate::env_help::ADMIN)]
     ApiKey {
         #[command(subcommand)]
         command: ApiKeyCommand,
@@ -126,6 +133,7 @@ pub enum AdminCommand {
 #[derive(Debug, Subcommand)]
 pub enum ApiKeyCommand {
     /// Make a key; it is printed once and never stored (only its hash is).
+    #[command(after_help = crate::env_help::ADMIN)]
     Create {
         #[arg(long)]
         name: String,
@@ -133,11 +141,13 @@ pub enum ApiKeyCommand {
         out: Output,
     },
     /// Every key, with when it was last used.
+    #[command(after_help = crate::env_help::ADMIN)]
     List {
         #[command(flatten)]
         out: Output,
     },
     /// Revoke a key: it stops working at once.
+    #[command(after_help = crate::env_help::ADMIN)]
     Revoke {
         /// The key's id (from `list`).
         id: Uuid,

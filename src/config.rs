@@ -91,7 +91,7 @@ pub struct Config {
     /// `MASTER_KEY_PREVIOUS`, run `chronicle keys rotate`, then drop the old one.
     pub master_keys: MasterKeys,
     /// Plans and their daily limits, from `PLANS` (JSON) or the file `PLANS_FILE`
-    /// (default `plans.json`).
+    /// (default: the repository's `plans.json`, built into the binary).
     pub plans: Plans,
     /// Meters (a user's day of usage) are snapshotted every this many events.
     pub meter_snapshot_every: u64,
@@ -310,16 +310,24 @@ impl Config {
             Some(json) => {
                 Plans::parse(&json).map_err(|e| anyhow::anyhow!("PLANS is invalid: {e}"))?
             }
-            None => {
-                let path = v.string("PLANS_FILE", "plans.json");
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    anyhow::anyhow!(
-                        "PLANS_FILE={path}: cannot read it ({e}); set PLANS_FILE or PLANS"
-                    )
-                })?;
-                Plans::parse(&text)
-                    .map_err(|e| anyhow::anyhow!("PLANS_FILE={path} is invalid: {e}"))?
-            }
+            None => match v.0("PLANS_FILE")
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+            {
+                // An explicit file that cannot be read is a mistake to report, never a
+                // reason to fall back to the built-in plans.
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        anyhow::anyhow!(
+                            "PLANS_FILE={path}: cannot read it ({e}); set PLANS_FILE or PLANS"
+                        )
+                    })?;
+                    Plans::parse(&text)
+                        .map_err(|e| anyhow::anyhow!("PLANS_FILE={path} is invalid: {e}"))?
+                }
+                None => Plans::parse(DEFAULT_PLANS)
+                    .map_err(|e| anyhow::anyhow!("the built-in plans.json is invalid: {e}"))?,
+            },
         };
         let llm_timeout = positive("LLM_TIMEOUT_SECS", v.parse("LLM_TIMEOUT_SECS", 30)?)?;
         let llm = match (
@@ -501,6 +509,10 @@ impl Config {
 }
 
 /// Values of SECRET_KEY found in documentation and examples.
+/// The plans used when neither `PLANS` nor `PLANS_FILE` is set, built in so that the binary
+/// runs from any directory.
+const DEFAULT_PLANS: &str = include_str!("../plans.json");
+
 const PLACEHOLDER_SECRET_KEYS: &[&str] = &[
     "test-secret-key-that-is-long-enough-000",
     "change-me-to-a-long-random-secret-key",
@@ -695,6 +707,21 @@ mod tests {
 
     fn error_of(c: anyhow::Result<Config>) -> String {
         c.err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn without_plans_or_plans_file_the_built_in_plans_apply_and_an_unreadable_file_is_an_error() {
+        let tmp = std::env::temp_dir().join("chronicle-config-tests");
+        let data_dir = tmp.display().to_string();
+        let built_in = Config::from_lookup(|k| (k == "DATA_DIR").then(|| data_dir.clone()))
+            .expect("no PLANS_FILE needed");
+        assert_eq!(built_in.plans, Plans::parse(DEFAULT_PLANS).expect("valid"));
+        let missing = Config::from_lookup(|k| match k {
+            "DATA_DIR" => Some(data_dir.clone()),
+            "PLANS_FILE" => Some("/nonexistent/plans.json".into()),
+            _ => None,
+        });
+        assert!(error_of(missing).contains("PLANS_FILE=/nonexistent/plans.json: cannot read it"));
     }
 
     #[test]

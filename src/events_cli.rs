@@ -28,6 +28,7 @@ use crate::Config;
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
     /// Write the event log (or a filtered part of it) in its order.
+    #[command(after_help = crate::env_help::DATABASE_AND_KEYS)]
     Export {
         #[command(flatten)]
         filter: FilterArgs,
@@ -46,11 +47,13 @@ pub enum EventsCommand {
         with_secrets: bool,
     },
     /// Append an NDJSON export to this database's log, which must be empty.
+    #[command(after_help = crate::env_help::DATABASE_AND_KEYS)]
     Import {
         /// The NDJSON file (`-` for standard input).
         file: std::path::PathBuf,
     },
     /// Follow the NATS stream and print each event as it arrives.
+    #[command(after_help = crate::env_help::TAIL)]
     Tail {
         /// Start from the first message the stream holds.
         #[arg(long, conflicts_with = "since")]

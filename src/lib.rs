@@ -10,11 +10,13 @@
 //!   timeouts, an accept loop that survives running out of descriptors.
 //! - [`seed`]: the admin account from `ADMIN_EMAIL` / `ADMIN_PASSWORD`.
 //! - [`events_cli`]: `chronicle events export|import|tail`, the log from a terminal.
+//! - [`env_help`]: the environment each command reads, for its `--help`.
 //! - [`admin_cli`]: `chronicle admin ...`, the admin operations from a terminal.
 
 pub mod admin_cli;
 pub mod app;
 pub mod config;
+pub mod env_help;
 pub mod events_cli;
 pub mod seed;
 pub mod server;

@@ -27,6 +27,7 @@ enum Command {
     /// Run Chronicle: the API, the relay and the projectors in one process (by default).
     ///
     /// Creates the database if it is missing, applies migrations and creates the stream.
+    #[command(after_help = chronicle::env_help::SERVE)]
     Serve {
         /// Run only these parts, comma-separated: api, relay, projector, mailer, assistant
         /// (the assistant runs only when LLM_BASE_URL and LLM_API_KEY are set).
@@ -37,13 +38,16 @@ enum Command {
         bind: Option<SocketAddr>,
     },
     /// Run one background worker (the same as `serve --roles <role>`).
+    #[command(after_help = chronicle::env_help::SERVE)]
     Worker {
         /// relay, projector, mailer or assistant
         role: chronicle::Role,
     },
     /// Create the database if it is missing and apply pending migrations, then exit.
+    #[command(after_help = chronicle::env_help::MIGRATE)]
     Migrate,
     /// Inspect and rebuild read models.
+    #[command(after_help = chronicle::env_help::DATABASE_AND_KEYS)]
     Projections {
         #[command(subcommand)]
         command: ProjectionsCommand,
@@ -52,12 +56,14 @@ enum Command {
     ///
     /// Talks to the database directly (the same operations as the admin API). Exit codes:
     /// 0 done, 1 failure, 2 bad input, 3 not found, 4 refused, 5 read models behind.
+    #[command(after_help = chronicle::env_help::ADMIN)]
     Admin {
         #[command(subcommand)]
         command: chronicle::admin_cli::AdminCommand,
     },
     /// The event log: export it (NDJSON or CSV), import an export into an empty log,
     /// follow the NATS stream.
+    #[command(after_help = chronicle::env_help::TAIL)]
     Events {
         #[command(subcommand)]
         command: chronicle::events_cli::EventsCommand,
@@ -66,6 +72,7 @@ enum Command {
     /// database needed), for client generators and contract checks.
     Openapi,
     /// The master key that wraps every user's data key.
+    #[command(after_help = chronicle::env_help::KEYS)]
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
@@ -78,21 +85,25 @@ enum KeysCommand {
     Generate,
     /// Re-wrap every user's data key, and the system key (API keys' secrets), with
     /// MASTER_KEY (old keys in MASTER_KEY_PREVIOUS). The event log is not touched.
+    #[command(after_help = chronicle::env_help::KEYS)]
     Rotate,
 }
 
 #[derive(Debug, Subcommand)]
 enum ProjectionsCommand {
     /// Each read model's position in the log, lag and state.
+    #[command(after_help = chronicle::env_help::DATABASE_AND_KEYS)]
     Status,
     /// Replay a read model from the event log into shadow tables, then swap them in
     /// (readers see the old rows until the new ones are complete; no downtime).
+    #[command(after_help = chronicle::env_help::DATABASE_AND_KEYS)]
     Rebuild {
         /// users, sessions, usage, conversations, uploads or event_stats
         name: ReadModel,
     },
     /// Replay read models into shadow tables up to their live checkpoint and compare every
     /// table with its twin (exit code 1 when any row differs). Nothing live changes.
+    #[command(after_help = chronicle::env_help::DATABASE_AND_KEYS)]
     Verify {
         /// The read model (or --all).
         #[arg(required_unless_present = "all")]

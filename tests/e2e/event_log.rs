@@ -22,7 +22,7 @@ use crate::support::{eventually, TestApp, TestEnv};
 mod consumer;
 
 /// Users who sign in, record usage, talk, change their profile; one erases their account.
-async fn workload(app: &TestApp, tag: &str, users: usize) {
+pub(crate) async fn workload(app: &TestApp, tag: &str, users: usize) {
     for n in 0..users {
         let email = format!("{tag}{n}@example.com");
         signed_up(app, &email).await;
@@ -592,7 +592,7 @@ async fn verify_passes_after_a_mixed_workload_fails_on_a_tampered_row_and_rebuil
     app.finish().await;
 }
 
-async fn stream_holds(app: &TestApp, n: u64) {
+pub(crate) async fn stream_holds(app: &TestApp, n: u64) {
     let stream_name = app.env.stream.clone();
     let js = app.bus.jetstream.clone();
     eventually("the stream holds the log", Duration::from_secs(30), || {
