@@ -188,7 +188,7 @@ async fn register_account(
                 }
                 // claimed by a registration still in flight: nothing to tell its owner yet
                 Err(CommandError::Domain(UserError::NotRegistered)) => {
-                    let cursor = probe(&state, &meta, &email, KIND_REGISTRATION).await?;
+                    let cursor = probe(state, &meta, &email, KIND_REGISTRATION).await?;
                     same_trace(&state.pool, REGISTRATION_EVENTS, 1).await?;
                     cursor
                 }
@@ -197,7 +197,7 @@ async fn register_account(
         }
     };
     // Waiting for the read model costs the same either way; the position is not told.
-    let lagging = settle(&state, cursor, &[ReadModel::Users]).await;
+    let lagging = settle(state, cursor, &[ReadModel::Users]).await;
     Ok(Reply {
         status: StatusCode::ACCEPTED,
         data: Notice {

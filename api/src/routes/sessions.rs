@@ -143,7 +143,7 @@ async fn sign_in(
             .passwords
             .verify(req.password, state.dummy_hash.to_string())
             .await;
-        return Err(crate::routes::auth::probe_sign_in_failed(&state, &meta, &email).await);
+        return Err(crate::routes::auth::probe_sign_in_failed(state, &meta, &email).await);
     };
     let user = state
         .users
@@ -185,7 +185,7 @@ async fn sign_in(
         Ok(o) => o,
         // claimed by a registration still in flight: no account yet, as for an unknown one
         Err(CommandError::Domain(UserError::NotRegistered)) => {
-            return Err(crate::routes::auth::probe_sign_in_failed(&state, &meta, &email).await)
+            return Err(crate::routes::auth::probe_sign_in_failed(state, &meta, &email).await)
         }
         Err(CommandError::Domain(UserError::Locked { until })) => {
             return Err(ApiError::AccountLocked {
@@ -224,21 +224,21 @@ async fn sign_in(
         .await
         .map_err(session_error)?;
     settle(
-        &state,
+        state,
         outcome.cursor.max(started.cursor),
         &[ReadModel::Users, ReadModel::Sessions],
     )
     .await;
-    let (access_token, expires_in) = issue_access(&state, user_id, session_id, &user.role, now)?;
+    let (access_token, expires_in) = issue_access(state, user_id, session_id, &user.role, now)?;
     let pair = TokenPair {
         access_token,
         refresh_token: refresh_token(session_id, &secret),
         token_type: "Bearer",
         expires_in,
-        user: Some(profile(&state, user_id).await?),
+        user: Some(profile(state, user_id).await?),
     };
     tracing::info!(user.id = %user_id, session.id = %session_id, "Signed in");
-    Ok(token_response(&state, pair, started.cursor))
+    Ok(token_response(state, pair, started.cursor))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
