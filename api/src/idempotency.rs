@@ -149,13 +149,30 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Whose key it is: the user of a valid access token (the session is not looked up: the
-/// scope only keeps callers' keys apart), else the client's IP address.
+/// scope only keeps callers' keys apart); else the credentials the request carries (an
+/// admin API key, any other `Authorization`), as a hash; else the client's IP address.
+///
+/// A stored answer is replayed only within its scope, so a request that carried credentials
+/// must never share the anonymous scope of its IP: an admin-key answer (a created user, say)
+/// would otherwise be replayed to anyone at that address who sends the same key with no
+/// credentials at all. Only someone holding the same credential reaches its scope.
 fn scope(state: &AppState, parts: &Parts) -> String {
     let token = bearer(&parts.headers).or_else(|| {
         cookies::get_as_set(&parts.headers, cookies::ACCESS, state.config.cookie_secure)
     });
     if let Some(claims) = token.and_then(|t| state.tokens.verify(&t).ok()) {
         return format!("user:{}", claims.sub);
+    }
+    let credential = |name: &str, value: &HeaderValue| {
+        let mut h = Sha256::new();
+        h.update(value.as_bytes());
+        format!("{name}:{}", hex::encode(h.finalize()))
+    };
+    if let Some(key) = parts.headers.get("x-admin-key") {
+        return credential("admin_key", key);
+    }
+    if let Some(authorization) = parts.headers.get(AUTHORIZATION) {
+        return credential("credential", authorization);
     }
     match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
         Some(ConnectInfo(addr)) => format!("ip:{}", addr.ip()),

@@ -359,3 +359,56 @@ async fn a_key_left_running_is_free_again_once_its_lease_runs_out() {
     assert_eq!(running, 0);
     app.finish().await;
 }
+
+/// An answer stored for a request made with an admin API key is replayed only to the same
+/// key: the same `Idempotency-Key` from the same address with no credentials (or another
+/// key) runs as itself and is refused.
+#[tokio::test]
+async fn an_admin_keys_stored_answer_is_never_replayed_to_a_caller_without_it() {
+    let app = crate::admin::admin_env().spawn_all().await;
+    let (code, out, err) = crate::admin::cli(
+        &app,
+        &["api-key", "create", "--name", "idempotency", "--json"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let created: Value = serde_json::from_str(&out).expect("json");
+    let key = created["key"].as_str().expect("key").to_owned();
+    let body = json!({"email": "made-by-key@example.com", "verified": true});
+    let send = |admin_key: Option<&str>| {
+        let mut req = reqwest::Client::new()
+            .post(app.url("/api/v1/admin/users"))
+            .header("Idempotency-Key", "k-admin-1")
+            .json(&body);
+        if let Some(k) = admin_key {
+            req = req.header("x-admin-key", k);
+        }
+        req.send()
+    };
+    let first = send(Some(&key)).await.expect("sent");
+    assert_eq!(first.status().as_u16(), 201);
+    let first_body = first.bytes().await.expect("body");
+    let again = send(Some(&key)).await.expect("sent");
+    assert_eq!(
+        again
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    assert_eq!(again.bytes().await.expect("body"), first_body);
+
+    let anonymous = send(None).await.expect("sent");
+    assert_eq!(
+        anonymous.status().as_u16(),
+        401,
+        "no credentials, no replay"
+    );
+    assert!(anonymous.headers().get("idempotent-replayed").is_none());
+    let text = anonymous.text().await.expect("body");
+    assert!(!text.contains("made-by-key@example.com"), "{text}");
+    let other = send(Some("chk_not-the-key")).await.expect("sent");
+    assert_eq!(other.status().as_u16(), 401);
+    assert!(other.headers().get("idempotent-replayed").is_none());
+    app.finish().await;
+}
