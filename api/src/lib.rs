@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
     let cors = middleware::cors(&state.config.allowed_origins);
     let production = state.config.app_env == "production";
     let idempotency_state = state.clone();
+    let min_position_state = state.clone();
     Router::new()
         .merge(routes::auth::router())
         .merge(routes::sessions::router())
@@ -71,6 +72,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(
             middleware::envelope_for_bare_errors,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            min_position_state,
+            routes::read_your_writes::min_position,
         ))
         .layer(axum::middleware::from_fn(clean_input::middleware))
         .layer(CatchPanicLayer::custom(middleware::panic_response))

@@ -349,3 +349,48 @@ async fn fifty_concurrent_commands_on_one_aggregate_are_applied_or_refused_with_
     assert_eq!(sequences, expected);
     app.finish().await;
 }
+
+/// API.md: any GET can insist on read models that have reached a position. Routes that read
+/// no particular read model (conversations, uploads, my sessions) honour it too.
+#[tokio::test]
+async fn every_get_of_the_api_honours_x_min_position() {
+    let app = TestEnv::new()
+        .set("READ_YOUR_WRITES_TIMEOUT_MS", "300")
+        .spawn_all()
+        .await;
+    let token = crate::conversations::token(&app, "reader@example.com").await;
+    let head = eventstore::log::last_committed(&app.pool)
+        .await
+        .expect("the head")
+        .expect("an event")
+        .to_string();
+    let future = "7fffffffffffffff-7fffffffffffffff";
+    for path in [
+        "/api/v1/conversations",
+        "/api/v1/uploads",
+        "/api/v1/users/me",
+        "/api/v1/users/me/sessions",
+        "/api/v1/usage",
+    ] {
+        let get = |position: &str| {
+            reqwest::Client::new()
+                .get(app.url(path))
+                .bearer_auth(&token)
+                .header("x-min-position", position)
+                .send()
+        };
+        let (s, b) = json(get(&head).await.expect("sent")).await;
+        assert_eq!(s, 200, "{path} at the head: {b}");
+        let resp = get(future).await.expect("sent");
+        assert!(resp.headers().contains_key("retry-after"), "{path}");
+        let (s, b) = json(resp).await;
+        assert_eq!(
+            (s, b["error"].as_str()),
+            (503, Some("not_caught_up")),
+            "{path}: {b}"
+        );
+        let (s, b) = json(get("not-a-cursor").await.expect("sent")).await;
+        assert_eq!(s, 400, "{path}: {b}");
+    }
+    app.finish().await;
+}

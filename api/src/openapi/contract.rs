@@ -33,7 +33,6 @@ pub const ONE_LINE: &str = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$";
 pub const CURSOR: &str = "^[0-9a-f]{16}-[0-9a-f]{16}$";
 
 /// GETs whose handler waits for its read models to reach `X-Min-Position`.
-const READS_AT_POSITION: &[&str] = &["list_users", "get_user", "get_usage", "get_email_status"];
 /// Operations that never reach PostgreSQL (no 503 `unavailable`).
 const NO_DATABASE: &[&str] = &["health_live", "list_plans"];
 /// Health reports answer 503 with the report itself, not an error envelope.
@@ -166,13 +165,13 @@ pub fn apply(doc: &mut Value) {
     let mut envelopes = Map::new();
     let mut request_schemas = vec![];
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
-        for item in paths.values_mut() {
+        for (path, item) in paths.iter_mut() {
             let Some(item) = item.as_object_mut() else {
                 continue;
             };
             for (method, op) in item.iter_mut() {
                 if let Some(op) = op.as_object_mut() {
-                    operation(method, op, &mut envelopes, &mut request_schemas);
+                    operation(path, method, op, &mut envelopes, &mut request_schemas);
                 }
             }
         }
@@ -198,6 +197,7 @@ pub fn apply(doc: &mut Value) {
 }
 
 fn operation(
+    path: &str,
     method: &str,
     op: &mut Map<String, Value>,
     envelopes: &mut Map<String, Value>,
@@ -260,7 +260,8 @@ fn operation(
             refuse_controls(schema, &mut Map::new(), &mut vec![]);
         }
     }
-    let reads_at_position = get && READS_AT_POSITION.contains(&id);
+    // every GET of the API honours X-Min-Position (`read_your_writes::min_position`)
+    let reads_at_position = get && crate::routes::read_your_writes::honours_min_position(path);
     if reads_at_position {
         params.push(component_ref("parameters", "XMinPosition"));
     }

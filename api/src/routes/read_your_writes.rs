@@ -1,9 +1,16 @@
 //! Read-your-writes: a command waits (bounded) until the read models its caller reads next
 //! have passed its last event; a GET with `X-Min-Position` waits until its read models have
-//! reached that cursor.
+//! reached that cursor. Every GET of the API honours the header ([`min_position`], one
+//! middleware, waiting for every read model); handlers that know which read models they
+//! read also [`require`] them, which then answers at once.
 
 use aggregates::LogCursor;
 use projections::ReadModel;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 
 use crate::extract::MinPosition;
 use crate::{ApiError, AppState};
@@ -47,4 +54,28 @@ pub async fn require(
             .await
             .map_err(|_| ApiError::NotCaughtUp),
     }
+}
+
+/// Whether a GET of `path` honours `X-Min-Position`: the API's own reads (not health,
+/// metrics, the document or the console's files, which read no read model).
+pub fn honours_min_position(path: &str) -> bool {
+    path.starts_with("/api/")
+}
+
+/// The middleware: a GET of the API with `X-Min-Position` waits (bounded) until every read
+/// model has reached that cursor, else 503 `not_caught_up` with `Retry-After`; a header that
+/// is not a cursor is 400.
+pub async fn min_position(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() != Method::GET || !honours_min_position(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    let min = match MinPosition::from_request_parts(&mut parts, &state).await {
+        Ok(min) => min,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = require(&state, min, &ReadModel::ALL).await {
+        return e.into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
 }
