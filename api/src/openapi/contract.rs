@@ -688,7 +688,10 @@ mod tests {
                     );
                 } else if status.starts_with('4') || status.starts_with('5') {
                     let health_report = status == "503" && id.starts_with("health_");
-                    if !health_report {
+                    let html_page = status == "400" && super::HTML_ON_400.contains(&id);
+                    if html_page {
+                        assert!(response["content"]["text/html"].is_object(), "{id} 400");
+                    } else if !health_report {
                         assert_eq!(
                             schema_ref(response),
                             Some("#/components/schemas/ErrorBody"),
