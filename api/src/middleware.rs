@@ -30,12 +30,14 @@ pub async fn envelope_for_bare_errors(req: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let is_json = response
+    // a handler's own answer: JSON (already the envelope), or an HTML page meant for a
+    // browser (the verification link's "Link not valid"), which must stay a page
+    let own_body = response
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if own_body {
         return response;
     }
     let (kind, message) = match status {

@@ -29,12 +29,21 @@ use crate::idempotency::MAX_KEY_LEN;
 pub const NO_CONTROLS: &str = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$";
 /// A one-line string (`aggregates::text::is_forbidden_in_line`): names, titles, emails.
 pub const ONE_LINE: &str = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$";
+/// A one-line string that is not blank (`aggregates` trims names and titles and refuses
+/// what is left empty): one character that is neither white space nor a control.
+pub const ONE_LINE_NOT_BLANK: &str = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*[^\s\u0000-\u001F\u007F-\u009F\u2028\u2029][^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$";
 /// A log cursor, as `data.position` and `X-Position` carry it.
 pub const CURSOR: &str = "^[0-9a-f]{16}-[0-9a-f]{16}$";
 
 /// GETs whose handler waits for its read models to reach `X-Min-Position`.
 /// Operations that never reach PostgreSQL (no 503 `unavailable`).
 const NO_DATABASE: &[&str] = &["health_live", "list_plans"];
+/// Operations whose 400 is their own HTML page, not the error envelope (the verification
+/// link, opened in a browser: "Link expired" / "Link not valid").
+const HTML_ON_400: &[&str] = &["follow_verification_link"];
+/// Request bodies that say "send either `token`, or `email` and `code`" (the handlers
+/// refuse anything else with 422).
+const TOKEN_OR_EMAIL_AND_CODE: &[&str] = &["VerifyEmailRequest", "ResetPasswordRequest"];
 /// Health reports answer 503 with the report itself, not an error envelope.
 const REPORT_ON_503: &[&str] = &["health_ready", "health_detailed"];
 /// Anonymous email endpoints: the same answer whether or not the email has an account, so
@@ -131,19 +140,17 @@ fn shared_parameters() -> Value {
                             with `Idempotent-Replayed: true`, instead of running the command again",
             "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LEN, "pattern": "^[!-~]+$"},
         },
-        "XRequestId": {
-            "name": "X-Request-Id", "in": "header", "required": false,
-            "description": "Echoed in the answer's `X-Request-Id` and recorded with every event \
-                            (one is made when absent)",
-            "schema": {"type": "string", "maxLength": 512, "pattern": "^[ -~]*$"},
-        },
     })
 }
 
 /// The shared response headers.
 fn shared_headers() -> Value {
     json!({
-        "XRequestId": header("This request's id (the one sent, or a new one)", json!({"type": "string"})),
+        "XRequestId": header(
+            "This request's id: the request's own `X-Request-Id` when it sent one, else a new UUID \
+             (recorded with every event the request causes)",
+            json!({"type": "string"}),
+        ),
         "RetryAfter": header("Seconds to wait before trying again", json!({"type": "integer", "minimum": 0})),
         "IdempotentReplayed": header(
             "`true` when this is the stored answer to an earlier request with the same Idempotency-Key",
@@ -189,6 +196,7 @@ pub fn apply(doc: &mut Value) {
             refuse_controls(schema, schemas, &mut seen);
         }
         error_body(schemas);
+        token_or_email_and_code(schemas);
         schemas.extend(envelopes);
     }
     security_schemes(components);
@@ -227,6 +235,9 @@ fn operation(
     // request body: its schemas get the control-character rule; its extractor its statuses
     let mut body_json = false;
     let mut body_multipart = false;
+    if let Some(body) = op.get_mut("requestBody").and_then(Value::as_object_mut) {
+        optional_body(body);
+    }
     if let Some(content) = op
         .get_mut("requestBody")
         .and_then(|b| b.get_mut("content"))
@@ -268,7 +279,9 @@ fn operation(
     if post {
         params.push(component_ref("parameters", "IdempotencyKey"));
     }
-    params.push(component_ref("parameters", "XRequestId"));
+    // `X-Request-Id` is not a request parameter: the server takes any value (it is echoed
+    // or replaced, never refused), so the document cannot say what a wrong one is; the
+    // answer's header (components/headers/XRequestId) says that a client may send one.
     op.insert("parameters".into(), Value::Array(params));
 
     // the statuses this operation can answer
@@ -364,6 +377,9 @@ fn operation(
                 };
                 response.insert("description".into(), Value::String(text));
             }
+            if code == 400 && HTML_ON_400.contains(&id) {
+                continue;
+            }
             if !(code == 503 && REPORT_ON_503.contains(&id)) {
                 response.insert(
                     "content".into(),
@@ -373,6 +389,56 @@ fn operation(
             }
         }
         wrap_json(id, response, envelopes);
+    }
+}
+
+/// utoipa writes an optional body (`Option<T>`) as `oneOf: [null, T]`, which says a JSON
+/// `null` is accepted; the handlers take no body (or only white space) or a `T`, and refuse
+/// `null`. So: the body is `T`, and not required.
+fn optional_body(body: &mut Map<String, Value>) {
+    let Some(content) = body.get_mut("content").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let mut optional = false;
+    for media in content.values_mut() {
+        let Some(alternatives) = media["schema"]["oneOf"].as_array() else {
+            continue;
+        };
+        let rest: Vec<Value> = alternatives
+            .iter()
+            .filter(|s| **s != json!({"type": "null"}))
+            .cloned()
+            .collect();
+        if rest.len() == 1 && alternatives.len() == 2 {
+            media["schema"] = rest[0].clone();
+            optional = true;
+        }
+    }
+    if optional {
+        body.insert("required".into(), Value::Bool(false));
+    }
+}
+
+/// `token` alone, or `email` and `code` together (and no token).
+fn token_or_email_and_code(schemas: &mut Map<String, Value>) {
+    for name in TOKEN_OR_EMAIL_AND_CODE {
+        if let Some(schema) = schemas.get_mut(*name).and_then(Value::as_object_mut) {
+            schema.insert(
+                "oneOf".into(),
+                json!([
+                    {
+                        "description": "With the link's token",
+                        "required": ["token"],
+                        "properties": {"token": {"type": "string"}, "email": {"type": "null"}, "code": {"type": "null"}},
+                    },
+                    {
+                        "description": "With the email and the code from the mail",
+                        "required": ["email", "code"],
+                        "properties": {"token": {"type": "null"}, "email": {"type": "string"}, "code": {"type": "string"}},
+                    },
+                ]),
+            );
+        }
     }
 }
 
@@ -623,7 +689,10 @@ mod tests {
                     );
                 } else if status.starts_with('4') || status.starts_with('5') {
                     let health_report = status == "503" && id.starts_with("health_");
-                    if !health_report {
+                    let html_page = status == "400" && super::HTML_ON_400.contains(&id);
+                    if html_page {
+                        assert!(response["content"]["text/html"].is_object(), "{id} 400");
+                    } else if !health_report {
                         assert_eq!(
                             schema_ref(response),
                             Some("#/components/schemas/ErrorBody"),
@@ -717,8 +786,40 @@ mod tests {
         );
         // every request string without a rule of its own refuses control characters
         assert_eq!(
-            schemas["ContentRequest"]["properties"]["content"]["pattern"],
+            schemas["DeactivateRequest"]["properties"]["reason"]["pattern"],
+            super::ONE_LINE
+        );
+        assert_eq!(
+            schemas["ChangePassword"]["properties"]["current_password"]["pattern"],
             super::NO_CONTROLS
+        );
+        // trimmed fields refuse what is blank
+        assert_eq!(
+            schemas["TitleRequest"]["properties"]["title"]["pattern"],
+            super::ONE_LINE_NOT_BLANK
+        );
+        assert_eq!(schemas["PatchMe"]["properties"]["locale"]["maxLength"], 35);
+        // the two components that once shared the name `HistoryPage`
+        assert_eq!(
+            schemas["HistoryPage"]["properties"]["items"]["items"]["$ref"],
+            "#/components/schemas/HistoryEntry"
+        );
+        assert_eq!(
+            schemas["AuditPage"]["properties"]["items"]["items"]["$ref"],
+            "#/components/schemas/AuditEntry"
+        );
+        // an optional body is the body's schema, not `null`, and not required
+        let refresh = &doc["paths"]["/api/v1/auth/refresh"]["post"]["requestBody"];
+        assert_eq!(refresh["required"], false);
+        assert_eq!(
+            refresh["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/RefreshRequest"
+        );
+        assert_eq!(
+            schemas["VerifyEmailRequest"]["oneOf"]
+                .as_array()
+                .map(Vec::len),
+            Some(2)
         );
         assert_eq!(
             schemas["UsageReport"]["properties"]["plan"]["$ref"],

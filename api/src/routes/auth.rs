@@ -70,7 +70,7 @@ pub struct RegisterRequest {
     #[schema(
         min_length = 1,
         max_length = 100,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*[^\s\u0000-\u001F\u007F-\u009F\u2028\u2029][^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
     )]
     pub display_name: Option<String>,
 }
@@ -489,8 +489,9 @@ pub struct VerifyLinkQuery {
 /// (`FRONTEND_URL/email-verified?status=verified|expired|invalid`) or shows a short page.
 #[utoipa::path(
     get, path = "/api/v1/auth/verify", operation_id = "follow_verification_link", tag = "auth", params(VerifyLinkQuery),
-    responses((status = 200, description = "A short HTML page", content_type = "text/html"),
-              (status = 303, description = "Redirect to the frontend"))
+    responses((status = 200, description = "Verified: a short HTML page (no FRONTEND_URL configured)", content_type = "text/html"),
+              (status = 303, description = "Redirect to the frontend (FRONTEND_URL configured), for every outcome: `?status=verified|expired|invalid`"),
+              (status = 400, description = "The link is expired, already used or not valid: a short HTML page (no FRONTEND_URL configured)", content_type = "text/html"))
 )]
 pub async fn verify_link(
     State(state): State<AppState>,

@@ -43,8 +43,12 @@ pub const NOT_CONFIGURED: &str =
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatRequest {
-    /// 1 to 32000 characters.
-    #[schema(min_length = 1, max_length = 32000)]
+    /// 1 to 32000 characters, not blank (it is trimmed); lines may break.
+    #[schema(
+        min_length = 1,
+        max_length = 32000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub prompt: String,
     /// One of my conversations: its last messages go to the model with the prompt, and
     /// the prompt and the reply become messages of it.

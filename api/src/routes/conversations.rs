@@ -140,7 +140,7 @@ pub struct TitleRequest {
     #[schema(
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*[^\s\u0000-\u001F\u007F-\u009F\u2028\u2029][^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
     )]
     pub title: String,
 }
@@ -361,7 +361,12 @@ pub async fn list_messages(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContentRequest {
-    #[schema(min_length = 1, max_length = 32000)]
+    /// 1 to 32000 characters, not blank (it is trimmed); lines may break.
+    #[schema(
+        min_length = 1,
+        max_length = 32000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub content: String,
 }
 

@@ -69,16 +69,30 @@ pub struct PatchMe {
     #[schema(
         min_length = 1,
         max_length = 100,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*[^\s\u0000-\u001F\u007F-\u009F\u2028\u2029][^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
     )]
     pub display_name: Option<Option<String>>,
-    /// A BCP 47 language tag, e.g. `en-GB`.
+    /// A language tag, e.g. `en-GB` (BCP 47 is the convention; the server keeps what it is
+    /// given): 1 to 35 characters, not blank (it is trimmed), no control characters. `null`
+    /// clears it.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
+    #[schema(
+        min_length = 1,
+        max_length = 35,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub locale: Option<Option<String>>,
-    /// An IANA time zone, e.g. `Europe/Berlin`.
+    /// A time zone, e.g. `Europe/Berlin` (an IANA name is the convention; the server keeps
+    /// what it is given): 1 to 64 characters, not blank (it is trimmed), no control
+    /// characters. `null` clears it.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub timezone: Option<Option<String>>,
 }
 

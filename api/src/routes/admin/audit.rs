@@ -192,7 +192,10 @@ pub struct HistoryQuery {
     pub until: Option<DateTime<Utc>>,
 }
 
+/// A page of a user's full event history (admin). Not `HistoryPage`: that name is
+/// `GET /api/v1/users/me/history`'s (`HistoryEntry` items).
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AuditPage)]
 pub struct HistoryPage {
     pub items: Vec<AuditEntry>,
     pub page: u32,

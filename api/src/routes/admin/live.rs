@@ -78,7 +78,7 @@ struct Follow {
 /// The event log as it happens (text/event-stream, event `event`, data [`LiveEvent`]).
 #[utoipa::path(get, path = "/api/v1/admin/events/live", operation_id = "follow_events", tag = "admin",
     security(("bearer" = []), ("admin_key" = [])),
-    params(LiveQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this cursor")),
+    params(LiveQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this cursor (as `after`)", pattern = "^[0-9a-f]{16}-[0-9a-f]{16}$")),
     responses((status = 200, description = "Server-sent events: `event: event`, `id` the event's cursor, `data` a `LiveEvent` as JSON",
                content_type = "text/event-stream", body = String),
               (status = 403, body = crate::error::ErrorBody)))]

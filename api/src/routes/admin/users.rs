@@ -322,7 +322,7 @@ pub struct UpdateUser {
     #[schema(
         min_length = 1,
         max_length = 100,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*[^\s\u0000-\u001F\u007F-\u009F\u2028\u2029][^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
     )]
     pub display_name: Option<Option<String>>,
     #[serde(default)]
