@@ -57,6 +57,7 @@ fn field_of(path: &serde_path_to_error::Path) -> String {
 /// Deserialise JSON with the path of the first error.
 pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     crate::clean_input::check_json(bytes)?;
+    require_object(bytes)?;
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let field = field_of(err.path());
@@ -221,5 +222,41 @@ impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
                     )
                 }),
         }
+    }
+}
+
+/// The highest `page` any list answers (the document's maximum too).
+pub const MAX_PAGE: u32 = 1_000_000;
+
+/// A 1-based page number: absent is 1; 0 or past [`MAX_PAGE`] is 422.
+pub fn page_number(page: Option<u32>) -> Result<u32, ApiError> {
+    match page.unwrap_or(1) {
+        p @ 1..=MAX_PAGE => Ok(p),
+        _ => Err(ApiError::validation(
+            "page",
+            format!("must be 1 to {MAX_PAGE}"),
+        )),
+    }
+}
+
+/// A search text of at most `max` characters (the document's `maxLength`), trimmed; blank
+/// is none.
+pub fn search_text(q: Option<&str>, max: usize) -> Result<Option<&str>, ApiError> {
+    match q {
+        Some(q) if q.chars().count() > max => Err(ApiError::validation(
+            "q",
+            format!("must be at most {max} characters"),
+        )),
+        Some(q) => Ok(Some(q.trim()).filter(|s| !s.is_empty())),
+        None => Ok(None),
+    }
+}
+
+/// A JSON body is an object: serde would read a struct from an array too (`[null, null]`
+/// into a PATCH of two optional fields), which no client means.
+pub fn require_object(bytes: &[u8]) -> Result<(), ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | None => Ok(()),
+        Some(_) => Err(ApiError::validation("$", "must be a JSON object")),
     }
 }

@@ -268,6 +268,9 @@ fn operation(
     let has_path = params.iter().any(|p| p["in"] == "path");
     for p in params.iter_mut() {
         if let Some(schema) = p.get_mut("schema") {
+            // a parameter is absent or a string: utoipa's `Option<T>` says `null` too, which a
+            // header or query string cannot carry (a client would send the text "null")
+            not_null(schema);
             refuse_controls(schema, &mut Map::new(), &mut vec![]);
         }
     }
@@ -323,6 +326,7 @@ fn operation(
         .or_insert_with(|| json!({}))
         .as_object_mut();
     let Some(responses) = responses else { return };
+    sse_events(responses);
     for status in statuses {
         responses
             .entry(status.to_string())
@@ -389,6 +393,54 @@ fn operation(
             }
         }
         wrap_json(id, response, envelopes);
+    }
+}
+
+/// `type: [T, "null"]` → `type: T`.
+fn not_null(schema: &mut Value) {
+    if let Some(types) = schema.get_mut("type").and_then(Value::as_array_mut) {
+        types.retain(|t| t != "null");
+        if types.len() == 1 {
+            let only = types[0].clone();
+            schema["type"] = only;
+        }
+    }
+}
+
+/// A server-sent-event stream's schema describes one event as a client parses it: `data`
+/// is the JSON text of the annotated schema, `event` its name, `id` the resume point.
+fn sse_events(responses: &mut Map<String, Value>) {
+    for response in responses.values_mut() {
+        let Some(media) = response
+            .get_mut("content")
+            .and_then(|c| c.get_mut("text/event-stream"))
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        let Some(data) = media.get("schema").cloned() else {
+            continue;
+        };
+        if data.get("properties").and_then(|p| p.get("data")).is_some() {
+            continue; // already an event
+        }
+        media.insert(
+            "schema".into(),
+            json!({
+                "type": "object",
+                "required": ["data"],
+                "properties": {
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": data,
+                    },
+                    "event": {"type": "string"},
+                    "id": {"type": "string"},
+                    "retry": {"type": "integer", "minimum": 0},
+                },
+            }),
+        );
     }
 }
 

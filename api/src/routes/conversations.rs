@@ -88,7 +88,7 @@ pub struct ListQuery {
     #[param(max_length = 200)]
     pub q: Option<String>,
     #[serde(default)]
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 1_000_000)]
     pub page: Option<u32>,
     /// 1 to 100 (default 20).
     #[serde(default)]
@@ -112,12 +112,12 @@ pub async fn list(
     auth: AuthUser,
     AppQuery(q): AppQuery<ListQuery>,
 ) -> Result<Reply<ConversationPage>, ApiError> {
-    let page = q.page.unwrap_or(1).max(1);
+    let page = crate::extract::page_number(q.page)?;
     let per_page = q.per_page.unwrap_or(20);
     if !(1..=100).contains(&per_page) {
         return Err(ApiError::validation("per_page", "must be 1 to 100"));
     }
-    let search = q.q.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let search = crate::extract::search_text(q.q.as_deref(), 200)?;
     let (items, total) = conversations::list(
         &state.pool,
         auth.user_id,
@@ -188,7 +188,25 @@ pub async fn create(
         .await
         .map_err(conversation_error)?;
     let lagging = settle(&state, outcome.cursor, &[ReadModel::Conversations]).await;
-    let mut reply = Reply::ok(owned(&state, &auth, id).await?).with_status(StatusCode::CREATED);
+    // Created either way: a read model that has not caught up yet (named in
+    // X-Projections-Lagging) must not turn a success into a 404 that a client would retry
+    // into a second conversation. The row is then the one the command just decided.
+    let row = match conversations::owned(&state.pool, auth.user_id, id).await? {
+        Some(row) => row,
+        None => {
+            let now = state.clock.now();
+            ConversationRow {
+                id,
+                owner_id: auth.user_id,
+                title: req.title.trim().to_owned(),
+                created_at: now,
+                updated_at: now,
+                message_count: 0,
+                last_message_at: None,
+            }
+        }
+    };
+    let mut reply = Reply::ok(row).with_status(StatusCode::CREATED);
     reply.position = outcome.cursor;
     reply.lagging = lagging;
     Ok(reply)
@@ -345,13 +363,11 @@ pub async fn list_messages(
     if !(1..=200).contains(&limit) {
         return Err(ApiError::validation("limit", "must be 1 to 200"));
     }
-    let items = conversations::messages(
-        &state.pool,
-        conversation.id,
-        q.after.unwrap_or(0),
-        limit as i64,
-    )
-    .await?;
+    let after = q.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::validation("after", "must be 0 or more"));
+    }
+    let items = conversations::messages(&state.pool, conversation.id, after, limit as i64).await?;
     let next = (items.len() == limit as usize)
         .then(|| items.last().map(|m| m.posted_seq))
         .flatten();

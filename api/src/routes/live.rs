@@ -43,9 +43,9 @@ struct Follow {
 
 /// Live messages of one of my conversations (text/event-stream, event `message`).
 #[utoipa::path(get, path = "/api/v1/conversations/{id}/stream", operation_id = "stream_conversation", tag = "conversations", security(("bearer" = [])),
-    params(("id" = Uuid, Path), ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event")),
+    params(("id" = Uuid, Path), ("Last-Event-ID" = Option<i64>, Header, minimum = 0, description = "Resume after this event (an event's `id`)")),
     responses((status = 200, description = "Server-sent events: `event: message`, `id` the message's `posted_seq`, `data` a message (the JSON of `MessageRow`)",
-               content_type = "text/event-stream", body = String),
+               content_type = "text/event-stream", body = projections::conversations::MessageRow),
               (status = 404, body = crate::error::ErrorBody)))]
 pub async fn stream(
     State(state): State<AppState>,
@@ -60,12 +60,23 @@ pub async fn stream(
     conversations::owned(&state.pool, auth.user_id, id)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such conversation".into()))?;
-    let last = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-        .or(q.last_event_id)
-        .unwrap_or(0);
+    // a resume point that is not one of our ids is refused, not read as "from the start"
+    let last = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| {
+                    ApiError::bad_request("Last-Event-ID", "is not a message's posted_seq")
+                })?,
+        ),
+        None => None,
+    };
+    let last = match last.or(q.last_event_id) {
+        Some(n) if n < 0 => return Err(ApiError::validation("last_event_id", "must be 0 or more")),
+        other => other.unwrap_or(0),
+    };
     let follow = Follow {
         pool: state.pool.clone(),
         conversation: id,

@@ -115,7 +115,7 @@ async fn my_events(
 pub struct PageQuery {
     /// 1-based (default 1).
     #[serde(default)]
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 1_000_000)]
     pub page: Option<u32>,
     /// 1 to 200 (default 50).
     #[serde(default)]
@@ -141,7 +141,7 @@ pub async fn history(
     auth: AuthUser,
     AppQuery(q): AppQuery<PageQuery>,
 ) -> Result<Reply<HistoryPage>, ApiError> {
-    let page = q.page.unwrap_or(1).max(1);
+    let page = crate::extract::page_number(q.page)?;
     let per_page = q.per_page.unwrap_or(50);
     if !(1..=200).contains(&per_page) {
         return Err(ApiError::validation("per_page", "must be 1 to 200"));

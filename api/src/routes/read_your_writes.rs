@@ -59,7 +59,8 @@ pub async fn require(
 /// Whether a GET of `path` honours `X-Min-Position`: the API's own reads (not health,
 /// metrics, the document or the console's files, which read no read model).
 pub fn honours_min_position(path: &str) -> bool {
-    path.starts_with("/api/")
+    // the plans come from configuration, the verification link only renders a page
+    path.starts_with("/api/") && !matches!(path, "/api/v1/plans" | "/api/v1/auth/verify")
 }
 
 /// The middleware: a GET of the API with `X-Min-Position` waits (bounded) until every read

@@ -19,7 +19,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::users::{non_empty, page_of, user_id};
+use super::users::{page_of, user_id};
 use super::Admin;
 use crate::envelope::Reply;
 use crate::extract::AppQuery;
@@ -219,7 +219,7 @@ pub async fn history(
 ) -> Result<Reply<HistoryPage>, ApiError> {
     let id = user_id(&id)?;
     let (page, per_page) = page_of(q.page, q.per_page, 500)?;
-    let newest_first = match non_empty(q.order).as_deref() {
+    let newest_first = match q.order.as_deref() {
         None | Some("asc") => false,
         Some("desc") => true,
         Some(_) => return Err(ApiError::validation("order", "must be asc or desc")),

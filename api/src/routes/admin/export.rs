@@ -42,8 +42,8 @@ const STREAM_BATCH: u64 = 1_000;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
-    /// Start after this cursor (exclusive).
-    #[param(pattern = "^[0-9a-f]{16}-[0-9a-f]{16}$")]
+    /// Start after this cursor (exclusive); empty is the start of the log.
+    #[param(pattern = "^([0-9a-f]{16}-[0-9a-f]{16})?$")]
     pub after: Option<String>,
     /// Recorded at or after (RFC 3339).
     pub since: Option<DateTime<Utc>>,
@@ -57,7 +57,8 @@ pub struct ExportQuery {
     pub aggregate_id: Option<String>,
     /// The actor's id (a user id, an API key id, a worker's name).
     pub actor: Option<String>,
-    /// JSON: the page size (1 to 1000, default 100). Streams: at most this many (default: all).
+    /// JSON: the page size (1 to 1000, default 100: more is 422). Streams (NDJSON, CSV): at
+    /// most this many (default: all).
     #[param(minimum = 1)]
     pub limit: Option<u64>,
     /// `open` (default: personal values opened) or `sealed` (as stored).

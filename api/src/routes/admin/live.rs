@@ -38,8 +38,8 @@ pub struct LiveQuery {
     #[serde(rename = "type")]
     #[param(rename = "type")]
     pub types: Option<String>,
-    /// Start after this cursor instead of at the head of the log.
-    #[param(pattern = "^[0-9a-f]{16}-[0-9a-f]{16}$")]
+    /// Start after this cursor instead of at the head of the log (empty: the head).
+    #[param(pattern = "^([0-9a-f]{16}-[0-9a-f]{16})?$")]
     pub after: Option<String>,
 }
 
@@ -80,7 +80,7 @@ struct Follow {
     security(("bearer" = []), ("admin_key" = [])),
     params(LiveQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this cursor (as `after`)", pattern = "^[0-9a-f]{16}-[0-9a-f]{16}$")),
     responses((status = 200, description = "Server-sent events: `event: event`, `id` the event's cursor, `data` a `LiveEvent` as JSON",
-               content_type = "text/event-stream", body = String),
+               content_type = "text/event-stream", body = LiveEvent),
               (status = 403, body = crate::error::ErrorBody)))]
 pub async fn live(
     State(state): State<AppState>,
@@ -88,16 +88,21 @@ pub async fn live(
     headers: HeaderMap,
     AppQuery(q): AppQuery<LiveQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or(q.after);
+    let resume = match headers.get("last-event-id") {
+        Some(v) => Some((
+            "Last-Event-ID",
+            v.to_str().map(str::to_owned).unwrap_or_default(),
+        )),
+        None => q
+            .after
+            .filter(|a| !a.trim().is_empty())
+            .map(|a| ("after", a)),
+    };
     let cursor = match resume {
-        Some(c) => c
+        Some((field, c)) => c
             .trim()
             .parse::<LogCursor>()
-            .map_err(|_| ApiError::validation("after", "is not a log cursor"))?,
+            .map_err(|_| ApiError::validation(field, "is not a log cursor"))?,
         None => eventstore::log::head(&state.pool)
             .await?
             .unwrap_or(LogCursor::START),

@@ -129,10 +129,7 @@ pub(super) fn page_of(
     per_page: Option<u32>,
     max: u32,
 ) -> Result<(u32, u32), ApiError> {
-    let page = page.unwrap_or(1);
-    if page == 0 || page > 1_000_000 {
-        return Err(ApiError::validation("page", "must be 1 or more"));
-    }
+    let page = crate::extract::page_number(page)?;
     let per_page = per_page.unwrap_or(50);
     if !(1..=max).contains(&per_page) {
         return Err(ApiError::validation(
@@ -178,7 +175,7 @@ pub async fn list(
             ))
         }
     };
-    let q_text = non_empty(q.q);
+    let q_text = crate::extract::search_text(q.q.as_deref(), 200)?.map(str::to_owned);
     if q_text.as_ref().is_some_and(|t| t.chars().count() > 200) {
         return Err(ApiError::validation("q", "must be at most 200 characters"));
     }
