@@ -394,3 +394,67 @@ async fn every_get_of_the_api_honours_x_min_position() {
     }
     app.finish().await;
 }
+
+/// What the document says a parameter or body may be, the server enforces (a fuzzer's
+/// "schema-violating request accepted" found each of these answered 200 before).
+#[tokio::test]
+async fn the_documented_bounds_are_enforced() {
+    let app = TestEnv::new().spawn_all().await;
+    let token = crate::conversations::token(&app, "bounds@example.com").await;
+    let (s, c) = crate::conversations::call(
+        &app,
+        reqwest::Method::POST,
+        "/api/v1/conversations",
+        &token,
+        Some(json!({"title": "Bounds"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{c}");
+    let id = c["data"]["id"].as_str().expect("id").to_owned();
+    let long_q = "q".repeat(201);
+    for path in [
+        "/api/v1/conversations?page=0".to_owned(),
+        "/api/v1/conversations?page=1000001".to_owned(),
+        format!("/api/v1/conversations?q={long_q}"),
+        "/api/v1/users/me/history?page=2147483648".to_owned(),
+        format!("/api/v1/conversations/{id}/messages?after=-1"),
+    ] {
+        let (s, b) =
+            crate::conversations::call(&app, reqwest::Method::GET, &path, &token, None).await;
+        assert_eq!(
+            (s, b["error"].as_str()),
+            (422, Some("validation")),
+            "{path}: {b}"
+        );
+    }
+    let (s, _) = crate::conversations::call(
+        &app,
+        reqwest::Method::GET,
+        "/api/v1/conversations?page=1&q=bounds",
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    // a JSON body is an object: serde would read `[null, null]` as a struct of two options
+    let resp = reqwest::Client::new()
+        .patch(app.url("/api/v1/users/me"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("[null, null]")
+        .send()
+        .await
+        .expect("sent");
+    let (s, b) = json(resp).await;
+    assert_eq!((s, b["fields"]["$"].is_string()), (422, true), "{b}");
+    // a resume point that is not a posted_seq is refused, not read as "from the start"
+    let resp = reqwest::Client::new()
+        .get(app.url(&format!("/api/v1/conversations/{id}/stream")))
+        .bearer_auth(&token)
+        .header("last-event-id", "9223372036854775808")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status().as_u16(), 400);
+    app.finish().await;
+}
