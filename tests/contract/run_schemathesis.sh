@@ -27,7 +27,9 @@ PG=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'schemathesis: %s\n' "$*" >&2; exit 1; }
 
-command -v st >/dev/null || die "st is missing: pip install -r tests/contract/requirements.txt"
+# schemathesis's `st`, on PATH or beside the python3 that has it installed
+ST_BIN=$(command -v st || python3 -c 'import os, sys; print(os.path.join(os.path.dirname(sys.executable), "st"))')
+[ -x "$ST_BIN" ] || die "st is missing: pip install -r tests/contract/requirements.txt"
 command -v psql >/dev/null || die "psql is missing"
 
 [ -n "${SKIP_BUILD:-}" ] || cargo build --locked --quiet --bin chronicle
@@ -121,7 +123,7 @@ export PYTHONPATH="$PWD/tests/contract${PYTHONPATH:+:$PYTHONPATH}"
 # Every check runs: schemathesis enables all of them by default, which is `--checks all`
 # (not given on the command line: a check named there overrides the per-operation
 # exclusions in schemathesis.toml, each of which says why it is there).
-ST=(st --config-file "$WORK/schemathesis.toml" run "$BASE/openapi.json"
+ST=("$ST_BIN" --config-file "$WORK/schemathesis.toml" run "$BASE/openapi.json"
   --seed "$SEED" --max-examples "$MAX_EXAMPLES" --workers "$WORKERS"
   --no-color
   # hypothesis's "too slow" health check trips on message contents (up to 32,000
