@@ -259,15 +259,7 @@ async fn idempotent(
             let req = Request::from_parts(parts, Body::from(body));
             return Ok(run_and_store(state, scope, key, req, next).await);
         }
-        let row: Option<KeyRow> = sqlx::query_as(
-            "select request_hash, state, status, headers, body, expires_at, lease_until \
-             from idempotency_keys where scope = $1 and key = $2",
-        )
-        .bind(&scope)
-        .bind(&key)
-        .fetch_optional(&state.pool)
-        .await
-        .map_err(db)?;
+        let row = load_key(&state, &scope, &key).await.map_err(db)?;
         let Some(row) = row else {
             continue; // released (a 5xx) between our insert and select: claim again
         };
@@ -464,18 +456,24 @@ async fn finish(state: &AppState, scope: &str, key: &str, response: Response) ->
     }
 }
 
-/// The answer stored under a key that is `done`.
-async fn stored_answer(state: &AppState, scope: &str, key: &str) -> Option<Response> {
-    let row: KeyRow = sqlx::query_as(
+/// A stored key, as read back.
+async fn load_key(state: &AppState, scope: &str, key: &str) -> Result<Option<KeyRow>, sqlx::Error> {
+    sqlx::query_as(
         "select request_hash, state, status, headers, body, expires_at, lease_until \
-         from idempotency_keys where scope = $1 and key = $2 and state = 'done'",
+         from idempotency_keys where scope = $1 and key = $2",
     )
     .bind(scope)
     .bind(key)
     .fetch_optional(&state.pool)
     .await
-    .ok()
-    .flatten()?;
+}
+
+/// The answer stored under a key that is `done`.
+async fn stored_answer(state: &AppState, scope: &str, key: &str) -> Option<Response> {
+    let row = load_key(state, scope, key).await.ok().flatten()?;
+    if row.state != "done" {
+        return None;
+    }
     replay(row).ok()
 }
 

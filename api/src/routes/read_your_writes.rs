@@ -1,8 +1,7 @@
 //! Read-your-writes: a command waits (bounded) until the read models its caller reads next
 //! have passed its last event; a GET with `X-Min-Position` waits until its read models have
-//! reached that cursor. Every GET of the API honours the header ([`min_position`], one
-//! middleware, waiting for every read model); handlers that know which read models they
-//! read also [`require`] them, which then answers at once.
+//! reached that cursor. Every GET of the API honours the header in one place
+//! ([`min_position`], a middleware waiting for every read model), so no handler does.
 
 use aggregates::LogCursor;
 use projections::ReadModel;

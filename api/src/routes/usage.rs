@@ -20,9 +20,9 @@ use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
 use crate::envelope::{CommandAccepted, Reply};
-use crate::extract::{AppJson, MinPosition, RequestMeta};
+use crate::extract::{AppJson, RequestMeta};
 use crate::routes::account::{profile, user_error, Profile};
-use crate::routes::read_your_writes::{require, settle};
+use crate::routes::read_your_writes::settle;
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -225,9 +225,7 @@ fn kind_usage(plan: &Plan, kind: &str, used: i64) -> KindUsage {
 pub async fn usage(
     State(state): State<AppState>,
     auth: AuthUser,
-    min: MinPosition,
 ) -> Result<Reply<UsageReport>, ApiError> {
-    require(&state, min, &[ReadModel::Usage]).await?;
     let plan = plan_of(&state, &auth).await?;
     let today = state.clock.now().date_naive();
     let rows =

@@ -7,15 +7,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use projections::users::{self, EmailStatus};
-use projections::ReadModel;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::envelope::Reply;
-use crate::extract::{AppQuery, MinPosition, RequestMeta};
+use crate::extract::{AppQuery, RequestMeta};
 use crate::routes::account::client_ip;
-use crate::routes::read_your_writes::require;
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -49,14 +47,12 @@ pub struct StatusQuery {
 pub async fn status(
     State(state): State<AppState>,
     RequestMeta(meta): RequestMeta,
-    min: MinPosition,
     AppQuery(q): AppQuery<StatusQuery>,
 ) -> Result<Reply<EmailStatus>, ApiError> {
     if !state.config.status_endpoint_enabled {
         return Err(ApiError::NotFound("no such route".into()));
     }
     state.limits.check_status(client_ip(&meta))?;
-    require(&state, min, &[ReadModel::Users]).await?;
     let status = users::status_by_email(&state.pool, &normalize_email(&q.email)).await?;
     Ok(Reply::ok(status))
 }
