@@ -310,6 +310,12 @@ impl Application {
                 max_connections = self.http.max_connections,
                 "Chronicle API listening"
             );
+            if let Ok(addr) = listener.local_addr() {
+                let base = format!("http://{addr}");
+                eprintln!(
+                    "chronicle: ready. API {base}/api/v1  docs {base}/docs  console {base}/admin  (Ctrl-C stops)"
+                );
+            }
             crate::server::serve(listener, router, self.http, stop.clone()).await;
         } else {
             stop.cancelled().await;

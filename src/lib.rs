@@ -12,10 +12,12 @@
 //! - [`events_cli`]: `chronicle events export|import|tail`, the log from a terminal.
 //! - [`env_help`]: the environment each command reads, for its `--help`.
 //! - [`admin_cli`]: `chronicle admin ...`, the admin operations from a terminal.
+//! - [`dev_services`]: in development, a private PostgreSQL and NATS when none is reachable.
 
 pub mod admin_cli;
 pub mod app;
 pub mod config;
+pub mod dev_services;
 pub mod env_help;
 pub mod events_cli;
 pub mod seed;

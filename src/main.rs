@@ -206,9 +206,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     metrics_touch();
-    let app = Application::build(config, roles).await?;
-    stop_on_signals(app.stop_token());
-    app.run_until_stopped().await
+    // development: a private PostgreSQL / NATS when the configured one is not reachable
+    let services = chronicle::dev_services::DevServices::start_missing(&config).await?;
+    let result = async {
+        let app = Application::build(config, roles).await?;
+        stop_on_signals(app.stop_token());
+        app.run_until_stopped().await
+    }
+    .await;
+    services.stop().await;
+    result
 }
 
 fn metrics_touch() {

@@ -15,6 +15,7 @@ mod auth;
 mod console;
 mod conversations;
 mod database_blips;
+mod dev_default;
 mod docs;
 mod enumeration;
 mod event_log;
