@@ -352,15 +352,21 @@ mod tests {
     #[test]
     fn addresses_come_from_the_urls() {
         assert_eq!(
-            postgres_addr("postgres://postgres@127.0.0.1:5433/chronicle").unwrap(),
+            postgres_addr("postgres://postgres@127.0.0.1:5433/chronicle").expect("parses"),
             ("127.0.0.1".to_string(), 5433)
         );
         assert_eq!(
-            nats_addr("nats://127.0.0.1:4222").unwrap(),
+            nats_addr("nats://127.0.0.1:4222").expect("parses"),
             "127.0.0.1:4222"
         );
-        assert_eq!(nats_addr("nats://u:p@localhost").unwrap(), "localhost:4222");
-        assert_eq!(nats_addr("nats://a:4223,nats://b:4224").unwrap(), "a:4223");
+        assert_eq!(
+            nats_addr("nats://u:p@localhost").expect("parses"),
+            "localhost:4222"
+        );
+        assert_eq!(
+            nats_addr("nats://a:4223,nats://b:4224").expect("parses"),
+            "a:4223"
+        );
         assert!(is_loopback("127.0.0.1:4222"));
         assert!(is_loopback("localhost"));
         assert!(!is_loopback("db.internal:5432"));
