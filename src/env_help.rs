@@ -37,6 +37,9 @@ pub const SERVE: &str = concat!(
     "  PLANS, PLANS_FILE  plans as JSON, or a file of them (default: the built-in plans.json)\n",
     "  ADMIN_EMAIL, ADMIN_PASSWORD  seed an admin\n",
     "  LLM_BASE_URL, LLM_API_KEY    turn the assistant on\n",
+    "  PG_BIN, NATS_SERVER_BIN      where the private PostgreSQL / nats-server programs are\n",
+    "In development, a PostgreSQL or NATS not reachable at its local address is started privately\n",
+    "under DATA_DIR on that address, and stopped on exit; never with APP_ENV=production.\n",
     "Also read from ./.env; every variable is in .env.example. APP_ENV=production requires more (docs/ACCOUNTS.md)."
 );
 

@@ -36,7 +36,7 @@ command -v psql >/dev/null || die "psql is missing"
 BIN=$PWD/target/debug/chronicle
 
 tag="fuzz_$$_$RANDOM"
-DB="chronicle_fuzz_$tag" # not chronicle_test_%: .ci/run sweeps those, also under a run in progress
+DB="chronicle_fuzz_$tag" # not chronicle_test_%: scripts/test sweeps those before it starts, also under a run in progress
 WORK=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 BASE="http://127.0.0.1:$PORT"

@@ -11,22 +11,9 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-use crate::support::eventually;
+use crate::support::{eventually, free_port, listening};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chronicle");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-async fn listening(port: u16) -> bool {
-    tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_ok()
-}
 
 struct Ports {
     pg: u16,
@@ -152,7 +139,12 @@ async fn serve_in_development_starts_its_own_postgres_and_nats_and_stops_them() 
     assert!(killed.success());
     let (code, stderr) = finish(child, Duration::from_secs(60)).await;
     assert_eq!(code, Some(0), "clean exit after SIGTERM; stderr:\n{stderr}");
+    // the ready line the README shows, on this port
+    let ready_line = crate::docs::block("README.md", "text ready")
+        .trim()
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", ports.http));
     for line in [
+        ready_line,
         format!("PostgreSQL was not reachable at 127.0.0.1:{}", ports.pg),
         format!("NATS was not reachable at 127.0.0.1:{}", ports.nats),
         "chronicle: ready. API http://127.0.0.1:".to_string(),

@@ -55,7 +55,7 @@ fn docs() -> Vec<PathBuf> {
     docs
 }
 
-fn block(path: &str, info: &str) -> String {
+pub fn block(path: &str, info: &str) -> String {
     let found: Vec<_> = fenced_blocks(&Path::new(ROOT).join(path))
         .into_iter()
         .filter(|(_, i, _)| i == info)
@@ -68,9 +68,15 @@ fn block(path: &str, info: &str) -> String {
         .unwrap_or_default()
 }
 
-/// `python3` with `modules` importable, or a failure that says how to get them.
+/// PYTHON, else the test peers' virtualenv that `scripts/test` makes (tests/.venv), else
+/// `python3`, with `modules` importable; or a failure that says how to get them.
 async fn python_with(modules: &[&str]) -> PathBuf {
-    let python = PathBuf::from(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()));
+    let venv = Path::new(ROOT).join("tests/.venv/bin/python");
+    let python = match std::env::var("PYTHON") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) if venv.exists() => venv,
+        Err(_) => PathBuf::from("python3"),
+    };
     let check = format!("import {}", modules.join(", "));
     let ok = Command::new(&python)
         .args(["-c", &check])
@@ -82,7 +88,8 @@ async fn python_with(modules: &[&str]) -> PathBuf {
     assert!(
         ok,
         "`{} -c '{check}'` failed: install the docs' Python packages with \
-         `pip install -r tests/docs/requirements.txt` (or point PYTHON at a python that has them)",
+         `scripts/test` (it makes tests/.venv), or `pip install -r tests/docs/requirements.txt` \
+         (or point PYTHON at a python that has them)",
         python.display()
     );
     python
@@ -562,11 +569,15 @@ async fn every_code_block_in_the_docs_is_of_a_kind_a_test_runs() {
             checked += 1;
         }
     }
-    for (_, info, body) in fenced_blocks(&Path::new(ROOT).join("README.md")) {
-        if info == "text cli" {
-            check_synopsis("README.md", &body).await;
-            checked += 1;
+    // the README: sh two-commands and text ready are checked by the tests below and by
+    // dev_default.rs
+    for (line, info, body) in fenced_blocks(&Path::new(ROOT).join("README.md")) {
+        match info.as_str() {
+            "text cli" => check_synopsis("README.md", &body).await,
+            "sh tour" | "sh two-commands" | "text ready" => {}
+            other => panic!("README.md:{line}: a ```{other} block no test runs"),
         }
+        checked += 1;
     }
     assert!(checked >= 9, "{checked} blocks");
 }
@@ -596,4 +607,42 @@ fn check_files(doc: &str, body: &str) {
             None => assert!(root.join(entry).exists(), "{doc}: {entry} does not exist"),
         }
     }
+}
+
+/// The README's two commands, without their comments.
+fn readme_two_commands() -> Vec<String> {
+    block("README.md", "sh two-commands")
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+#[test]
+fn the_readmes_test_command_is_what_ci_runs_and_its_serve_command_what_the_tests_start() {
+    let commands = readme_two_commands();
+    assert_eq!(
+        commands,
+        ["cargo run --release -- serve", "scripts/test"],
+        "README.md's two commands"
+    );
+    // CI runs exactly the test command
+    let ci = std::fs::read_to_string(Path::new(ROOT).join(".ci/run")).expect(".ci/run");
+    let last = ci
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with('#'));
+    assert_eq!(last, Some("exec scripts/test"));
+    let script = Path::new(ROOT).join("scripts/test");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&script)
+            .expect("scripts/test")
+            .permissions(),
+    );
+    assert!(mode & 0o111 != 0, "scripts/test is executable");
+    // `cargo run` needs one binary to choose: the package has exactly one, chronicle
+    let manifest = std::fs::read_to_string(Path::new(ROOT).join("Cargo.toml")).expect("manifest");
+    assert!(!manifest.contains("[[bin]]") || manifest.contains("default-run"));
+    assert!(Path::new(ROOT).join("src/main.rs").exists());
+    assert!(!Path::new(ROOT).join("src/bin").exists());
 }

@@ -4,7 +4,7 @@
 //! against them, and node's test runner runs it (`tests/client/journey.test.ts`). The mail
 //! code comes from a real SMTP sink, handed to the journey by a small mailbox endpoint.
 //!
-//! Needs Node.js and `tests/client/node_modules` (`cd tests/client && npm ci`); `.ci/run`
+//! Needs Node.js and `tests/client/node_modules` (`cd tests/client && npm ci`); `scripts/test`
 //! installs them. Without them the test fails saying so.
 
 use std::path::{Path, PathBuf};

@@ -33,4 +33,5 @@ mod secrets_sealed;
 mod slow_clients;
 mod smtp_sink;
 mod startup;
+mod test_command;
 mod versioning;

@@ -401,3 +401,18 @@ pub fn nats_server_available() -> bool {
         .status()
         .is_ok()
 }
+
+/// A TCP port nothing listens on (at the moment of asking).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Whether something accepts connections on 127.0.0.1:`port`.
+pub async fn listening(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+}
