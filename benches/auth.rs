@@ -77,6 +77,82 @@ async fn cheap_latencies(client: reqwest::Client, base: String, secs: u64) -> Ve
     out
 }
 
+/// `VmRSS` and `VmHWM` (peak) of a process, KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The real binary (`chronicle serve`, its own process, all roles) under `clients` login
+/// loops for `secs`: (resident KiB when ready, peak KiB, logins/s).
+async fn real_binary_memory(vars: &[(String, String)], secs: u64, clients: u64) -> (u64, u64, f64) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chronicle"))
+        .arg("serve")
+        .envs(vars.iter().filter(|(k, _)| k != "BIND").cloned())
+        .env("BIND", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chronicle serve");
+    let pid = child.id().expect("pid");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let ready_by = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < ready_by {
+        if let Ok(r) = client.get(format!("{base}/health/ready")).send().await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (idle, _) = memory_kib(pid);
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let loaders: Vec<_> = (0..clients)
+        .map(|_| {
+            let (client, base, done) = (client.clone(), base.clone(), done.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let r = client
+                        .post(format!("{base}/api/v1/auth/login"))
+                        .json(&serde_json::json!({"email": EMAIL, "password": PASSWORD}))
+                        .send()
+                        .await;
+                    if r.is_ok_and(|r| r.status() == 200) {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for l in loaders {
+        let _ = l.await;
+    }
+    let logins = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let (_, peak) = memory_kib(pid);
+    let _ = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    (idle, peak, logins)
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -163,13 +239,28 @@ fn main() {
         let logins = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
         stop.cancel();
         let _ = server.await;
+        // the same, through the real binary in its own process, for its memory
+        let mut own = vars.clone();
+        for (k, v) in own.iter_mut() {
+            match k.as_str() {
+                "DATABASE_URL" => *v = format!("{PG_BASE}/{db}_rss"),
+                "CHRONICLE_STREAM" => *v = format!("{stream}_RSS"),
+                "CHRONICLE_SUBJECT_PREFIX" => *v = format!("{}_rss", stream.to_lowercase()),
+                _ => {}
+            }
+        }
+        let (rss_idle, rss_peak, own_logins) = real_binary_memory(&own, secs, clients).await;
         if let Ok(admin) = sqlx::PgPool::connect(&format!("{PG_BASE}/postgres")).await {
-            let _ = sqlx::query(&format!("drop database if exists \"{db}\" with (force)"))
-                .execute(&admin)
-                .await;
+            for name in [db.clone(), format!("{db}_rss")] {
+                let _ = sqlx::query(&format!("drop database if exists \"{name}\" with (force)"))
+                    .execute(&admin)
+                    .await;
+            }
         }
         if let Ok(c) = async_nats::connect("nats://127.0.0.1:4222").await {
-            let _ = async_nats::jetstream::new(c).delete_stream(&stream).await;
+            let js = async_nats::jetstream::new(c);
+            let _ = js.delete_stream(&stream).await;
+            let _ = js.delete_stream(format!("{stream}_RSS")).await;
         }
 
         println!("# auth benchmark: {clients} login clients, {secs} s");
@@ -196,6 +287,14 @@ fn main() {
             "| GET /health/live p50 / p99, during logins (ms) | {:.2} / {:.2} |",
             percentile(&busy, 0.5),
             percentile(&busy, 0.99)
+        );
+        println!(
+            "| `chronicle serve` (own process): logins/s ({clients} clients) | {own_logins:.1} |"
+        );
+        println!(
+            "| `chronicle serve`: resident when ready / peak over the logins (MiB) | {:.1} / {:.1} |",
+            rss_idle as f64 / 1024.0,
+            rss_peak as f64 / 1024.0
         );
     });
 }
