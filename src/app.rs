@@ -349,7 +349,7 @@ pub async fn api_state(
         config.rate_limit_status_ip,
     );
     limits.spawn_cleanup(stop.clone());
-    let state = AppState {
+    let state: AppState = api::state::Services {
         pool: pool.clone(),
         users,
         sessions: Arc::new(CommandBus::<Session>::new(
@@ -412,7 +412,8 @@ pub async fn api_state(
             avatar_max_bytes: config.avatar_max_bytes,
             upload_max_bytes: config.upload_max_bytes,
         }),
-    };
+    }
+    .into();
     Ok(state)
 }
 

@@ -83,8 +83,28 @@ impl Default for ApiConfig {
     }
 }
 
+/// What every handler shares, behind one `Arc`: axum clones the state for every
+/// middleware layer and extractor of every request, and cloning two dozen handles (each an
+/// atomic increment, some an allocation) cost ~8% of a cheap GET's CPU (BENCHMARKS.md,
+/// "Read path"). Fields are reached through `Deref`: `state.pool`, `state.users`, ...
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+impl From<Services> for AppState {
+    fn from(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+pub struct Services {
     pub pool: PgPool,
     pub users: Arc<CommandBus<User>>,
     pub sessions: Arc<CommandBus<Session>>,

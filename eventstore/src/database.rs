@@ -95,6 +95,11 @@ pub async fn connect_with_timeout(
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
+        // no ping before every acquire: it doubled the round trips of every query (the
+        // read path's profile, BENCHMARKS.md). A connection that died with its server
+        // fails its next query with an I/O error, which is "unavailable" (503 with
+        // Retry-After, retried by the workers), and sqlx drops it from the pool.
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .map_err(DatabaseError::Connect)
