@@ -2,7 +2,8 @@
 //! machine, and the latency of a cheap endpoint while logins saturate the CPU.
 //!
 //! `cargo bench --bench auth` (PostgreSQL and NATS as in the README). Knobs: `BENCH_SECS`
-//! (default 10), `BENCH_CLIENTS` (16).
+//! (default 10), `BENCH_CLIENTS` (16), `BENCH_SOAK_SECS` (only the real binary, that long,
+//! its resident memory every minute).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -92,8 +93,14 @@ fn memory_kib(pid: u32) -> (u64, u64) {
 }
 
 /// The real binary (`chronicle serve`, its own process, all roles) under `clients` login
-/// loops for `secs`: (resident KiB when ready, peak KiB, logins/s).
-async fn real_binary_memory(vars: &[(String, String)], secs: u64, clients: u64) -> (u64, u64, f64) {
+/// loops for `secs`: (resident KiB when ready, peak KiB, logins/s). With `sample_every`,
+/// prints the resident memory at that interval (the soak).
+async fn real_binary_memory(
+    vars: &[(String, String)],
+    secs: u64,
+    clients: u64,
+    sample_every: Option<Duration>,
+) -> (u64, u64, f64) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")
@@ -140,6 +147,19 @@ async fn real_binary_memory(vars: &[(String, String)], secs: u64, clients: u64) 
             })
         })
         .collect();
+    if let Some(every) = sample_every {
+        while Instant::now() < deadline {
+            tokio::time::sleep(every.min(deadline.saturating_duration_since(Instant::now()))).await;
+            let (rss, peak) = memory_kib(pid);
+            println!(
+                "| {:>5.0} s | {:>8} | {:.1} | {:.1} |",
+                started.elapsed().as_secs_f64(),
+                done.load(Ordering::Relaxed),
+                rss as f64 / 1024.0,
+                peak as f64 / 1024.0
+            );
+        }
+    }
     for l in loaders {
         let _ = l.await;
     }
@@ -161,6 +181,7 @@ fn main() {
     rt.block_on(async {
         let secs = env_num("BENCH_SECS", 10);
         let clients = env_num("BENCH_CLIENTS", 16);
+        let soak = env_num("BENCH_SOAK_SECS", 0);
         let id = uuid::Uuid::new_v4().simple().to_string();
         let db = format!("chronicle_bench_auth_{}", &id[..12]);
         let stream = format!("CHRONICLE_BENCH_AUTH_{}", &id[..12]);
@@ -187,6 +208,30 @@ fn main() {
                 std::env::temp_dir().join(&stream).display().to_string(),
             ),
         ];
+        if soak > 0 {
+            // only the real binary, signing in for `soak` seconds: does its memory grow?
+            println!("# soak: `chronicle serve` under {clients} login clients for {soak} s");
+            println!();
+            println!("| elapsed | logins | resident MiB | peak MiB |");
+            println!("| ---: | ---: | ---: | ---: |");
+            let (idle, peak, logins) =
+                real_binary_memory(&vars, soak, clients, Some(Duration::from_secs(60))).await;
+            println!();
+            println!(
+                "resident when ready {:.1} MiB, peak {:.1} MiB, {logins:.1} logins/s",
+                idle as f64 / 1024.0,
+                peak as f64 / 1024.0
+            );
+            if let Ok(admin) = sqlx::PgPool::connect(&format!("{PG_BASE}/postgres")).await {
+                let _ = sqlx::query(&format!("drop database if exists \"{db}\" with (force)"))
+                    .execute(&admin)
+                    .await;
+            }
+            if let Ok(c) = async_nats::connect("nats://127.0.0.1:4222").await {
+                let _ = async_nats::jetstream::new(c).delete_stream(&stream).await;
+            }
+            return;
+        }
         let config =
             Config::from_lookup(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
                 .expect("config");
@@ -249,7 +294,7 @@ fn main() {
                 _ => {}
             }
         }
-        let (rss_idle, rss_peak, own_logins) = real_binary_memory(&own, secs, clients).await;
+        let (rss_idle, rss_peak, own_logins) = real_binary_memory(&own, secs, clients, None).await;
         if let Ok(admin) = sqlx::PgPool::connect(&format!("{PG_BASE}/postgres")).await {
             for name in [db.clone(), format!("{db}_rss")] {
                 let _ = sqlx::query(&format!("drop database if exists \"{name}\" with (force)"))
