@@ -173,6 +173,23 @@ async fn real_binary_memory(
     (idle, peak, logins)
 }
 
+/// Drop the bench's databases and streams.
+async fn clean_up(databases: &[String], streams: &[String]) {
+    if let Ok(admin) = sqlx::PgPool::connect(&format!("{PG_BASE}/postgres")).await {
+        for name in databases {
+            let _ = sqlx::query(&format!("drop database if exists \"{name}\" with (force)"))
+                .execute(&admin)
+                .await;
+        }
+    }
+    if let Ok(c) = async_nats::connect("nats://127.0.0.1:4222").await {
+        let js = async_nats::jetstream::new(c);
+        for stream in streams {
+            let _ = js.delete_stream(stream).await;
+        }
+    }
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -222,14 +239,7 @@ fn main() {
                 idle as f64 / 1024.0,
                 peak as f64 / 1024.0
             );
-            if let Ok(admin) = sqlx::PgPool::connect(&format!("{PG_BASE}/postgres")).await {
-                let _ = sqlx::query(&format!("drop database if exists \"{db}\" with (force)"))
-                    .execute(&admin)
-                    .await;
-            }
-            if let Ok(c) = async_nats::connect("nats://127.0.0.1:4222").await {
-                let _ = async_nats::jetstream::new(c).delete_stream(&stream).await;
-            }
+            clean_up(std::slice::from_ref(&db), std::slice::from_ref(&stream)).await;
             return;
         }
         let config =
@@ -295,18 +305,11 @@ fn main() {
             }
         }
         let (rss_idle, rss_peak, own_logins) = real_binary_memory(&own, secs, clients, None).await;
-        if let Ok(admin) = sqlx::PgPool::connect(&format!("{PG_BASE}/postgres")).await {
-            for name in [db.clone(), format!("{db}_rss")] {
-                let _ = sqlx::query(&format!("drop database if exists \"{name}\" with (force)"))
-                    .execute(&admin)
-                    .await;
-            }
-        }
-        if let Ok(c) = async_nats::connect("nats://127.0.0.1:4222").await {
-            let js = async_nats::jetstream::new(c);
-            let _ = js.delete_stream(&stream).await;
-            let _ = js.delete_stream(format!("{stream}_RSS")).await;
-        }
+        clean_up(
+            &[db.clone(), format!("{db}_rss")],
+            &[stream.clone(), format!("{stream}_RSS")],
+        )
+        .await;
 
         println!("# auth benchmark: {clients} login clients, {secs} s");
         println!();

@@ -57,6 +57,31 @@ async fn bare_status(State(pool): State<sqlx::PgPool>, Query(q): Query<Q>) -> Js
     })
 }
 
+/// [`bare_status`] on a port of its own, on a pool of 20 connections to `db` (pinging
+/// before each acquire, sqlx's default, or not): its URL and its server task.
+async fn serve_bare(db: &str, ping: bool) -> (String, tokio::task::JoinHandle<()>) {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(20)
+        .test_before_acquire(ping)
+        .connect(&format!("{PG_BASE}/{db}"))
+        .await
+        .expect("pool");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://{}/status?email={EMAIL}",
+        listener.local_addr().expect("addr")
+    );
+    let app = Router::new()
+        .route("/status", get(bare_status))
+        .with_state(pool);
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, server)
+}
+
 /// `wrk` against `url`: (requests/s, p99 ms, non-2xx responses).
 fn wrk(url: &str, secs: u64, connections: u64) -> (f64, f64, u64) {
     let out = Command::new("wrk")
@@ -168,45 +193,10 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
 
-        // the bare handler: same database, its own pool of the same size
-        let bare_pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(20)
-            .connect(&format!("{PG_BASE}/{db}"))
-            .await
-            .expect("pool");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let bare_url = format!(
-            "http://{}/status?email={EMAIL}",
-            listener.local_addr().expect("addr")
-        );
-        let bare = Router::new()
-            .route("/status", get(bare_status))
-            .with_state(bare_pool);
-        let bare_server = tokio::spawn(async move {
-            let _ = axum::serve(listener, bare).await;
-        });
-        // and the same without sqlx's ping before every acquire, as Chronicle's pool is
-        let lean_pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(20)
-            .test_before_acquire(false)
-            .connect(&format!("{PG_BASE}/{db}"))
-            .await
-            .expect("pool");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let lean_url = format!(
-            "http://{}/status?email={EMAIL}",
-            listener.local_addr().expect("addr")
-        );
-        let lean = Router::new()
-            .route("/status", get(bare_status))
-            .with_state(lean_pool);
-        let lean_server = tokio::spawn(async move {
-            let _ = axum::serve(listener, lean).await;
-        });
+        // the bare handler: same database, its own pool of the same size; and the same
+        // without sqlx's ping before every acquire, as Chronicle's pool is
+        let (bare_url, bare_server) = serve_bare(&db, true).await;
+        let (lean_url, lean_server) = serve_bare(&db, false).await;
 
         let warm = secs.min(2);
         let _ = tokio::task::spawn_blocking({
