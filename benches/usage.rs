@@ -1,6 +1,8 @@
-//! Usage benchmark: RecordUsage (`POST /api/v1/metrics`) commands/s at 16 and 64 clients,
-//! pgbench running the same SQL in the same run, latency p50/p99, and the cost of the
-//! 10,000th command of one user's day against the first (snapshots keep it flat).
+//! Usage benchmark: RecordUsage (`POST /api/v1/metrics`) commands/s at 16 and 64 clients
+//! over 64 users, and at 16 clients on one user's meter (a hot meter); pgbench running one
+//! event-store transaction (read the stream's head, append one event) in the same run, as
+//! the baseline; latency p50/p99; and the cost of the 10,000th command of one user's day
+//! against the first (snapshots keep it flat).
 //!
 //! `cargo bench --bench usage` (PostgreSQL, NATS and pgbench as in the README). Knobs:
 //! `BENCH_SECS` (default 10), `BENCH_DAY_COMMANDS` (10000).
@@ -95,19 +97,14 @@ async fn load(
     )
 }
 
-/// The SQL one RecordUsage runs (auth checks, plan lookup, snapshot + events load, the
-/// append in a transaction, the cursor read back), as a pgbench script.
+/// The baseline: one event-store transaction as PostgreSQL alone runs it: read the
+/// stream's head, append one event after it (with the NOTIFY trigger), commit. Each pgbench
+/// client appends to a stream of its own, as each RecordUsage user does.
 const PGBENCH_SCRIPT: &str = r#"
-\set n random(1, 2000000000)
-select id, user_id, revoked_at, expires_at from sessions where id = '00000000-0000-0000-0000-000000000001';
-select status from users where id = '00000000-0000-0000-0000-000000000001';
-select plan from users where id = '00000000-0000-0000-0000-000000000001';
-select last_sequence, payload from snapshots where aggregate_type = 'meter' and aggregate_id = 'pgb-' || :client_id;
-select aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata from events where aggregate_type = 'meter' and aggregate_id = 'pgb-' || :client_id and sequence > 0 order by sequence limit 100;
 begin;
-insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) values ('meter', 'pgb-' || :client_id || '-' || :n || '-' || md5(random()::text), 1, 'UsageRecorded', '1.0', '{"UsageRecorded": {"user_id": "00000000-0000-0000-0000-000000000001", "day": "2026-11-22", "kind": "messages", "amount": 1, "occurred_at": "2026-11-22T00:00:00Z"}}', '{"actor_role": "user", "ip": "encv1-00000000-0000-0000-0000-000000000001-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}');
+select coalesce(max(sequence), 0) as seq from events where aggregate_type = 'meter' and aggregate_id = 'pgb-' || :client_id \gset
+insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) values ('meter', 'pgb-' || :client_id, :seq + 1, 'UsageRecorded', '1.0', '{"UsageRecorded": {"user_id": "00000000-0000-0000-0000-000000000001", "day": "2026-11-22", "kind": "messages", "amount": 1, "occurred_at": "2026-11-22T00:00:00Z"}}', '{"actor_role": "user", "ip": "encv1-00000000-0000-0000-0000-000000000001-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}');
 commit;
-select transaction_id::text, position, event_id from events where aggregate_type = 'meter' and aggregate_id = 'pgb-' || :client_id and sequence > 0 and sequence <= 1 order by sequence;
 "#;
 
 async fn pgbench(clients: usize, secs: u64) -> Option<f64> {
@@ -184,12 +181,12 @@ fn main() {
         let stop = app.stop_token();
         let server = tokio::spawn(app.run_until_stopped());
 
-        // 100 verified users, signed in
+        // 64 verified users, signed in
         let users = CommandBus::<User>::new(pool.clone(), KeyStore::new(pool.clone(), master), UserPolicy::default());
         let hash = PasswordHasher::new(2).hash(PASSWORD.into()).await.expect("hash");
         let client = reqwest::Client::new();
         let mut tokens = vec![];
-        for i in 0..100 {
+        for i in 0..64 {
             let user_id = Uuid::now_v7();
             let email = format!("u{i}@bench.example.com");
             eventstore::email_claims::claim(&pool, &email, user_id).await.expect("claim");
@@ -215,6 +212,8 @@ fn main() {
         let tokens = Arc::new(tokens);
         let r16 = load(&base, &tokens, 16, secs).await;
         let r64 = load(&base, &tokens, 64, secs).await;
+        // one user's meter from 16 clients at once: a hot meter
+        let hot = load(&base, &Arc::new(vec![tokens[1].clone()]), 16, secs).await;
 
         // one user's day: the first commands against the 10,000th
         let one = Arc::new(vec![tokens[0].clone()]);
@@ -268,12 +267,23 @@ fn main() {
         if let Ok(c) = async_nats::connect("nats://127.0.0.1:4222").await {
             let _ = async_nats::jetstream::new(c).delete_stream(&stream).await;
         }
-        println!("# usage benchmark: {secs} s per run, 100 users; {records} UsageRecorded events in all");
+        println!("# usage benchmark: {secs} s per run, 64 users; {records} UsageRecorded events in all");
         println!();
-        println!("| run | commands/s | p50 ms | p99 ms | errors | pgbench same SQL, tps |");
-        println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-        println!("| RecordUsage, 16 clients | {:.0} | {:.1} | {:.1} | {} | {} |", r16.0, r16.1, r16.2, r16.3, p16.map(|t| format!("{t:.0}")).unwrap_or("-".into()));
-        println!("| RecordUsage, 64 clients | {:.0} | {:.1} | {:.1} | {} | {} |", r64.0, r64.1, r64.2, r64.3, p64.map(|t| format!("{t:.0}")).unwrap_or("-".into()));
+        println!("| run | commands/s | p50 ms | p99 ms | errors |");
+        println!("| --- | ---: | ---: | ---: | ---: |");
+        println!("| RecordUsage, 16 clients, 64 users round robin | {:.0} | {:.1} | {:.1} | {} |", r16.0, r16.1, r16.2, r16.3);
+        println!("| RecordUsage, 64 clients, 64 users round robin | {:.0} | {:.1} | {:.1} | {} |", r64.0, r64.1, r64.2, r64.3);
+        println!("| RecordUsage, 16 clients, one user (one hot meter) | {:.0} | {:.1} | {:.1} | {} |", hot.0, hot.1, hot.2, hot.3);
+        let tps = |t: Option<f64>| t.map(|t| format!("{t:.0}")).unwrap_or("-".into());
+        let ratio = |a: f64, b: Option<f64>| b.map(|b| format!("{:.2}×", a / b)).unwrap_or("-".into());
+        println!("| pgbench, one event-store transaction (read the stream's head, append one event), 16 clients | {} tps | | | |", tps(p16));
+        println!("| pgbench, the same, 64 clients | {} tps | | | |", tps(p64));
+        println!();
+        println!("| ratio | value |");
+        println!("| --- | ---: |");
+        println!("| RecordUsage 16 clients / pgbench 16 clients | {} |", ratio(r16.0, p16));
+        println!("| RecordUsage 64 clients / pgbench 64 clients | {} |", ratio(r64.0, p64));
+        println!("| one hot meter / 64 users round robin (16 clients) | {:.2}× |", hot.0 / r16.0);
         println!();
         println!("| one user's day, sequential | mean latency ms |");
         println!("| --- | ---: |");

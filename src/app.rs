@@ -36,6 +36,10 @@ use workers::{BusConfig, EventBus, Projector, Relay};
 
 use crate::config::Config;
 
+/// How many meters' states the API keeps between commands (about 200 bytes each): a day's
+/// busy users decide on a state in memory, checked by sequence at the append.
+const METER_CACHE: usize = 20_000;
+
 /// A part of Chronicle that a process can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
@@ -361,6 +365,8 @@ pub async fn api_state(
         meters: Arc::new(
             CommandBus::<Meter>::new(pool.clone(), keys.clone(), ())
                 .with_snapshots(config.meter_snapshot_every)
+                .with_cache(METER_CACHE)
+                .with_command_ids(aggregates::meter::command_event_id)
                 .with_max_attempts(20),
         ),
         plans: Arc::new(config.plans.clone()),

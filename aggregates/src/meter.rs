@@ -43,6 +43,9 @@ pub enum MeterEvent {
         kind: String,
         amount: u64,
         occurred_at: DateTime<Utc>,
+        /// The caller's id for the record (`POST /api/v1/metrics/batch`): recorded once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        record_id: Option<String>,
     },
 }
 
@@ -69,7 +72,31 @@ pub enum MeterCommand {
         amount: u64,
         occurred_at: DateTime<Utc>,
         limit: Option<u64>,
+        /// The caller's id for the record: a record with an id is counted once
+        /// ([`record_event_id`]).
+        record_id: Option<String>,
     },
+}
+
+/// The event id of a user's record with the caller's id `record_id`: the same record sent
+/// again names the same event, which the log holds once.
+pub fn record_event_id(user_id: Uuid, record_id: &str) -> Uuid {
+    Uuid::new_v5(
+        &RECORD_NAMESPACE,
+        format!("{user_id}/{record_id}").as_bytes(),
+    )
+}
+
+/// The UUIDv5 namespace of usage records' event ids.
+const RECORD_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_93c2_4d0e_4a55_9c3e_7a0d_2f61_b8e4);
+
+/// The event id a command carries (the command bus's `with_command_ids`).
+pub fn command_event_id(command: &MeterCommand) -> Option<Uuid> {
+    match command {
+        MeterCommand::RecordUsage {
+            user_id, record_id, ..
+        } => record_id.as_deref().map(|id| record_event_id(*user_id, id)),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,6 +144,7 @@ impl Aggregate for Meter {
                 amount,
                 occurred_at,
                 limit,
+                record_id,
             } => {
                 if !is_valid_kind(&kind) {
                     return Err(MeterError::Invalid {
@@ -144,6 +172,7 @@ impl Aggregate for Meter {
                         kind,
                         amount,
                         occurred_at,
+                        record_id,
                     },
                     self,
                 )
@@ -177,6 +206,7 @@ mod tests {
             amount,
             occurred_at: DateTime::<Utc>::default(),
             limit,
+            record_id: None,
         }
     }
 
@@ -187,7 +217,18 @@ mod tests {
             kind: KIND_MESSAGES.into(),
             amount,
             occurred_at: DateTime::<Utc>::default(),
+            record_id: None,
         }
+    }
+
+    #[test]
+    fn a_records_event_id_is_the_same_for_the_same_user_and_id_and_differs_otherwise() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        assert_eq!(record_event_id(a, "r-1"), record_event_id(a, "r-1"));
+        assert_ne!(record_event_id(a, "r-1"), record_event_id(a, "r-2"));
+        assert_ne!(record_event_id(a, "r-1"), record_event_id(b, "r-1"));
+        assert_eq!(record_event_id(a, "r-1").get_version_num(), 5);
+        assert_eq!(command_event_id(&record(1, None)), None);
     }
 
     #[tokio::test]

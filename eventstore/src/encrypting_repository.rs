@@ -55,41 +55,13 @@ impl EncryptingRepository {
         }
         Ok(events)
     }
-}
 
-impl PersistedEventRepository for EncryptingRepository {
-    async fn get_events<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        let events = self.inner.get_events::<A>(aggregate_id).await?;
-        self.open(events).await
-    }
-
-    async fn get_last_events<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-        last_sequence: usize,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        let events = self
-            .inner
-            .get_last_events::<A>(aggregate_id, last_sequence)
-            .await?;
-        self.open(events).await
-    }
-
-    async fn get_snapshot<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
-        self.inner.get_snapshot::<A>(aggregate_id).await
-    }
-
-    async fn persist<A: Aggregate>(
+    /// One aggregate's events as they are stored: personal values and secrets' derivatives
+    /// sealed (the command bus appends them itself; see [`crate::command_bus`]).
+    pub async fn seal(
         &self,
         events: &[SerializedEvent],
-        snapshot_update: Option<(String, Value, usize)>,
-    ) -> Result<(), PersistenceError> {
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
         let mut sealed = events.to_vec();
         // A commit is one aggregate's events. Its owner: a user an earlier event of this
         // commit names, else the log's subject of the aggregate (looked up at most once,
@@ -126,6 +98,44 @@ impl PersistedEventRepository for EncryptingRepository {
             .await
             .map_err(persistence)?;
         }
+        Ok(sealed)
+    }
+}
+
+impl PersistedEventRepository for EncryptingRepository {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let events = self.inner.get_events::<A>(aggregate_id).await?;
+        self.open(events).await
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let events = self
+            .inner
+            .get_last_events::<A>(aggregate_id, last_sequence)
+            .await?;
+        self.open(events).await
+    }
+
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        self.inner.get_snapshot::<A>(aggregate_id).await
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        let sealed = self.seal(events).await?;
         self.inner.persist::<A>(&sealed, snapshot_update).await
     }
 

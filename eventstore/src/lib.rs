@@ -3,8 +3,9 @@
 //!
 //! # Layout
 //! - [`database`]: connecting, creating the database when it is missing, migrations.
-//! - [`command_bus`]: executing a command through cqrs-es over the plain postgres-es
-//!   event store, with request metadata, conflict retry and the log cursor of the result.
+//! - [`command_bus`]: executing commands: cqrs-es aggregates decide, queued commands of one
+//!   aggregate are decided together and appended in one statement, with request metadata,
+//!   conflict retry, commands with ids done at most once, and the log cursor of the result.
 //! - [`log`]: reading the log in its global order, `(transaction_id, position)`, without
 //!   ever skipping a slow transaction.
 //! - [`email_claims`]: one account per email, enforced before the append.
@@ -12,8 +13,9 @@
 //!   values.
 //! - [`personal`]: which event values are personal data or secrets' derivatives and whose;
 //!   sealing and opening events.
-//! - [`encrypting_repository`]: the repository cqrs-es writes through, sealing on the way in.
-//! - [`passwords`]: argon2id hashing on the blocking pool, bounded by a semaphore.
+//! - [`encrypting_repository`]: postgres-es's repository with sealing on the way in and
+//!   opening and upcasting on the way out; the command bus loads and seals through it.
+//! - [`passwords`]: argon2id hashing on a pool of its own threads, at a lower priority.
 //! - [`relay_checkpoint`]: where the relay has got to in the log.
 //! - [`secrets`]: HMAC-derived one-time links and codes, refresh-token hashes.
 //! - [`unavailable`]: telling "PostgreSQL is away for a moment" (503, retry) from a bad

@@ -193,6 +193,37 @@ pub async fn by_id<'e>(
         .await
 }
 
+/// What authenticating a request needs, in one query: the session, and the standing of
+/// its user in the users read model (`None` while that has not caught up).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionStanding {
+    pub user_id: Uuid,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub status: Option<String>,
+    pub role: Option<String>,
+    pub plan: Option<String>,
+}
+
+impl SessionStanding {
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.expires_at > now
+    }
+}
+
+pub async fn standing<'e>(
+    db: impl PgExecutor<'e>,
+    id: Uuid,
+) -> Result<Option<SessionStanding>, sqlx::Error> {
+    sqlx::query_as(
+        "select s.user_id, s.expires_at, s.revoked_at, u.status, u.role, u.plan \
+         from sessions s left join users u on u.id = s.user_id where s.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
 /// A user's sessions that are still usable, newest first.
 pub async fn active_for_user<'e>(
     db: impl PgExecutor<'e>,

@@ -357,6 +357,17 @@ pub async fn by_id<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<UserR
         .await
 }
 
+/// The plan and status of each of these users that the read model has: `(id, plan, status)`.
+pub async fn plans_and_statuses<'e>(
+    db: impl PgExecutor<'e>,
+    ids: &[Uuid],
+) -> Result<Vec<(Uuid, String, String)>, sqlx::Error> {
+    sqlx::query_as("select id, plan, status from users where id = any($1)")
+        .bind(ids)
+        .fetch_all(db)
+        .await
+}
+
 /// Every user, in id order (tests compare a rebuilt read model with the live one).
 pub async fn all<'e>(db: impl PgExecutor<'e>) -> Result<Vec<UserRow>, sqlx::Error> {
     sqlx::query_as(&format!("{SELECT_USER} order by id"))

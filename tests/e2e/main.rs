@@ -8,6 +8,7 @@ mod own_postgres;
 mod support;
 mod uploads;
 mod usage;
+mod usage_batch;
 
 mod admin;
 mod assistant;

@@ -40,7 +40,7 @@ async fn record(client: &reqwest::Client, app: &TestApp, token: &str, body: Valu
     .await
 }
 
-async fn used_today(app: &TestApp, token: &str, kind: &str) -> i64 {
+pub(crate) async fn used_today(app: &TestApp, token: &str, kind: &str) -> i64 {
     let (s, b) = json(
         reqwest::Client::new()
             .get(app.url("/api/v1/usage"))
@@ -275,6 +275,7 @@ async fn a_meter_loaded_from_its_snapshot_equals_a_full_replay() {
                     amount: i + 1,
                     occurred_at: Utc::now(),
                     limit: None,
+                    record_id: None,
                 },
                 &EventMetadata::system("test"),
             )

@@ -338,6 +338,7 @@ pub(super) mod examples {
             kind: meter::KIND_MESSAGES.into(),
             amount: 1,
             occurred_at: at(300),
+            record_id: Some("rec-2026-05-04-0001".into()),
         }]
     }
 

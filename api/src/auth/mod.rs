@@ -37,6 +37,15 @@ pub struct AuthUser {
     /// The role the users read model shows now (None while it has not caught up with a new
     /// account); `role` is the one in the token.
     pub current_role: Option<String>,
+    /// The plan the users read model shows now (None while it has not caught up).
+    pub current_plan: Option<String>,
+}
+
+/// A user's standing as the users read model shows it.
+struct Standing {
+    status: String,
+    role: String,
+    plan: String,
 }
 
 fn bearer(parts: &Parts) -> Option<String> {
@@ -68,26 +77,42 @@ impl FromRequestParts<AppState> for AuthUser {
         let user_id: Uuid = claims.sub.parse().map_err(|_| ApiError::TokenInvalid)?;
         let session_id: Uuid = claims.sid.parse().map_err(|_| ApiError::TokenInvalid)?;
         let now = state.clock.now();
-        // The session must still be live. The read model is checked first; a session so
-        // new that the read model has not caught up is looked up in the event store.
-        let live = match sessions::by_id(&state.pool, session_id).await? {
-            Some(row) => row.user_id == user_id && row.is_active(now),
+        // The session must still be live, and its user neither disabled nor erased: one
+        // query of the read models. A session so new that the read model has not caught up
+        // is looked up in the event store, and its user in the users read model.
+        let (live, user) = match sessions::standing(&state.pool, session_id).await? {
+            Some(row) => {
+                let user = row.status.clone().map(|status| Standing {
+                    status,
+                    role: row.role.clone().unwrap_or_default(),
+                    plan: row.plan.clone().unwrap_or_default(),
+                });
+                (row.user_id == user_id && row.is_active(now), user)
+            }
             None => {
                 let s = state
                     .sessions
                     .load(&session_id.to_string())
                     .await
                     .map_err(ApiError::from)?;
-                s.started
+                let live = s.started
                     && !s.revoked
                     && s.user_id == Some(user_id)
-                    && s.expires_at.is_some_and(|e| e > now)
+                    && s.expires_at.is_some_and(|e| e > now);
+                let user = match live {
+                    true => users::by_id(&state.pool, user_id).await?.map(|u| Standing {
+                        status: u.status,
+                        role: u.role,
+                        plan: u.plan,
+                    }),
+                    false => None,
+                };
+                (live, user)
             }
         };
         if !live {
             return Err(ApiError::TokenInvalid);
         }
-        let user = users::by_id(&state.pool, user_id).await?;
         if let Some(user) = &user {
             if user.status == STATUS_ERASED {
                 return Err(ApiError::TokenInvalid);
@@ -101,6 +126,7 @@ impl FromRequestParts<AppState> for AuthUser {
             session_id,
             role: claims.role,
             expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or(now),
+            current_plan: user.as_ref().map(|u| u.plan.clone()),
             current_role: user.map(|u| u.role),
         })
     }

@@ -15,7 +15,7 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::routes::{
-    auth, conversations, health, live, me, password, privacy, sessions, usage, users,
+    auth, conversations, health, live, me, password, privacy, sessions, usage, usage_batch, users,
 };
 use crate::AppState;
 
@@ -48,6 +48,7 @@ use crate::AppState;
         privacy::export,
         usage::plans,
         usage::record_usage,
+        usage_batch::record_usage_batch,
         usage::usage,
         usage::change_plan,
         conversations::list,

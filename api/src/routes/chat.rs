@@ -27,9 +27,9 @@ use uuid::Uuid;
 use crate::auth::AuthUser;
 use crate::envelope::Reply;
 use crate::extract::{AppJson, RequestMeta};
-use crate::routes::account::profile;
 use crate::routes::conversations::{charge_message, conversation_error};
 use crate::routes::read_your_writes::settle;
+use crate::routes::usage::plan_of;
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -184,16 +184,6 @@ pub async fn chat(
     Ok(reply)
 }
 
-async fn plan_of(state: &AppState, auth: &AuthUser) -> Result<Plan, ApiError> {
-    let me = profile(state, auth.user_id).await?;
-    state
-        .plans
-        .get(&me.plan)
-        .or_else(|| state.plans.get(&state.plans.default))
-        .cloned()
-        .ok_or_else(|| ApiError::internal("no plans configured"))
-}
-
 /// 402 when the day's tokens are used up: the model is not called.
 async fn check_tokens_left(
     state: &AppState,
@@ -242,6 +232,7 @@ async fn record_tokens(
             amount,
             occurred_at: now,
             limit,
+            record_id: None,
         };
         match state
             .meters

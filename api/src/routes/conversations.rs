@@ -419,6 +419,7 @@ pub async fn charge(
         amount: 1,
         occurred_at: now,
         limit: plan.daily_limit(kind),
+        record_id: None,
     };
     match state
         .meters

@@ -15,4 +15,5 @@ pub mod read_your_writes;
 pub mod sessions;
 pub mod uploads;
 pub mod usage;
+pub mod usage_batch;
 pub mod users;

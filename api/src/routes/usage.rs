@@ -1,4 +1,5 @@
-//! Plans and usage: `GET /api/v1/plans`, `POST /api/v1/metrics` (RecordUsage),
+//! Plans and usage: `GET /api/v1/plans`, `POST /api/v1/metrics` (RecordUsage; its batch
+//! form is [`crate::routes::usage_batch`]),
 //! `GET /api/v1/usage`, `POST /api/v1/users/me/plan`.
 //!
 //! Days are UTC: usage counts towards the UTC date of its `occurred_at` (default: now), and
@@ -29,13 +30,17 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/plans", get(plans))
         .route("/api/v1/metrics", post(record_usage))
+        .route(
+            "/api/v1/metrics/batch",
+            post(crate::routes::usage_batch::record_usage_batch),
+        )
         .route("/api/v1/usage", get(usage))
         .route("/api/v1/users/me/plan", post(change_plan))
 }
 
 /// How far back usage may be recorded, and how far ahead (clock skew).
-const MAX_BACKDATE_DAYS: i64 = 7;
-const MAX_AHEAD_MINUTES: i64 = 5;
+pub(crate) const MAX_BACKDATE_DAYS: i64 = 7;
+pub(crate) const MAX_AHEAD_MINUTES: i64 = 5;
 
 /// Every plan, with its daily limits.
 #[utoipa::path(get, path = "/api/v1/plans", operation_id = "list_plans", tag = "usage",
@@ -90,12 +95,16 @@ pub struct RecordUsageRequest {
     pub occurred_at: Option<DateTime<Utc>>,
 }
 
-/// The user's plan, from the read model (a plan change waits for it, so it is current).
-async fn plan_of(state: &AppState, auth: &AuthUser) -> Result<Plan, ApiError> {
-    let me = profile(state, auth.user_id).await?;
+/// The user's plan, from the users read model as the request's authentication read it (a
+/// plan change waits for the read model, so it is current).
+pub(crate) async fn plan_of(state: &AppState, auth: &AuthUser) -> Result<Plan, ApiError> {
+    let name = match &auth.current_plan {
+        Some(plan) => plan.clone(),
+        None => profile(state, auth.user_id).await?.plan,
+    };
     state
         .plans
-        .get(&me.plan)
+        .get(&name)
         .or_else(|| state.plans.get(&state.plans.default))
         .cloned()
         .ok_or_else(|| ApiError::internal("no plans configured"))
@@ -142,6 +151,7 @@ pub async fn record_usage(
         amount: req.amount,
         occurred_at,
         limit,
+        record_id: None,
     };
     let outcome = state
         .meters

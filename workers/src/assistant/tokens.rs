@@ -68,6 +68,7 @@ pub async fn record(
             amount,
             occurred_at: now,
             limit,
+            record_id: None,
         };
         match meters
             .execute(&meter_id(user, day), command, metadata)
