@@ -2,7 +2,8 @@
 //! over 64 users, and at 16 clients on one user's meter (a hot meter); pgbench running one
 //! event-store transaction (read the stream's head, append one event) in the same run, as
 //! the baseline; latency p50/p99; and the cost of the 10,000th command of one user's day
-//! against the first (snapshots keep it flat).
+//! against the first (snapshots keep it flat); and batch ingestion (`POST
+//! /api/v1/metrics/batch`, 100 records a request) in records/s against single requests.
 //!
 //! `cargo bench --bench usage` (PostgreSQL, NATS and pgbench as in the README). Knobs:
 //! `BENCH_SECS` (default 10), `BENCH_DAY_COMMANDS` (10000).
@@ -36,6 +37,84 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
         return f64::NAN;
     }
     sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+/// `clients` loops of `POST /api/v1/metrics/batch` with `size` records each (unique ids),
+/// spread over `tokens`, for `secs`: (records accepted/s, p50 and p99 ms per batch, errors).
+async fn load_batches(
+    base: &str,
+    tokens: &Arc<Vec<String>>,
+    clients: usize,
+    size: usize,
+    secs: u64,
+) -> (f64, f64, f64, u64) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()
+        .expect("client");
+    let errors = Arc::new(AtomicU64::new(0));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (client, tokens, url, errors, accepted) = (
+                client.clone(),
+                tokens.clone(),
+                format!("{base}/api/v1/metrics/batch"),
+                errors.clone(),
+                accepted.clone(),
+            );
+            tokio::spawn(async move {
+                let mut lat = vec![];
+                let mut i = c;
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let records: Vec<serde_json::Value> = (0..size)
+                        .map(|_| {
+                            n += 1;
+                            serde_json::json!({"id": format!("c{c}-{n}"), "kind": "messages", "amount": 1})
+                        })
+                        .collect();
+                    let t0 = Instant::now();
+                    let r = client
+                        .post(&url)
+                        .bearer_auth(&tokens[i % tokens.len()])
+                        .json(&serde_json::json!({ "records": records }))
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status() == 200 => {
+                            let body: serde_json::Value = r.json().await.unwrap_or_default();
+                            let n = body["data"]["accepted"].as_u64().unwrap_or(0);
+                            accepted.fetch_add(n, Ordering::Relaxed);
+                            if n as usize != size {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                            lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+                        }
+                        _ => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    i += clients;
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = vec![];
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    let rate = accepted.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    (
+        rate,
+        pct(&all, 0.5),
+        pct(&all, 0.99),
+        errors.load(Ordering::Relaxed),
+    )
 }
 
 /// `clients` loops of RecordUsage for `secs`, spread over `tokens`: (commands/s, p50, p99).
@@ -214,6 +293,8 @@ fn main() {
         let r64 = load(&base, &tokens, 64, secs).await;
         // one user's meter from 16 clients at once: a hot meter
         let hot = load(&base, &Arc::new(vec![tokens[1].clone()]), 16, secs).await;
+        // batch ingestion: 100 records a request, 16 clients over the same users
+        let batches = load_batches(&base, &tokens, 16, 100, secs).await;
 
         // one user's day: the first commands against the 10,000th
         let one = Arc::new(vec![tokens[0].clone()]);
@@ -284,6 +365,11 @@ fn main() {
         println!("| RecordUsage 16 clients / pgbench 16 clients | {} |", ratio(r16.0, p16));
         println!("| RecordUsage 64 clients / pgbench 64 clients | {} |", ratio(r64.0, p64));
         println!("| one hot meter / 64 users round robin (16 clients) | {:.2}× |", hot.0 / r16.0);
+        println!("| batch ingestion records/s / single RecordUsage records/s (16 clients) | {:.1}× |", batches.0 / r16.0);
+        println!();
+        println!("| batch ingestion, 16 clients, 100 records a request, 64 users round robin | records/s | p50 ms a batch | p99 ms | errors |");
+        println!("| --- | ---: | ---: | ---: | ---: |");
+        println!("| POST /api/v1/metrics/batch | {:.0} | {:.1} | {:.1} | {} |", batches.0, batches.1, batches.2, batches.3);
         println!();
         println!("| one user's day, sequential | mean latency ms |");
         println!("| --- | ---: |");
