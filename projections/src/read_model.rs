@@ -105,6 +105,29 @@ impl ReadModel {
         }
     }
 
+    /// Apply events in their order, inside the caller's transaction: the same rows as
+    /// [`ReadModel::apply`] on each. Usage folds the batch in memory and writes it with
+    /// one statement per table; the others apply one event at a time.
+    pub async fn apply_all(
+        self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        match self {
+            ReadModel::Usage => {
+                let storable: Vec<StoredEvent> =
+                    events.iter().map(|e| storable(e).into_owned()).collect();
+                usage::apply_all(conn, &storable).await
+            }
+            _ => {
+                for event in events {
+                    self.apply(conn, event).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Remove every row of this read model (a rebuild starts from nothing).
     pub async fn clear(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         match self {

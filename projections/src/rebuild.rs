@@ -283,22 +283,27 @@ impl Shadow {
         .execute(&mut *tx)
         .await?;
         let batch = eventstore::log::read_after(&mut *tx, self.cursor, BATCH).await?;
-        let full = batch.len() as i64 == BATCH;
+        let mut more = batch.len() as i64 == BATCH;
+        let mut opened = Vec::with_capacity(batch.len());
         for mut event in batch {
             if upto.is_some_and(|u| event.cursor > u) {
-                self.reset_path(tx).await?;
-                return Ok(false);
+                more = false;
+                break;
             }
             event
                 .open(keys)
                 .await
                 .map_err(|e| ProjectionError::poison(&event, e))?;
-            self.model.apply(tx, &event).await?;
-            self.cursor = event.cursor;
-            self.applied += 1;
+            opened.push(event);
         }
+        // applied together: a read model may fold the batch in memory
+        self.model.apply_all(tx, &opened).await?;
+        if let Some(last) = opened.last() {
+            self.cursor = last.cursor;
+        }
+        self.applied += opened.len() as u64;
         self.reset_path(tx).await?;
-        Ok(full)
+        Ok(more)
     }
 
     async fn reset_path(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {

@@ -1,5 +1,12 @@
 //! Usage per user, per UTC day, per kind (`usage_daily`), and the queries `/api/v1/usage`
 //! and the admin totals run. Guarded by each meter's sequence (`usage_meters`).
+//!
+//! A batch of events is folded in memory ([`apply_all`]): the meters' sequences are read
+//! once, each `(user, day, kind)`'s total and count are summed, and the rows are written
+//! with one upsert per table. The live projector and rebuilds both apply batches this way;
+//! [`apply`] is the one-event case.
+
+use std::collections::HashMap;
 
 use aggregates::meter::{MeterEvent, AGGREGATE_TYPE};
 use aggregates::user::{self, UserEvent};
@@ -12,66 +19,134 @@ use uuid::Uuid;
 use crate::ProjectionError;
 
 pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
-    if event.aggregate_type == user::AGGREGATE_TYPE {
-        return apply_user(conn, event).await;
+    apply_all(conn, std::slice::from_ref(event)).await
+}
+
+/// Apply events in their order, folded: the same rows as applying them one by one.
+pub async fn apply_all(
+    conn: &mut PgConnection,
+    events: &[StoredEvent],
+) -> Result<(), ProjectionError> {
+    let meters: Vec<&str> = events
+        .iter()
+        .filter(|e| e.aggregate_type == AGGREGATE_TYPE)
+        .map(|e| e.aggregate_id.as_str())
+        .collect();
+    let mut fold = Fold::default();
+    if !meters.is_empty() {
+        let known: Vec<(String, i64)> = sqlx::query_as(
+            "select meter_id, last_sequence from usage_meters where meter_id = any($1)",
+        )
+        .bind(&meters)
+        .fetch_all(&mut *conn)
+        .await?;
+        fold.last = known.into_iter().collect();
     }
-    if event.aggregate_type != AGGREGATE_TYPE {
-        return Ok(());
-    }
-    let meter_event: MeterEvent = serde_json::from_value(event.payload.clone())
-        .map_err(|e| ProjectionError::poison(event, format!("payload: {e}")))?;
-    let sequence = event.sequence as i64;
-    let last: Option<i64> =
-        sqlx::query_scalar("select last_sequence from usage_meters where meter_id = $1")
-            .bind(&event.aggregate_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    match last {
-        Some(last) if last >= sequence => return Ok(()),
-        Some(last) if last != sequence - 1 => {
-            return Err(ProjectionError::poison(
-                event,
-                format!("meter is at {last}, event is {sequence}"),
-            ))
+    for event in events {
+        if event.aggregate_type == AGGREGATE_TYPE {
+            fold.add(event)?;
+        } else if event.aggregate_type == user::AGGREGATE_TYPE {
+            // an erasure deletes rows: what is folded so far is written first
+            fold.flush(conn).await?;
+            apply_user(conn, event).await?;
         }
-        None if sequence != 1 => {
-            return Err(ProjectionError::poison(
-                event,
-                format!("meter has no row, event is {sequence}"),
-            ))
-        }
-        _ => {}
     }
-    match meter_event {
-        MeterEvent::UsageRecorded {
-            user_id,
-            day,
-            kind,
-            amount,
-            ..
-        } => {
+    fold.flush(conn).await
+}
+
+/// Usage events summed in memory, not yet written.
+#[derive(Default)]
+struct Fold {
+    /// Each meter's last applied sequence (the stored one, then the folded one).
+    last: HashMap<String, i64>,
+    /// The meters whose sequence moved and is not written yet.
+    moved: HashMap<String, i64>,
+    /// `(user, day, kind)` → (amount, records) to add.
+    sums: HashMap<(Uuid, NaiveDate, String), (i64, i64)>,
+}
+
+impl Fold {
+    fn add(&mut self, event: &StoredEvent) -> Result<(), ProjectionError> {
+        let meter_event: MeterEvent = serde_json::from_value(event.payload.clone())
+            .map_err(|e| ProjectionError::poison(event, format!("payload: {e}")))?;
+        let sequence = event.sequence as i64;
+        match self.last.get(&event.aggregate_id).copied() {
+            Some(last) if last >= sequence => return Ok(()),
+            Some(last) if last != sequence - 1 => {
+                return Err(ProjectionError::poison(
+                    event,
+                    format!("meter is at {last}, event is {sequence}"),
+                ))
+            }
+            None if sequence != 1 => {
+                return Err(ProjectionError::poison(
+                    event,
+                    format!("meter has no row, event is {sequence}"),
+                ))
+            }
+            _ => {}
+        }
+        match meter_event {
+            MeterEvent::UsageRecorded {
+                user_id,
+                day,
+                kind,
+                amount,
+                ..
+            } => {
+                let sum = self.sums.entry((user_id, day, kind)).or_default();
+                sum.0 += amount as i64;
+                sum.1 += 1;
+            }
+        }
+        self.last.insert(event.aggregate_id.clone(), sequence);
+        self.moved.insert(event.aggregate_id.clone(), sequence);
+        Ok(())
+    }
+
+    async fn flush(&mut self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        if !self.sums.is_empty() {
+            let mut users = Vec::with_capacity(self.sums.len());
+            let mut days = Vec::with_capacity(self.sums.len());
+            let mut kinds = Vec::with_capacity(self.sums.len());
+            let mut totals = Vec::with_capacity(self.sums.len());
+            let mut records = Vec::with_capacity(self.sums.len());
+            for ((user, day, kind), (total, count)) in self.sums.drain() {
+                users.push(user);
+                days.push(day);
+                kinds.push(kind);
+                totals.push(total);
+                records.push(count);
+            }
             sqlx::query(
-                "insert into usage_daily (user_id, day, kind, total, records) values ($1, $2, $3, $4, 1) \
+                "insert into usage_daily (user_id, day, kind, total, records) \
+                 select * from unnest($1::uuid[], $2::date[], $3::text[], $4::bigint[], $5::bigint[]) \
                  on conflict (user_id, day, kind) do update \
-                 set total = usage_daily.total + excluded.total, records = usage_daily.records + 1",
+                 set total = usage_daily.total + excluded.total, \
+                     records = usage_daily.records + excluded.records",
             )
-            .bind(user_id)
-            .bind(day)
-            .bind(&kind)
-            .bind(amount as i64)
+            .bind(&users)
+            .bind(&days)
+            .bind(&kinds)
+            .bind(&totals)
+            .bind(&records)
             .execute(&mut *conn)
             .await?;
         }
+        if !self.moved.is_empty() {
+            let (ids, sequences): (Vec<String>, Vec<i64>) = self.moved.drain().unzip();
+            sqlx::query(
+                "insert into usage_meters (meter_id, last_sequence) \
+                 select * from unnest($1::text[], $2::bigint[]) \
+                 on conflict (meter_id) do update set last_sequence = excluded.last_sequence",
+            )
+            .bind(&ids)
+            .bind(&sequences)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
     }
-    sqlx::query(
-        "insert into usage_meters (meter_id, last_sequence) values ($1, $2) \
-         on conflict (meter_id) do update set last_sequence = excluded.last_sequence",
-    )
-    .bind(&event.aggregate_id)
-    .bind(sequence)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 /// Usage is not personal on its own, but it is the user's: it goes with the account.

@@ -164,6 +164,8 @@ impl Projector {
         let mut consumed = 0;
         let mut applied = 0;
         let mut oldest_applied = None;
+        // the events to apply, in order, applied together (a read model may fold them)
+        let mut opened = Vec::with_capacity(batch.len());
         for delivered in batch {
             if delivered.stream_sequence <= stream_sequence {
                 consumed += 1; // delivered again; consumed before
@@ -194,15 +196,15 @@ impl Projector {
                     CryptoError::Database(db) => ProjectionError::Database(db),
                     other => ProjectionError::poison(&event, other),
                 })?;
-                let event = &event;
-                self.model.apply(&mut tx, event).await?;
                 cursor = event.cursor;
                 applied += 1;
                 oldest_applied.get_or_insert(event.recorded_at);
+                opened.push(event);
             }
             stream_sequence = delivered.stream_sequence;
             consumed += 1;
         }
+        self.model.apply_all(&mut tx, &opened).await?;
         if consumed > 0 {
             checkpoint::advance(&mut tx, self.model, cursor, stream_sequence, applied as u64)
                 .await?;
