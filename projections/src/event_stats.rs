@@ -2,6 +2,11 @@
 //! (`daily_activity`: sign-ups, sign-ins, active users). It spans every
 //! aggregate, so it is guarded by the checkpoint pair alone: applying an event twice would
 //! count it twice, which the tests check never happens.
+//!
+//! A batch is folded in memory ([`apply_all`]): counts per type, activity per day and the
+//! day's active users summed or collected, then one statement per table.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use eventstore::StoredEvent;
@@ -12,56 +17,109 @@ use uuid::Uuid;
 use crate::ProjectionError;
 
 pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
-    sqlx::query(
-        "insert into event_type_counts (aggregate_type, event_type, count, last_recorded_at) \
-         values ($1, $2, 1, $3) on conflict (aggregate_type, event_type) do update \
-         set count = event_type_counts.count + 1, \
-             last_recorded_at = greatest(event_type_counts.last_recorded_at, excluded.last_recorded_at)",
-    )
-    .bind(&event.aggregate_type)
-    .bind(&event.event_type)
-    .bind(event.recorded_at)
-    .execute(&mut *conn)
-    .await?;
-    apply_activity(conn, event).await?;
-    Ok(())
+    apply_all(conn, std::slice::from_ref(event)).await
 }
 
-/// Sign-ups, sign-ins and active users per UTC day (`daily_activity`). A user is active on
-/// a day when they caused an event that day as themselves.
-async fn apply_activity(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), sqlx::Error> {
-    let day = event.recorded_at.date_naive();
-    let (signups, logins) = match event.event_type.as_str() {
-        "UserRegistered" => (1i64, 0i64),
-        "SessionStarted" => (0, 1),
-        _ => (0, 0),
-    };
-    let active = match (&event.metadata.actor_id, event.metadata.actor_role.as_str()) {
-        (Some(id), "user" | "admin") => id.parse::<Uuid>().ok(),
-        _ => None,
-    };
-    let mut newly_active = 0i64;
-    if let Some(user) = active {
-        newly_active = sqlx::query(
-            "insert into daily_active_users (day, user_id) values ($1, $2) on conflict do nothing",
-        )
-        .bind(day)
-        .bind(user)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected() as i64;
+/// Apply events folded: the same rows as applying them one by one (every change is a sum,
+/// a maximum or a set), written with one statement per table.
+///
+/// Activity: sign-ups, sign-ins and active users per UTC day (`daily_activity`). A user is
+/// active on a day when they caused an event that day as themselves.
+pub async fn apply_all(
+    conn: &mut PgConnection,
+    events: &[StoredEvent],
+) -> Result<(), ProjectionError> {
+    if events.is_empty() {
+        return Ok(());
     }
-    if signups + logins + newly_active > 0 {
+    let mut counts: HashMap<(&str, &str), (i64, DateTime<Utc>)> = HashMap::new();
+    // day -> (sign-ups, sign-ins, newly active users)
+    let mut activity: BTreeMap<NaiveDate, (i64, i64, i64)> = BTreeMap::new();
+    let mut active: BTreeSet<(NaiveDate, Uuid)> = BTreeSet::new();
+    for event in events {
+        let count = counts
+            .entry((&event.aggregate_type, &event.event_type))
+            .or_insert((0, event.recorded_at));
+        count.0 += 1;
+        count.1 = count.1.max(event.recorded_at);
+        let day = event.recorded_at.date_naive();
+        let (signups, logins) = match event.event_type.as_str() {
+            "UserRegistered" => (1i64, 0i64),
+            "SessionStarted" => (0, 1),
+            _ => (0, 0),
+        };
+        if signups + logins > 0 {
+            let a = activity.entry(day).or_default();
+            a.0 += signups;
+            a.1 += logins;
+        }
+        if let (Some(id), "user" | "admin") =
+            (&event.metadata.actor_id, event.metadata.actor_role.as_str())
+        {
+            if let Ok(user) = id.parse::<Uuid>() {
+                active.insert((day, user));
+            }
+        }
+    }
+
+    let mut types = Vec::with_capacity(counts.len());
+    let mut names = Vec::with_capacity(counts.len());
+    let mut ns = Vec::with_capacity(counts.len());
+    let mut lasts = Vec::with_capacity(counts.len());
+    for ((aggregate_type, event_type), (n, last)) in counts {
+        types.push(aggregate_type.to_owned());
+        names.push(event_type.to_owned());
+        ns.push(n);
+        lasts.push(last);
+    }
+    sqlx::query(
+        "insert into event_type_counts (aggregate_type, event_type, count, last_recorded_at) \
+         select * from unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[]) \
+         on conflict (aggregate_type, event_type) do update \
+         set count = event_type_counts.count + excluded.count, \
+             last_recorded_at = greatest(event_type_counts.last_recorded_at, excluded.last_recorded_at)",
+    )
+    .bind(&types)
+    .bind(&names)
+    .bind(&ns)
+    .bind(&lasts)
+    .execute(&mut *conn)
+    .await?;
+
+    if !active.is_empty() {
+        let (days, users): (Vec<NaiveDate>, Vec<Uuid>) = active.into_iter().unzip();
+        let newly: Vec<NaiveDate> = sqlx::query_scalar(
+            "insert into daily_active_users (day, user_id) \
+             select * from unnest($1::date[], $2::uuid[]) on conflict do nothing returning day",
+        )
+        .bind(&days)
+        .bind(&users)
+        .fetch_all(&mut *conn)
+        .await?;
+        for day in newly {
+            activity.entry(day).or_default().2 += 1;
+        }
+    }
+    if !activity.is_empty() {
+        let mut days = Vec::with_capacity(activity.len());
+        let (mut signups, mut logins, mut actives) = (vec![], vec![], vec![]);
+        for (day, (s, l, a)) in activity {
+            days.push(day);
+            signups.push(s);
+            logins.push(l);
+            actives.push(a);
+        }
         sqlx::query(
-            "insert into daily_activity (day, signups, logins, active_users) values ($1, $2, $3, $4) \
+            "insert into daily_activity (day, signups, logins, active_users) \
+             select * from unnest($1::date[], $2::bigint[], $3::bigint[], $4::bigint[]) \
              on conflict (day) do update set signups = daily_activity.signups + excluded.signups, \
              logins = daily_activity.logins + excluded.logins, \
              active_users = daily_activity.active_users + excluded.active_users",
         )
-        .bind(day)
-        .bind(signups)
-        .bind(logins)
-        .bind(newly_active)
+        .bind(&days)
+        .bind(&signups)
+        .bind(&logins)
+        .bind(&actives)
         .execute(&mut *conn)
         .await?;
     }

@@ -106,18 +106,21 @@ impl ReadModel {
     }
 
     /// Apply events in their order, inside the caller's transaction: the same rows as
-    /// [`ReadModel::apply`] on each. Usage folds the batch in memory and writes it with
-    /// one statement per table; the others apply one event at a time.
+    /// [`ReadModel::apply`] on each. Usage and event stats fold the batch in memory and
+    /// write it with one statement per table; the others apply one event at a time.
     pub async fn apply_all(
         self,
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), ProjectionError> {
         match self {
-            ReadModel::Usage => {
+            ReadModel::Usage | ReadModel::EventStats => {
                 let storable: Vec<StoredEvent> =
                     events.iter().map(|e| storable(e).into_owned()).collect();
-                usage::apply_all(conn, &storable).await
+                match self {
+                    ReadModel::Usage => usage::apply_all(conn, &storable).await,
+                    _ => event_stats::apply_all(conn, &storable).await,
+                }
             }
             _ => {
                 for event in events {

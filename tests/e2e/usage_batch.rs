@@ -134,6 +134,19 @@ async fn a_batch_decides_each_record_in_order_and_sent_again_counts_nothing_twic
             .max(results[4]["position"].as_str())
     );
 
+    // JSON Schema's integers: 2.0 is one; -3 is an integer but not an amount
+    let (s, b, _) = batch(
+        &app,
+        auth,
+        &json!({"records": [
+            {"id": "float", "kind": "api_calls", "amount": 2.0},
+            {"id": "negative", "kind": "api_calls", "amount": -3}
+        ]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(statuses(&b), ["accepted", "invalid"], "{b}");
+
     // the same batch again (a retry after a lost answer): nothing is counted twice
     let (s, again, _) = batch(&app, auth, &records).await;
     assert_eq!(s, 200, "{again}");
@@ -162,11 +175,11 @@ async fn a_batch_decides_each_record_in_order_and_sent_again_counts_nothing_twic
 
     app.wait_for_projections("usage caught up").await;
     assert_eq!(used_today(&app, &token, "messages").await, 100);
-    assert_eq!(used_today(&app, &token, "api_calls").await, 1000);
+    assert_eq!(used_today(&app, &token, "api_calls").await, 1002);
     assert_eq!(
         app.scalar_i64("select count(*) from events where event_type = 'UsageRecorded'")
             .await,
-        5
+        6
     );
     assert_eq!(
         app.scalar_i64(
@@ -185,6 +198,11 @@ async fn a_batch_decides_each_record_in_order_and_sent_again_counts_nothing_twic
         json!({"records": too_many}),
         json!({"records": []}),
         json!({"records": [{"id": "x", "kind": "tokens", "amount": "one"}]}),
+        json!({"records": [{"id": "x", "kind": "tokens", "amount": 1.5}]}),
+        serde_json::from_str::<Value>(
+            r#"{"records": [{"id": "x", "kind": "tokens", "amount": 9223372036854775808}]}"#,
+        )
+        .expect("json"),
         json!({"records": [{"id": "x", "kind": "tokens", "amount": 1, "extra": true}]}),
     ] {
         let (s, b, _) = batch(&app, auth, &body).await;

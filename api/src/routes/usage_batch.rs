@@ -59,8 +59,9 @@ pub struct UsageRecordInput {
     /// letters, digits, `_`, starting with a letter, at most 64; counted, not limited).
     #[schema(pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$")]
     pub kind: String,
-    /// 1 to 1,000,000,000.
-    pub amount: u64,
+    /// 1 to 1,000,000,000 (any other integer makes the record `invalid`).
+    #[serde(deserialize_with = "integer")]
+    pub amount: i64,
     /// When it happened (default now); at most 7 days back, and not in the future.
     #[serde(default)]
     pub occurred_at: Option<DateTime<Utc>>,
@@ -68,6 +69,18 @@ pub struct UsageRecordInput {
     /// signed-in user records for themself.
     #[serde(default)]
     pub user_id: Option<Uuid>,
+}
+
+/// A JSON integer as JSON Schema has it: `7` and `7.0` alike, within 64 bits.
+fn integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(i) = n.as_i64() {
+        return Ok(i);
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && f > i64::MIN as f64 && f < i64::MAX as f64 => Ok(f as i64),
+        _ => Err(serde::de::Error::custom("must be an integer of 64 bits")),
+    }
 }
 
 /// What became of one record.
@@ -221,7 +234,7 @@ pub async fn record_usage_batch(
                 "kind",
                 "lower-case letters, digits and _ (starting with a letter), at most 64",
             ),
-            Ok(_) if r.amount == 0 || r.amount > 1_000_000_000 => {
+            Ok(_) if !(1..=1_000_000_000).contains(&r.amount) => {
                 refusal("amount", "must be 1 to 1000000000")
             }
             Ok(_)
@@ -258,7 +271,7 @@ pub async fn record_usage_batch(
                 user_id,
                 day,
                 kind: r.kind.clone(),
-                amount: r.amount,
+                amount: r.amount as u64,
                 occurred_at,
                 limit: plan.daily_limit(&r.kind),
                 record_id: Some(r.id.clone()),
