@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "common/lag.rs"]
+mod lag;
+
 use chronicle::{Application, Config, Roles};
 use projections::{CheckpointWatch, ReadModel};
 use tokio_util::sync::CancellationToken;
@@ -121,11 +124,7 @@ async fn http_run(ryw_ms: u64, clients: u64, secs: u64, label: &str, rate: Optio
                     .send()
                     .await;
                 let cursor = match resp {
-                    Ok(r) if r.status() == 202 => r
-                        .headers()
-                        .get("x-position")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|s| s.parse::<aggregates::LogCursor>().ok()),
+                    Ok(r) if r.status() == 202 => lag::position(&r),
                     _ => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         continue;
@@ -137,23 +136,10 @@ async fn http_run(ryw_ms: u64, clients: u64, secs: u64, label: &str, rate: Optio
                 // Lag: from the answer (the events are committed) until the users read
                 // model has them; sampled on every 10th command to keep the load honest.
                 if let (Some(cursor), true) = (cursor, i.is_multiple_of(10)) {
-                    let watch = watch.clone();
-                    lags.push(tokio::spawn(async move {
-                        watch
-                            .wait_for(&[ReadModel::Users], cursor, Duration::from_secs(30))
-                            .await
-                            .ok()
-                            .map(|_| answered.elapsed().as_secs_f64() * 1000.0)
-                    }));
+                    lags.push(lag::sample(&watch, ReadModel::Users, cursor, answered));
                 }
             }
-            let mut lag_ms = vec![];
-            for l in lags {
-                if let Ok(Some(ms)) = l.await {
-                    lag_ms.push(ms);
-                }
-            }
-            (latencies, lag_ms)
+            (latencies, lag::collect(lags).await)
         }));
     }
     let mut latency_ms = vec![];

@@ -3,10 +3,15 @@
 //! event-store transaction (read the stream's head, append one event) in the same run, as
 //! the baseline; latency p50/p99; and the cost of the 10,000th command of one user's day
 //! against the first (snapshots keep it flat); and batch ingestion (`POST
-//! /api/v1/metrics/batch`, 100 records a request) in records/s against single requests.
+//! /api/v1/metrics/batch`, 100 records a request) in records/s against single requests;
+//! and projection lag (answer → usage read model) with RecordUsage paced at half the
+//! 16-client rate.
 //!
 //! `cargo bench --bench usage` (PostgreSQL, NATS and pgbench as in the README). Knobs:
 //! `BENCH_SECS` (default 10), `BENCH_DAY_COMMANDS` (10000).
+
+#[path = "common/lag.rs"]
+mod lag;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +24,8 @@ use chronicle::{Application, Config, Role, Roles};
 use eventstore::crypto::KeyStore;
 use eventstore::passwords::PasswordHasher;
 use eventstore::CommandBus;
+use projections::{CheckpointWatch, ReadModel};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
@@ -32,11 +39,97 @@ fn env_num(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// An HTTP client keeping a connection per load client.
+fn http_client(clients: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()
+        .expect("client")
+}
+
+/// The values every task returned, together and sorted.
+async fn gather(tasks: Vec<tokio::task::JoinHandle<Vec<f64>>>) -> Vec<f64> {
+    let mut all = vec![];
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    all.sort_by(f64::total_cmp);
+    all
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
     sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+/// `clients` loops of RecordUsage paced to `rate` commands/s in all, for `secs`; every
+/// 5th command's projection lag: from its answer (committed) until the usage read model
+/// has its cursor (`X-Position`). (commands/s, lag p50, lag p99, lag samples, errors).
+async fn load_paced(
+    base: &str,
+    tokens: &Arc<Vec<String>>,
+    watch: &CheckpointWatch,
+    clients: usize,
+    rate: f64,
+    secs: u64,
+) -> (f64, f64, f64, usize, u64) {
+    let (client, errors) = (http_client(clients), Arc::new(AtomicU64::new(0)));
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let interval = Duration::from_secs_f64(clients as f64 / rate.max(1.0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (client, tokens, url, errors, done, watch) = (
+                client.clone(),
+                tokens.clone(),
+                format!("{base}/api/v1/metrics"),
+                errors.clone(),
+                done.clone(),
+                watch.clone(),
+            );
+            tokio::spawn(async move {
+                let mut lags = vec![];
+                let mut i = c;
+                let mut next = Instant::now() + interval.mul_f64(c as f64 / clients as f64);
+                while Instant::now() < deadline {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += interval;
+                    let r = client
+                        .post(&url)
+                        .bearer_auth(&tokens[i % tokens.len()])
+                        .json(&serde_json::json!({"kind": "messages", "amount": 1}))
+                        .send()
+                        .await;
+                    i += clients;
+                    let cursor = match r {
+                        Ok(r) if r.status() == 202 => lag::position(&r),
+                        _ => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    };
+                    let answered = Instant::now();
+                    let n = done.fetch_add(1, Ordering::Relaxed);
+                    if let (Some(cursor), true) = (cursor, n % 5 == 0) {
+                        lags.push(lag::sample(&watch, ReadModel::Usage, cursor, answered));
+                    }
+                }
+                lag::collect(lags).await
+            })
+        })
+        .collect();
+    let lags = gather(tasks).await;
+    let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    (
+        rate,
+        pct(&lags, 0.5),
+        pct(&lags, 0.99),
+        lags.len(),
+        errors.load(Ordering::Relaxed),
+    )
 }
 
 /// `clients` loops of `POST /api/v1/metrics/batch` with `size` records each (unique ids),
@@ -48,11 +141,7 @@ async fn load_batches(
     size: usize,
     secs: u64,
 ) -> (f64, f64, f64, u64) {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(clients)
-        .build()
-        .expect("client");
-    let errors = Arc::new(AtomicU64::new(0));
+    let (client, errors) = (http_client(clients), Arc::new(AtomicU64::new(0)));
     let accepted = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
@@ -103,12 +192,8 @@ async fn load_batches(
             })
         })
         .collect();
-    let mut all = vec![];
-    for t in tasks {
-        all.extend(t.await.expect("task"));
-    }
+    let all = gather(tasks).await;
     let rate = accepted.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    all.sort_by(f64::total_cmp);
     (
         rate,
         pct(&all, 0.5),
@@ -124,11 +209,7 @@ async fn load(
     clients: usize,
     secs: u64,
 ) -> (f64, f64, f64, u64) {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(clients)
-        .build()
-        .expect("client");
-    let errors = Arc::new(AtomicU64::new(0));
+    let (client, errors) = (http_client(clients), Arc::new(AtomicU64::new(0)));
     let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
@@ -162,12 +243,8 @@ async fn load(
             })
         })
         .collect();
-    let mut all = vec![];
-    for t in tasks {
-        all.extend(t.await.expect("task"));
-    }
+    let all = gather(tasks).await;
     let rate = all.len() as f64 / started.elapsed().as_secs_f64();
-    all.sort_by(f64::total_cmp);
     (
         rate,
         pct(&all, 0.5),
@@ -293,6 +370,9 @@ fn main() {
         let r64 = load(&base, &tokens, 64, secs).await;
         // one user's meter from 16 clients at once: a hot meter
         let hot = load(&base, &Arc::new(vec![tokens[1].clone()]), 16, secs).await;
+        // projection lag at half the 16-client rate
+        let watch = CheckpointWatch::spawn(pool.clone(), CancellationToken::new());
+        let paced = load_paced(&base, &tokens, &watch, 16, r16.0 / 2.0, secs).await;
         // batch ingestion: 100 records a request, 16 clients over the same users
         let batches = load_batches(&base, &tokens, 16, 100, secs).await;
 
@@ -366,6 +446,10 @@ fn main() {
         println!("| RecordUsage 64 clients / pgbench 64 clients | {} |", ratio(r64.0, p64));
         println!("| one hot meter / 64 users round robin (16 clients) | {:.2}× |", hot.0 / r16.0);
         println!("| batch ingestion records/s / single RecordUsage records/s (16 clients) | {:.1}× |", batches.0 / r16.0);
+        println!();
+        println!("| projection lag (answer → usage read model has its cursor), RecordUsage paced at half the 16-client rate | commands/s | lag p50 ms | lag p99 ms | samples | errors |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+        println!("| {:.0}/s asked | {:.0} | {:.1} | {:.1} | {} | {} |", r16.0 / 2.0, paced.0, paced.1, paced.2, paced.3, paced.4);
         println!();
         println!("| batch ingestion, 16 clients, 100 records a request, 64 users round robin | records/s | p50 ms a batch | p99 ms | errors |");
         println!("| --- | ---: | ---: | ---: | ---: |");
