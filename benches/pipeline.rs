@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[path = "common/lag.rs"]
+#[path = "projection_lag/mod.rs"]
 mod lag;
 
 use chronicle::{Application, Config, Roles};

@@ -10,7 +10,7 @@
 //! `cargo bench --bench usage` (PostgreSQL, NATS and pgbench as in the README). Knobs:
 //! `BENCH_SECS` (default 10), `BENCH_DAY_COMMANDS` (10000).
 
-#[path = "common/lag.rs"]
+#[path = "projection_lag/mod.rs"]
 mod lag;
 
 use std::process::Command;

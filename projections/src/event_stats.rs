@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::ProjectionError;
 
 pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
-    apply_all(conn, std::slice::from_ref(event)).await
+    apply_all(conn, &[event]).await
 }
 
 /// Apply events folded: the same rows as applying them one by one (every change is a sum,
@@ -27,7 +27,7 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
 /// active on a day when they caused an event that day as themselves.
 pub async fn apply_all(
     conn: &mut PgConnection,
-    events: &[StoredEvent],
+    events: &[&StoredEvent],
 ) -> Result<(), ProjectionError> {
     if events.is_empty() {
         return Ok(());

@@ -113,15 +113,11 @@ impl ReadModel {
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), ProjectionError> {
+        let storable: Vec<Cow<'_, StoredEvent>> = events.iter().map(storable).collect();
+        let events: Vec<&StoredEvent> = storable.iter().map(|e| &**e).collect();
         match self {
-            ReadModel::Usage | ReadModel::EventStats => {
-                let storable: Vec<StoredEvent> =
-                    events.iter().map(|e| storable(e).into_owned()).collect();
-                match self {
-                    ReadModel::Usage => usage::apply_all(conn, &storable).await,
-                    _ => event_stats::apply_all(conn, &storable).await,
-                }
-            }
+            ReadModel::Usage => usage::apply_all(conn, &events).await,
+            ReadModel::EventStats => event_stats::apply_all(conn, &events).await,
             _ => {
                 for event in events {
                     self.apply(conn, event).await?;

@@ -19,13 +19,13 @@ use uuid::Uuid;
 use crate::ProjectionError;
 
 pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
-    apply_all(conn, std::slice::from_ref(event)).await
+    apply_all(conn, &[event]).await
 }
 
 /// Apply events in their order, folded: the same rows as applying them one by one.
 pub async fn apply_all(
     conn: &mut PgConnection,
-    events: &[StoredEvent],
+    events: &[&StoredEvent],
 ) -> Result<(), ProjectionError> {
     let meters: Vec<&str> = events
         .iter()

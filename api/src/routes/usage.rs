@@ -102,12 +102,16 @@ pub(crate) async fn plan_of(state: &AppState, auth: &AuthUser) -> Result<Plan, A
         Some(plan) => plan.clone(),
         None => profile(state, auth.user_id).await?.plan,
     };
+    plan_named(state, &name).ok_or_else(|| ApiError::internal("no plans configured"))
+}
+
+/// The plan of this name, or the default one for a name the configuration no longer has.
+pub(crate) fn plan_named(state: &AppState, name: &str) -> Option<Plan> {
     state
         .plans
-        .get(&name)
+        .get(name)
         .or_else(|| state.plans.get(&state.plans.default))
         .cloned()
-        .ok_or_else(|| ApiError::internal("no plans configured"))
 }
 
 /// Record usage. 202 with the log position; 402 `upgrade_required` (with `details`: the

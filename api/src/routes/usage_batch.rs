@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 
-use aggregates::api_key::ROLE_API_KEY;
 use aggregates::meter::{is_valid_kind, meter_id, MeterCommand, MeterError};
 use aggregates::plan::Plan;
 use aggregates::user::STATUS_ACTIVE;
@@ -32,8 +31,8 @@ use uuid::Uuid;
 use crate::auth::AuthUser;
 use crate::envelope::Reply;
 use crate::extract::{AppJson, RequestMeta};
-use crate::routes::admin::api_keys::verify_api_key;
-use crate::routes::usage::{plan_of, MAX_AHEAD_MINUTES, MAX_BACKDATE_DAYS};
+use crate::routes::admin::{Admin, AdminIdentity};
+use crate::routes::usage::{plan_named, plan_of, MAX_AHEAD_MINUTES, MAX_BACKDATE_DAYS};
 use crate::{ApiError, AppState};
 
 /// The most records one batch may carry.
@@ -125,7 +124,8 @@ pub struct UsageBatchResult {
 /// Who records: a signed-in user (for themself) or an admin key (for any user).
 pub enum Recorder {
     User(AuthUser),
-    AdminKey(Uuid),
+    /// The request's metadata, acting as the key.
+    AdminKey(EventMetadata),
 }
 
 impl FromRequestParts<AppState> for Recorder {
@@ -135,9 +135,11 @@ impl FromRequestParts<AppState> for Recorder {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        if let Some(key) = parts.headers.get("x-admin-key") {
-            let key = key.to_str().map_err(|_| ApiError::TokenInvalid)?;
-            return Ok(Recorder::AdminKey(verify_api_key(state, key).await?));
+        if parts.headers.contains_key("x-admin-key") {
+            let admin = Admin::from_request_parts(parts, state).await?;
+            if let AdminIdentity::ApiKey(_) = admin.identity {
+                return Ok(Recorder::AdminKey(admin.meta));
+            }
         }
         Ok(Recorder::User(
             AuthUser::from_request_parts(parts, state).await?,
@@ -199,7 +201,7 @@ pub async fn record_usage_batch(
     // Whose plan decides each record, looked up once per user.
     let (self_id, meta) = match &recorder {
         Recorder::User(auth) => (Some(auth.user_id), meta.acting_as(auth.user_id, &auth.role)),
-        Recorder::AdminKey(key) => (None, meta.acting_as(key, ROLE_API_KEY)),
+        Recorder::AdminKey(key_meta) => (None, key_meta.clone()),
     };
     let mut plans: HashMap<Uuid, Option<Plan>> = HashMap::new();
     if let Recorder::User(auth) = &recorder {
@@ -380,14 +382,12 @@ async fn plans_of(state: &AppState, users: &[Uuid]) -> Result<Vec<(Uuid, Option<
     Ok(rows
         .into_iter()
         .map(|(id, plan, status)| {
-            let plan = (status == STATUS_ACTIVE).then(|| {
-                state
-                    .plans
-                    .get(&plan)
-                    .or_else(|| state.plans.get(&state.plans.default))
-                    .cloned()
-            });
-            (id, plan.flatten())
+            (
+                id,
+                (status == STATUS_ACTIVE)
+                    .then(|| plan_named(state, &plan))
+                    .flatten(),
+            )
         })
         .collect())
 }
