@@ -398,3 +398,83 @@ async fn a_redelivered_event_changes_nothing_and_a_rebuilt_read_model_equals_the
     );
     app.finish().await;
 }
+
+/// The projectors commit without waiting for the disk (`synchronous_commit = off`): a crash
+/// of PostgreSQL may lose a read model's last commits after their messages were
+/// acknowledged. This leaves the read model exactly as such a loss would (rows and
+/// checkpoint back where they were) and checks that the next message makes the projector
+/// take what is missing from the stream itself.
+#[tokio::test]
+async fn a_read_model_that_lost_its_last_commits_takes_the_missing_events_from_the_stream() {
+    let env = TestEnv::new();
+    let app = env.spawn_all().await;
+    for i in 0..3 {
+        assert_eq!(
+            app.register(&format!("kept{i}@example.com")).await.status(),
+            202
+        );
+    }
+    app.wait_for_projections("the first three").await;
+    let saved: (String, i64, i64, i64) = sqlx::query_as(
+        "select transaction_id::text, position, stream_sequence, events_applied \
+         from projection_checkpoints where name = 'users'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("checkpoint");
+    for i in 0..2 {
+        assert_eq!(
+            app.register(&format!("lost{i}@example.com")).await.status(),
+            202
+        );
+    }
+    app.wait_for_projections("all five").await;
+
+    // "The crash": the last commits of the users read model are gone, their messages acked.
+    let mut tx = app.pool.begin().await.expect("begin");
+    sqlx::query("delete from users where email like 'lost%'")
+        .execute(&mut *tx)
+        .await
+        .expect("delete");
+    sqlx::query(
+        "update projection_checkpoints set transaction_id = $1::text::xid8, position = $2, \
+         stream_sequence = $3, events_applied = $4 where name = 'users'",
+    )
+    .bind(&saved.0)
+    .bind(saved.1)
+    .bind(saved.2)
+    .bind(saved.3)
+    .execute(&mut *tx)
+    .await
+    .expect("checkpoint back");
+    tx.commit().await.expect("commit");
+    assert_eq!(app.scalar_i64("select count(*) from users").await, 3);
+
+    // The next event arrives after a gap of four messages (two registrations).
+    assert_eq!(app.register("next@example.com").await.status(), 202);
+    app.wait_for_projections("the read model fills the gap")
+        .await;
+    let mut emails: Vec<String> = sqlx::query_scalar("select email from users order by email")
+        .fetch_all(&app.pool)
+        .await
+        .expect("emails");
+    emails.sort();
+    assert_eq!(
+        emails,
+        [
+            "kept0@example.com",
+            "kept1@example.com",
+            "kept2@example.com",
+            "lost0@example.com",
+            "lost1@example.com",
+            "next@example.com"
+        ]
+    );
+    let stream_last = app.stream_envelopes().await.len() as i64;
+    assert_eq!(
+        app.scalar_i64("select stream_sequence from projection_checkpoints where name = 'users'")
+            .await,
+        stream_last
+    );
+    app.finish().await;
+}

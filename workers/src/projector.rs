@@ -55,6 +55,8 @@ pub struct BatchOutcome {
     /// and may be acknowledged. The rest arrived out of order and go back.
     pub consumed: usize,
     pub applied: usize,
+    /// The stream sequence the read model takes next.
+    pub next_sequence: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,13 +82,28 @@ pub struct Delivered {
 impl Delivered {
     pub fn from_message(message: &Message) -> Self {
         let stream_sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-        let event = serde_json::from_slice::<StreamEnvelope>(&message.payload)
+        Self::from_stream(stream_sequence, &message.payload)
+    }
+
+    /// A message read from the stream by its sequence.
+    pub fn from_stream(stream_sequence: u64, payload: &[u8]) -> Self {
+        let event = serde_json::from_slice::<StreamEnvelope>(payload)
             .map(StoredEvent::from_envelope)
             .map_err(|e| format!("undecodable envelope: {e}"));
         Self {
             stream_sequence,
             event,
         }
+    }
+}
+
+/// The stream sequence a read model that has consumed up to `stream_sequence` takes next
+/// (0: nothing yet, so the stream's first).
+fn next_sequence(stream_sequence: u64, first_sequence: u64) -> u64 {
+    if stream_sequence == 0 {
+        first_sequence.max(1)
+    } else {
+        stream_sequence + 1
     }
 }
 
@@ -155,6 +172,11 @@ impl Projector {
         first_sequence: u64,
     ) -> Result<BatchOutcome, ApplyError> {
         let mut tx = self.pool.begin().await?;
+        // The read model is derived from the log: a commit lost in a crash is applied again
+        // (see `fill_gap`), so it need not wait for its WAL to reach the disk.
+        sqlx::query("set local synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
         let cp = checkpoint::lock(&mut tx, self.model).await?;
         if cp.status == checkpoint::FAILED {
             return Err(ApplyError::Stopped);
@@ -171,11 +193,7 @@ impl Projector {
                 consumed += 1; // delivered again; consumed before
                 continue;
             }
-            let expected = if stream_sequence == 0 {
-                first_sequence.max(1)
-            } else {
-                stream_sequence + 1
-            };
+            let expected = next_sequence(stream_sequence, first_sequence);
             if delivered.stream_sequence > expected {
                 break; // overtook an earlier message: hand it back
             }
@@ -221,7 +239,11 @@ impl Projector {
                     .record(lag);
             }
         }
-        Ok(BatchOutcome { consumed, applied })
+        Ok(BatchOutcome {
+            consumed,
+            applied,
+            next_sequence: next_sequence(stream_sequence, first_sequence),
+        })
     }
 
     /// Run until `stop`.
@@ -293,25 +315,48 @@ impl Projector {
         first_sequence: u64,
         stop: &CancellationToken,
     ) -> bool {
-        let delivered: Vec<Delivered> = batch.iter().map(Delivered::from_message).collect();
+        // What to apply, in order, each beside the message to acknowledge for it (none for
+        // one read from the stream to fill a gap).
+        let mut delivered: Vec<Delivered> = batch.iter().map(Delivered::from_message).collect();
+        let mut messages: Vec<Option<&Message>> = batch.iter().map(Some).collect();
+        let mut start = 0;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut poison_attempts = 0;
         let mut last_progress = Instant::now();
         loop {
-            match self.apply_batch(&delivered, first_sequence).await {
+            match self.apply_batch(&delivered[start..], first_sequence).await {
                 Ok(outcome) => {
-                    for m in &batch[..outcome.consumed] {
+                    for m in messages[start..start + outcome.consumed].iter().flatten() {
                         let _ = m.ack().await;
                     }
-                    for m in &batch[outcome.consumed..] {
-                        let _ = m
-                            .ack_with(AckKind::Nak(Some(Duration::from_millis(50))))
-                            .await;
+                    start += outcome.consumed;
+                    let Some(next) = delivered.get(start) else {
+                        return true;
+                    };
+                    // Messages before this one are missing from the read model: in flight
+                    // again after a hand-back, or acknowledged by a commit that a crash of
+                    // PostgreSQL lost. Take them from the stream itself.
+                    let gap = outcome.next_sequence..next.stream_sequence;
+                    if outcome.consumed > 0 || messages[start].is_some() {
+                        match self.read_stream(gap).await {
+                            Ok(missing) if !missing.is_empty() => {
+                                messages.splice(start..start, missing.iter().map(|_| None));
+                                delivered.splice(start..start, missing);
+                                continue;
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(read_model = %self.model, error = %e, "Cannot read a gap from the stream");
+                            }
+                        }
                     }
+                    self.hand_back_after(&messages[start..], Duration::from_millis(50))
+                        .await;
                     return true;
                 }
                 Err(ApplyError::Stopped) => {
-                    self.hand_back(&batch).await;
+                    self.hand_back_after(&messages[start..], Duration::from_secs(1))
+                        .await;
                     return self.wait_until_running(stop).await;
                 }
                 Err(ApplyError::Projection(e)) => {
@@ -320,7 +365,8 @@ impl Projector {
                         tracing::warn!(read_model = %self.model, attempt = poison_attempts, error = %e, "Cannot apply event");
                         if poison_attempts >= self.config.max_attempts {
                             self.fail(&e).await;
-                            self.hand_back(&batch).await;
+                            self.hand_back_after(&messages[start..], Duration::from_secs(1))
+                                .await;
                             return self.wait_until_running(stop).await;
                         }
                     } else {
@@ -329,13 +375,16 @@ impl Projector {
                     if last_progress.elapsed() > self.config.ack_wait / 3 {
                         // Keep the messages ours while we retry, so they are not redelivered
                         // elsewhere meanwhile.
-                        for m in &batch {
+                        for m in messages[start..].iter().flatten() {
                             let _ = m.ack_with(AckKind::Progress).await;
                         }
                         last_progress = Instant::now();
                     }
                     tokio::select! {
-                        _ = stop.cancelled() => { self.hand_back(&batch).await; return false; }
+                        _ = stop.cancelled() => {
+                            self.hand_back_after(&messages[start..], Duration::from_secs(1)).await;
+                            return false;
+                        }
                         _ = tokio::time::sleep(backoff.next_delay()) => {}
                     }
                 }
@@ -343,9 +392,35 @@ impl Projector {
         }
     }
 
-    async fn hand_back(&self, batch: &[Message]) {
-        for m in batch {
-            let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+    /// The stream's messages in `sequences` (at most a batch), read straight from JetStream.
+    async fn read_stream(
+        &self,
+        sequences: std::ops::Range<u64>,
+    ) -> Result<Vec<Delivered>, anyhow::Error> {
+        let until = sequences
+            .end
+            .min(sequences.start + self.config.batch_size as u64);
+        if sequences.start >= until {
+            return Ok(Vec::new());
+        }
+        let stream = self
+            .bus
+            .jetstream
+            .get_stream(&self.bus.config.stream)
+            .await?;
+        let mut missing = Vec::with_capacity((until - sequences.start) as usize);
+        for sequence in sequences.start..until {
+            let message = stream.get_raw_message(sequence).await?;
+            missing.push(Delivered::from_stream(sequence, &message.payload));
+        }
+        tracing::info!(read_model = %self.model, from = sequences.start, until, "Filling a gap from the stream");
+        Ok(missing)
+    }
+
+    /// Give messages back to JetStream, to be delivered again after `delay`.
+    async fn hand_back_after(&self, messages: &[Option<&Message>], delay: Duration) {
+        for m in messages.iter().flatten() {
+            let _ = m.ack_with(AckKind::Nak(Some(delay))).await;
         }
     }
 
