@@ -13,6 +13,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chronicle::{Application, Config, Role, Roles};
 
+#[path = "fastapi/mod.rs"]
+mod fastapi;
+
 const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
 const EMAIL: &str = "reader@example.com";
 
@@ -197,6 +200,12 @@ fn main() {
         // without sqlx's ping before every acquire, as Chronicle's pool is
         let (bare_url, bare_server) = serve_bare(&db, true).await;
         let (lean_url, lean_server) = serve_bare(&db, false).await;
+        // and the FastAPI + asyncpg app, one worker per core
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let fastapi = fastapi::start(&format!("{PG_BASE}/{db}"), cores).await;
+        let fastapi_url = fastapi
+            .as_ref()
+            .map(|f| format!("{}/users/status?email={EMAIL}", f.base));
 
         let warm = secs.min(2);
         let _ = tokio::task::spawn_blocking({
@@ -207,18 +216,28 @@ fn main() {
             }
         })
         .await;
-        let (ours, bare_numbers, lean_numbers) = tokio::task::spawn_blocking({
-            let (u, b, l) = (url.clone(), bare_url.clone(), lean_url.clone());
+        let (ours, bare_numbers, lean_numbers, fastapi_numbers) = tokio::task::spawn_blocking({
+            let (u, b, l, f) = (
+                url.clone(),
+                bare_url.clone(),
+                lean_url.clone(),
+                fastapi_url.clone(),
+            );
             move || {
                 (
                     wrk(&u, secs, clients),
                     wrk(&b, secs, clients),
                     wrk(&l, secs, clients),
+                    f.map(|f| {
+                        wrk(&f, warm, clients);
+                        wrk(&f, secs, clients)
+                    }),
                 )
             }
         })
         .await
         .expect("wrk");
+        drop(fastapi);
         bare_server.abort();
         lean_server.abort();
         stop.cancel();
@@ -245,6 +264,17 @@ fn main() {
             "| bare axum + sqlx, same query, no ping before acquire | {:.0} | {:.2} | {} |",
             lean_numbers.0, lean_numbers.1, lean_numbers.2
         );
+        if let Some(f) = fastapi_numbers {
+            println!(
+                "| FastAPI + asyncpg, same query, {cores} uvicorn workers | {:.0} | {:.2} | {} |",
+                f.0, f.1, f.2
+            );
+            println!();
+            println!(
+                "ratio Chronicle / FastAPI: {:.2}× (goal ≥ 5×)",
+                ours.0 / f.0
+            );
+        }
         println!();
         println!(
             "ratio Chronicle / bare handler: {:.2}× (goal ≥ 0.8×); / bare without the ping: {:.2}×",

@@ -10,6 +10,8 @@
 //! `cargo bench --bench usage` (PostgreSQL, NATS and pgbench as in the README). Knobs:
 //! `BENCH_SECS` (default 10), `BENCH_DAY_COMMANDS` (10000).
 
+#[path = "fastapi/mod.rs"]
+mod fastapi;
 #[path = "projection_lag/mod.rs"]
 mod lag;
 
@@ -202,9 +204,9 @@ async fn load_batches(
     )
 }
 
-/// `clients` loops of RecordUsage for `secs`, spread over `tokens`: (commands/s, p50, p99).
+/// `clients` loops of RecordUsage (POST `url`) for `secs`, spread over `tokens`: (commands/s, p50, p99).
 async fn load(
-    base: &str,
+    url: &str,
     tokens: &Arc<Vec<String>>,
     clients: usize,
     secs: u64,
@@ -217,7 +219,7 @@ async fn load(
             let (client, tokens, url, errors) = (
                 client.clone(),
                 tokens.clone(),
-                format!("{base}/api/v1/metrics"),
+                url.to_owned(),
                 errors.clone(),
             );
             tokio::spawn(async move {
@@ -366,10 +368,11 @@ fn main() {
             tokens.push(r["data"]["access_token"].as_str().expect("token").to_owned());
         }
         let tokens = Arc::new(tokens);
-        let r16 = load(&base, &tokens, 16, secs).await;
-        let r64 = load(&base, &tokens, 64, secs).await;
+        let metrics = format!("{base}/api/v1/metrics");
+        let r16 = load(&metrics, &tokens, 16, secs).await;
+        let r64 = load(&metrics, &tokens, 64, secs).await;
         // one user's meter from 16 clients at once: a hot meter
-        let hot = load(&base, &Arc::new(vec![tokens[1].clone()]), 16, secs).await;
+        let hot = load(&metrics, &Arc::new(vec![tokens[1].clone()]), 16, secs).await;
         // projection lag at half the 16-client rate
         let watch = CheckpointWatch::spawn(pool.clone(), CancellationToken::new());
         let paced = load_paced(&base, &tokens, &watch, 16, r16.0 / 2.0, secs).await;
@@ -420,6 +423,12 @@ fn main() {
             .unwrap_or(0);
         stop.cancel();
         let _ = server.await;
+        // the FastAPI + asyncpg app doing one INSERT, one worker per core, the same clients
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let fastapi = match fastapi::start(&format!("{PG_BASE}/{db}"), cores).await {
+            Some(app) => Some(load(&format!("{}/metrics", app.base), &tokens, 16, secs).await),
+            None => None,
+        };
         let p16 = pgbench(16, secs).await;
         let p64 = pgbench(64, secs).await;
         if let Ok(admin) = sqlx::PgPool::connect(&format!("{PG_BASE}/postgres")).await {
@@ -439,11 +448,15 @@ fn main() {
         let ratio = |a: f64, b: Option<f64>| b.map(|b| format!("{:.2}×", a / b)).unwrap_or("-".into());
         println!("| pgbench, one event-store transaction (read the stream's head, append one event), 16 clients | {} tps | | | |", tps(p16));
         println!("| pgbench, the same, 64 clients | {} tps | | | |", tps(p64));
+        if let Some(f) = fastapi {
+            println!("| FastAPI + asyncpg, one INSERT, {cores} uvicorn workers, 16 clients | {:.0} | {:.1} | {:.1} | {} |", f.0, f.1, f.2, f.3);
+        }
         println!();
         println!("| ratio | value |");
         println!("| --- | ---: |");
         println!("| RecordUsage 16 clients / pgbench 16 clients | {} |", ratio(r16.0, p16));
         println!("| RecordUsage 64 clients / pgbench 64 clients | {} |", ratio(r64.0, p64));
+        println!("| RecordUsage 16 clients / FastAPI one INSERT 16 clients (goal ≥ 1.5×) | {} |", ratio(r16.0, fastapi.map(|f| f.0)));
         println!("| one hot meter / 64 users round robin (16 clients) | {:.2}× |", hot.0 / r16.0);
         println!("| batch ingestion records/s / single RecordUsage records/s (16 clients) | {:.1}× |", batches.0 / r16.0);
         println!();

@@ -77,6 +77,15 @@ impl StoredEvent {
         Ok(())
     }
 
+    /// Open the sealed personal values of the payload only, which is what read models use:
+    /// the metadata's (the IP address, the user agent) stay sealed.
+    pub async fn open_payload(
+        &mut self,
+        keys: &crate::crypto::KeyStore,
+    ) -> Result<(), crate::crypto::CryptoError> {
+        crate::personal::open_values(keys, &mut [&mut self.payload]).await
+    }
+
     /// An event as the log holds it, upcast to the current version (the row itself is
     /// never changed).
     fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
@@ -147,6 +156,49 @@ pub async fn read_after<'e>(
         .fetch_all(db)
         .await?;
     rows.iter().map(StoredEvent::from_row).collect()
+}
+
+/// The events of `aggregate_types` among the next `limit` events after `after` (in log
+/// order, from finished transactions only), with the cursor of the last of those `limit`
+/// events whatever its type (`None`: no event after `after`) and how many there were: a
+/// reader of some types moves through the whole log without reading the rest.
+pub async fn read_after_of_types(
+    conn: &mut sqlx::PgConnection,
+    after: LogCursor,
+    limit: i64,
+    aggregate_types: &[&str],
+) -> Result<(Vec<StoredEvent>, Option<LogCursor>, i64), sqlx::Error> {
+    let last = sqlx::query(
+        "select transaction_id::text as transaction_id, position, n from (              select transaction_id, position, count(*) over () as n from (                  select transaction_id, position from events                  where (transaction_id, position) > ($1::text::xid8, $2)                  and transaction_id < pg_snapshot_xmin(pg_current_snapshot())                  order by transaction_id, position limit $3) window_          ) counted order by transaction_id desc, position desc limit 1",
+    )
+    .bind(xid8_param(&after))
+    .bind(position_param(&after))
+    .bind(limit)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(last) = last else {
+        return Ok((Vec::new(), None, 0));
+    };
+    let scanned: i64 = last.try_get("n")?;
+    let last = cursor_from_row(&last)?;
+    // Every transaction up to `last` finished before the first query (it was readable),
+    // so this range holds the same events now.
+    let sql = format!(
+        "{SELECT_EVENT} where (transaction_id, position) > ($1::text::xid8, $2)          and (transaction_id, position) <= ($3::text::xid8, $4)          and aggregate_type = any($5)          order by events.transaction_id, position"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(xid8_param(&after))
+        .bind(position_param(&after))
+        .bind(xid8_param(&last))
+        .bind(position_param(&last))
+        .bind(aggregate_types)
+        .fetch_all(&mut *conn)
+        .await?;
+    let events = rows
+        .iter()
+        .map(StoredEvent::from_row)
+        .collect::<Result<_, _>>()?;
+    Ok((events, Some(last), scanned))
 }
 
 /// The cursor of the last event a reader of the global order can see now (the head of the

@@ -88,6 +88,36 @@ impl ReadModel {
         }
     }
 
+    /// The aggregate types whose events this read model applies (`None`: every event).
+    /// Other events only move its checkpoint: the projector and a rebuild neither open nor
+    /// apply them, and a rebuild does not read them.
+    pub fn aggregate_types(self) -> Option<&'static [&'static str]> {
+        use aggregates::{conversation, meter, session, upload, user};
+        match self {
+            ReadModel::Users | ReadModel::Sessions => {
+                Some(&[user::AGGREGATE_TYPE, session::AGGREGATE_TYPE])
+            }
+            ReadModel::Usage => Some(&[meter::AGGREGATE_TYPE, user::AGGREGATE_TYPE]),
+            ReadModel::Conversations => Some(&[conversation::AGGREGATE_TYPE, user::AGGREGATE_TYPE]),
+            ReadModel::Uploads => Some(&[upload::AGGREGATE_TYPE, user::AGGREGATE_TYPE]),
+            ReadModel::EventStats => None,
+        }
+    }
+
+    /// Whether this read model applies events of `aggregate_type`.
+    pub fn wants(self, aggregate_type: &str) -> bool {
+        self.aggregate_types()
+            .is_none_or(|types| types.contains(&aggregate_type))
+    }
+
+    /// Whether this read model reads the personal values of the events' payloads, which
+    /// are opened for it first. Event statistics count events by type, day and actor and
+    /// need none. (No read model reads the metadata's personal values, the IP address and
+    /// user agent: they stay sealed.)
+    pub fn reads_personal_values(self) -> bool {
+        !matches!(self, ReadModel::EventStats)
+    }
+
     /// Apply one event, inside the caller's transaction.
     pub async fn apply(
         self,
@@ -118,6 +148,7 @@ impl ReadModel {
         match self {
             ReadModel::Usage => usage::apply_all(conn, &events).await,
             ReadModel::EventStats => event_stats::apply_all(conn, &events).await,
+            ReadModel::Users => users::apply_all(conn, &events).await,
             _ => {
                 for event in events {
                     self.apply(conn, event).await?;

@@ -133,7 +133,7 @@ pub async fn rebuild(
         )
         .await?;
         tx.commit().await?;
-        progress(shadow.applied, shadow.applied);
+        progress(shadow.passed, shadow.passed);
         Ok::<_, ProjectionError>(RebuildReport {
             events_applied: shadow.applied,
             cursor: shadow.cursor,
@@ -208,6 +208,8 @@ struct Shadow {
     model: ReadModel,
     cursor: LogCursor,
     applied: u64,
+    /// Events of the log moved past, applied or not (for progress).
+    passed: u64,
 }
 
 impl Shadow {
@@ -232,6 +234,7 @@ impl Shadow {
             model,
             cursor: LogCursor::START,
             applied: 0,
+            passed: 0,
         })
     }
 
@@ -251,7 +254,7 @@ impl Shadow {
             let mut tx = pool.begin().await?;
             let more = self.apply_batch(&mut tx, keys, upto).await?;
             tx.commit().await?;
-            progress(self.applied, total.max(self.applied));
+            progress(self.passed, total.max(self.passed));
             if !more {
                 return Ok(());
             }
@@ -282,26 +285,51 @@ impl Shadow {
         ))
         .execute(&mut *tx)
         .await?;
-        let batch = eventstore::log::read_after(&mut *tx, self.cursor, BATCH).await?;
-        let mut more = batch.len() as i64 == BATCH;
+        // the read model's own events only, unless it counts every event
+        let (batch, scanned_to, mut more) = match self.model.aggregate_types() {
+            Some(types) => {
+                let (batch, last, scanned) =
+                    eventstore::log::read_after_of_types(tx, self.cursor, BATCH, types).await?;
+                self.passed += scanned.max(0) as u64;
+                (batch, last, scanned == BATCH)
+            }
+            None => {
+                let batch = eventstore::log::read_after(&mut *tx, self.cursor, BATCH).await?;
+                let more = batch.len() as i64 == BATCH;
+                self.passed += batch.len() as u64;
+                (batch, None, more)
+            }
+        };
         let mut opened = Vec::with_capacity(batch.len());
         for mut event in batch {
             if upto.is_some_and(|u| event.cursor > u) {
                 more = false;
                 break;
             }
-            event
-                .open(keys)
-                .await
-                .map_err(|e| ProjectionError::poison(&event, e))?;
+            if self.model.reads_personal_values() {
+                event
+                    .open_payload(keys)
+                    .await
+                    .map_err(|e| ProjectionError::poison(&event, e))?;
+            }
             opened.push(event);
         }
         // applied together: a read model may fold the batch in memory
         self.model.apply_all(tx, &opened).await?;
+        self.applied += opened.len() as u64;
         if let Some(last) = opened.last() {
             self.cursor = last.cursor;
         }
-        self.applied += opened.len() as u64;
+        // past the events of other types read over, up to `upto`
+        if let Some(scanned_to) = scanned_to {
+            match upto {
+                Some(u) if scanned_to > u => {
+                    more = false;
+                    self.cursor = self.cursor.max(u);
+                }
+                _ => self.cursor = self.cursor.max(scanned_to),
+            }
+        }
         self.reset_path(tx).await?;
         Ok(more)
     }

@@ -8,6 +8,8 @@ use aggregates::session::{self, SessionEvent};
 use aggregates::user::{
     UserEvent, AGGREGATE_TYPE, STATUS_ACTIVE, STATUS_DISABLED, STATUS_ERASED, STATUS_PENDING,
 };
+use std::collections::{BTreeSet, HashMap};
+
 use chrono::{DateTime, Utc};
 use eventstore::crypto::ERASED;
 use eventstore::StoredEvent;
@@ -18,26 +20,136 @@ use uuid::Uuid;
 use crate::ProjectionError;
 
 pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    apply_all(conn, &[event]).await
+}
+
+/// Apply events in their order: the rows they touch are read once, the events folded into
+/// them in memory, and the changed rows written with one statement. A batch is cut after
+/// each event that frees an email (a change of address, an erasure), so that a later
+/// registration of that address is written after the row that gave it up (emails are
+/// unique, and one statement checks its rows in its own order).
+pub async fn apply_all(
+    conn: &mut PgConnection,
+    events: &[&StoredEvent],
+) -> Result<(), ProjectionError> {
+    let mut chunk: Vec<(&StoredEvent, Change)> = Vec::new();
+    for event in events {
+        let Some(change) = decode(event)? else {
+            continue;
+        };
+        let frees_an_email = matches!(
+            change,
+            Change::User(UserEvent::EmailChanged { .. } | UserEvent::UserErased { .. })
+        );
+        chunk.push((event, change));
+        if frees_an_email {
+            fold_and_write(conn, std::mem::take(&mut chunk)).await?;
+        }
+    }
+    fold_and_write(conn, chunk).await
+}
+
+/// What an event does to the read model: a user's own event, or a sign-in.
+enum Change {
+    User(UserEvent),
+    SignedIn { user_id: Uuid, at: DateTime<Utc> },
+}
+
+impl Change {
+    fn user_id(&self, event: &StoredEvent) -> Result<Uuid, ProjectionError> {
+        match self {
+            Change::User(_) => event
+                .aggregate_id
+                .parse()
+                .map_err(|e| ProjectionError::poison(event, format!("aggregate id: {e}"))),
+            Change::SignedIn { user_id, .. } => Ok(*user_id),
+        }
+    }
+}
+
+fn decode(event: &StoredEvent) -> Result<Option<Change>, ProjectionError> {
     if event.aggregate_type == session::AGGREGATE_TYPE {
-        return apply_session(conn, event).await;
+        let session_event: SessionEvent = serde_json::from_value(event.payload.clone())
+            .map_err(|e| ProjectionError::poison(event, format!("payload: {e}")))?;
+        return Ok(match session_event {
+            SessionEvent::SessionStarted {
+                user_id,
+                started_at,
+                ..
+            } => Some(Change::SignedIn {
+                user_id,
+                at: started_at,
+            }),
+            SessionEvent::RefreshTokenRotated { .. }
+            | SessionEvent::RefreshTokenReuseDetected { .. }
+            | SessionEvent::SessionRevoked { .. } => None,
+        });
     }
     if event.aggregate_type != AGGREGATE_TYPE {
-        return Ok(());
+        return Ok(None);
     }
     let user_event: UserEvent = serde_json::from_value(event.payload.clone())
         .map_err(|e| ProjectionError::poison(event, format!("payload: {e}")))?;
-    let user_id: Uuid = event
-        .aggregate_id
-        .parse()
-        .map_err(|e| ProjectionError::poison(event, format!("aggregate id: {e}")))?;
-    let sequence = event.sequence as i64;
+    Ok(Some(Change::User(user_event)))
+}
 
-    let last: Option<i64> = sqlx::query_scalar("select last_sequence from users where id = $1")
-        .bind(user_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    match last {
-        Some(last) if last >= sequence => return Ok(()), // seen already
+/// Read the rows `changes` touch, fold the changes into them, write the changed rows.
+async fn fold_and_write(
+    conn: &mut PgConnection,
+    changes: Vec<(&StoredEvent, Change)>,
+) -> Result<(), ProjectionError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(changes.len());
+    for (event, change) in &changes {
+        ids.push(change.user_id(event)?);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let mut rows: HashMap<Uuid, UserRow> =
+        sqlx::query_as::<_, UserRow>(&format!("{SELECT_USER} where id = any($1)"))
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
+    let mut changed = BTreeSet::new();
+    for (event, change) in changes {
+        let id = change.user_id(event)?;
+        if fold(&mut rows, id, event, change)? {
+            changed.insert(id);
+        }
+    }
+    write(conn, changed.iter().filter_map(|id| rows.get(id))).await?;
+    Ok(())
+}
+
+/// One event into the rows in memory; whether a row changed.
+fn fold(
+    rows: &mut HashMap<Uuid, UserRow>,
+    user_id: Uuid,
+    event: &StoredEvent,
+    change: Change,
+) -> Result<bool, ProjectionError> {
+    let user_event = match change {
+        // keyed by another aggregate, so no sequence guard: the later time is idempotent
+        Change::SignedIn { at, .. } => {
+            let Some(row) = rows.get_mut(&user_id) else {
+                return Ok(false);
+            };
+            if row.last_login_at.is_some_and(|t| t >= at) {
+                return Ok(false);
+            }
+            row.last_login_at = Some(at);
+            return Ok(true);
+        }
+        Change::User(e) => e,
+    };
+    let sequence = event.sequence as i64;
+    match rows.get(&user_id).map(|r| r.last_sequence) {
+        Some(last) if last >= sequence => return Ok(false), // seen already
         Some(last) if last != sequence - 1 => {
             return Err(ProjectionError::poison(
                 event,
@@ -52,175 +164,111 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
         }
         _ => {}
     }
-
+    let at = event.recorded_at;
+    if let UserEvent::UserRegistered {
+        email,
+        display_name,
+        password_hash,
+        role,
+        plan,
+        ..
+    } = user_event
+    {
+        rows.insert(
+            user_id,
+            UserRow {
+                id: user_id,
+                email,
+                display_name,
+                role,
+                plan,
+                status: STATUS_PENDING.to_owned(),
+                email_verified: false,
+                has_password: password_hash.is_some(),
+                created_at: at,
+                updated_at: at,
+                last_login_at: None,
+                locale: None,
+                timezone: None,
+                avatar_content_type: None,
+                avatar_sha256: None,
+                last_sequence: sequence,
+            },
+        );
+        return Ok(true);
+    }
+    let Some(row) = rows.get_mut(&user_id) else {
+        // (sequence 1 is always a registration)
+        return Err(ProjectionError::poison(
+            event,
+            format!("user {user_id} has no row"),
+        ));
+    };
+    row.last_sequence = sequence;
+    let mut updated = true;
     match user_event {
-        UserEvent::UserRegistered {
-            email,
-            display_name,
-            password_hash,
-            role,
-            plan,
-            ..
-        } => {
-            sqlx::query(
-                "insert into users (id, email, display_name, role, plan, status, email_verified, \
-                 has_password, created_at, updated_at, last_sequence) \
-                 values ($1, $2, $3, $4, $5, $6, false, $7, $8, $8, $9)",
-            )
-            .bind(user_id)
-            .bind(&email)
-            .bind(&display_name)
-            .bind(&role)
-            .bind(&plan)
-            .bind(STATUS_PENDING)
-            .bind(password_hash.is_some())
-            .bind(event.recorded_at)
-            .bind(sequence)
-            .execute(&mut *conn)
-            .await?;
-        }
+        UserEvent::UserRegistered { .. } => {}
         UserEvent::EmailVerified { .. } => {
-            sqlx::query(
-                "update users set email_verified = true, \
-                 status = case when status = $3 then $4 else status end, \
-                 updated_at = $5, last_sequence = $2 where id = $1",
-            )
-            .bind(user_id)
-            .bind(sequence)
-            .bind(STATUS_PENDING)
-            .bind(STATUS_ACTIVE)
-            .bind(event.recorded_at)
-            .execute(&mut *conn)
-            .await?;
+            row.email_verified = true;
+            if row.status == STATUS_PENDING {
+                row.status = STATUS_ACTIVE.to_owned();
+            }
         }
         UserEvent::PasswordReset { .. } | UserEvent::PasswordChanged { .. } => {
-            sqlx::query(
-                "update users set has_password = true, updated_at = $3, last_sequence = $2 where id = $1",
-            )
-            .bind(user_id)
-            .bind(sequence)
-            .bind(event.recorded_at)
-            .execute(&mut *conn)
-            .await?;
+            row.has_password = true;
         }
         UserEvent::ProfileUpdated {
             display_name,
             locale,
             timezone,
         } => {
-            sqlx::query(
-                "update users set display_name = $3, locale = $4, timezone = $5, updated_at = $6, \
-                 last_sequence = $2 where id = $1",
-            )
-            .bind(user_id)
-            .bind(sequence)
-            .bind(display_name)
-            .bind(locale)
-            .bind(timezone)
-            .bind(event.recorded_at)
-            .execute(&mut *conn)
-            .await?;
+            row.display_name = display_name;
+            row.locale = locale;
+            row.timezone = timezone;
         }
-        UserEvent::PlanChanged { plan, .. } => {
-            sqlx::query(
-                "update users set plan = $3, updated_at = $4, last_sequence = $2 where id = $1",
-            )
-            .bind(user_id)
-            .bind(sequence)
-            .bind(plan)
-            .bind(event.recorded_at)
-            .execute(&mut *conn)
-            .await?;
-        }
-        UserEvent::RoleChanged { role, .. } => {
-            sqlx::query(
-                "update users set role = $3, updated_at = $4, last_sequence = $2 where id = $1",
-            )
-            .bind(user_id)
-            .bind(sequence)
-            .bind(role)
-            .bind(event.recorded_at)
-            .execute(&mut *conn)
-            .await?;
-        }
-        UserEvent::UserDeactivated { .. } => {
-            sqlx::query(
-                "update users set status = $3, updated_at = $4, last_sequence = $2 where id = $1",
-            )
-            .bind(user_id)
-            .bind(sequence)
-            .bind(STATUS_DISABLED)
-            .bind(event.recorded_at)
-            .execute(&mut *conn)
-            .await?;
-        }
+        UserEvent::PlanChanged { plan, .. } => row.plan = plan,
+        UserEvent::RoleChanged { role, .. } => row.role = role,
+        UserEvent::UserDeactivated { .. } => row.status = STATUS_DISABLED.to_owned(),
         UserEvent::UserReactivated {} => {
-            sqlx::query(
-                "update users set status = case when email_verified then $3 else $4 end, \
-                 updated_at = $5, last_sequence = $2 where id = $1",
-            )
-            .bind(user_id)
-            .bind(sequence)
-            .bind(STATUS_ACTIVE)
-            .bind(STATUS_PENDING)
-            .bind(event.recorded_at)
-            .execute(&mut *conn)
-            .await?;
+            row.status = if row.email_verified {
+                STATUS_ACTIVE
+            } else {
+                STATUS_PENDING
+            }
+            .to_owned();
         }
         UserEvent::EmailChanged { email } => {
-            sqlx::query(
-                "update users set email = $3, email_verified = false, \
-                 status = case when status = $4 then $5 else status end, \
-                 updated_at = $6, last_sequence = $2 where id = $1",
-            )
-            .bind(user_id)
-            .bind(sequence)
-            .bind(email)
-            .bind(STATUS_ACTIVE)
-            .bind(STATUS_PENDING)
-            .bind(event.recorded_at)
-            .execute(&mut *conn)
-            .await?;
+            row.email = email;
+            row.email_verified = false;
+            if row.status == STATUS_ACTIVE {
+                row.status = STATUS_PENDING.to_owned();
+            }
         }
         UserEvent::UserErased { .. } => {
             // Placeholders where personal data was; the same as a rebuild produces from
             // events whose sealed values no longer open.
-            sqlx::query(
-                "update users set email = $3, \
-                 display_name = case when display_name is null then null else $3 end, \
-                 locale = case when locale is null then null else $3 end, \
-                 timezone = case when timezone is null then null else $3 end, \
-                 avatar_content_type = null, avatar_sha256 = null, status = $4, \
-                 updated_at = $5, last_sequence = $2 where id = $1",
-            )
-            .bind(user_id)
-            .bind(sequence)
-            .bind(ERASED)
-            .bind(STATUS_ERASED)
-            .bind(event.recorded_at)
-            .execute(&mut *conn)
-            .await?;
+            let erased = |v: &mut Option<String>| {
+                if v.is_some() {
+                    *v = Some(ERASED.to_owned());
+                }
+            };
+            row.email = ERASED.to_owned();
+            erased(&mut row.display_name);
+            erased(&mut row.locale);
+            erased(&mut row.timezone);
+            row.avatar_content_type = None;
+            row.avatar_sha256 = None;
+            row.status = STATUS_ERASED.to_owned();
         }
-        UserEvent::AvatarChanged { sha256, .. } if sha256 == ERASED => {
-            // replayed after an erasure: the image is gone with the key
-            touch(conn, user_id, event).await?;
-        }
+        // replayed after an erasure: the image is gone with the key
+        UserEvent::AvatarChanged { sha256, .. } if sha256 == ERASED => updated = false,
         UserEvent::AvatarChanged {
             content_type,
             sha256,
             ..
         } => {
-            sqlx::query(
-                "update users set avatar_content_type = $3, avatar_sha256 = $4, updated_at = $5, \
-                 last_sequence = $2 where id = $1",
-            )
-            .bind(user_id)
-            .bind(sequence)
-            .bind(content_type)
-            .bind(sha256)
-            .bind(event.recorded_at)
-            .execute(&mut *conn)
-            .await?;
+            row.avatar_content_type = Some(content_type);
+            row.avatar_sha256 = Some(sha256);
         }
         // Events that change nothing shown here: only the sequence moves.
         UserEvent::DuplicateRegistrationAttempted { .. }
@@ -229,49 +277,58 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
         | UserEvent::LoginFailed { .. }
         | UserEvent::FailedLoginsCleared { .. }
         | UserEvent::PasswordResetRequested { .. }
-        | UserEvent::PasswordResetCodeRejected { .. } => {
-            touch(conn, user_id, event).await?;
-        }
+        | UserEvent::PasswordResetCodeRejected { .. } => updated = false,
     }
-    Ok(())
+    if updated {
+        row.updated_at = at;
+    }
+    Ok(true)
 }
 
-/// A sign-in is a session's `SessionStarted`: it sets the user's `last_login_at`. Keyed by
-/// another aggregate, so no sequence guard: taking the later time is idempotent anyway.
-async fn apply_session(
+/// Insert or replace these rows, with one statement.
+async fn write<'a>(
     conn: &mut PgConnection,
-    event: &StoredEvent,
-) -> Result<(), ProjectionError> {
-    let session_event: SessionEvent = serde_json::from_value(event.payload.clone())
-        .map_err(|e| ProjectionError::poison(event, format!("payload: {e}")))?;
-    match session_event {
-        SessionEvent::SessionStarted {
-            user_id,
-            started_at,
-            ..
-        } => {
-            sqlx::query(
-                "update users set last_login_at = greatest(last_login_at, $2) where id = $1",
-            )
-            .bind(user_id)
-            .bind(started_at)
-            .execute(conn)
-            .await?;
-        }
-        SessionEvent::RefreshTokenRotated { .. }
-        | SessionEvent::RefreshTokenReuseDetected { .. }
-        | SessionEvent::SessionRevoked { .. } => {}
+    rows: impl Iterator<Item = &'a UserRow>,
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<&UserRow> = rows.collect();
+    if rows.is_empty() {
+        return Ok(());
     }
-    Ok(())
-}
-
-/// Record that an event of this user was seen without changing what the row shows.
-async fn touch(conn: &mut PgConnection, id: Uuid, event: &StoredEvent) -> Result<(), sqlx::Error> {
-    sqlx::query("update users set last_sequence = $2 where id = $1")
-        .bind(id)
-        .bind(event.sequence as i64)
-        .execute(conn)
-        .await?;
+    let column = |f: fn(&UserRow) -> Option<String>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+    sqlx::query(
+        "insert into users (id, email, display_name, role, plan, status, email_verified, \
+         has_password, created_at, updated_at, last_login_at, locale, timezone, \
+         avatar_content_type, avatar_sha256, last_sequence) \
+         select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+         $6::text[], $7::bool[], $8::bool[], $9::timestamptz[], $10::timestamptz[], \
+         $11::timestamptz[], $12::text[], $13::text[], $14::text[], $15::text[], $16::int8[]) \
+         on conflict (id) do update set email = excluded.email, \
+         display_name = excluded.display_name, role = excluded.role, plan = excluded.plan, \
+         status = excluded.status, email_verified = excluded.email_verified, \
+         has_password = excluded.has_password, created_at = excluded.created_at, \
+         updated_at = excluded.updated_at, last_login_at = excluded.last_login_at, \
+         locale = excluded.locale, timezone = excluded.timezone, \
+         avatar_content_type = excluded.avatar_content_type, \
+         avatar_sha256 = excluded.avatar_sha256, last_sequence = excluded.last_sequence",
+    )
+    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.email.clone()).collect::<Vec<_>>())
+    .bind(column(|r| r.display_name.clone()))
+    .bind(rows.iter().map(|r| r.role.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.plan.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.status.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.email_verified).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.has_password).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.last_login_at).collect::<Vec<_>>())
+    .bind(column(|r| r.locale.clone()))
+    .bind(column(|r| r.timezone.clone()))
+    .bind(column(|r| r.avatar_content_type.clone()))
+    .bind(column(|r| r.avatar_sha256.clone()))
+    .bind(rows.iter().map(|r| r.last_sequence).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

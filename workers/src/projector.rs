@@ -209,15 +209,20 @@ impl Projector {
                 }
             };
             if event.cursor > cursor {
-                let mut event = event.clone();
-                event.open(&self.keys).await.map_err(|e| match e {
-                    CryptoError::Database(db) => ProjectionError::Database(db),
-                    other => ProjectionError::poison(&event, other),
-                })?;
                 cursor = event.cursor;
-                applied += 1;
-                oldest_applied.get_or_insert(event.recorded_at);
-                opened.push(event);
+                // events of other aggregates only move the checkpoint
+                if self.model.wants(&event.aggregate_type) {
+                    let mut event = event.clone();
+                    if self.model.reads_personal_values() {
+                        event.open_payload(&self.keys).await.map_err(|e| match e {
+                            CryptoError::Database(db) => ProjectionError::Database(db),
+                            other => ProjectionError::poison(&event, other),
+                        })?;
+                    }
+                    applied += 1;
+                    oldest_applied.get_or_insert(event.recorded_at);
+                    opened.push(event);
+                }
             }
             stream_sequence = delivered.stream_sequence;
             consumed += 1;
