@@ -169,7 +169,14 @@ pub async fn read_after_of_types(
     aggregate_types: &[&str],
 ) -> Result<(Vec<StoredEvent>, Option<LogCursor>, i64), sqlx::Error> {
     let last = sqlx::query(
-        "select transaction_id::text as transaction_id, position, n from (              select transaction_id, position, count(*) over () as n from (                  select transaction_id, position from events                  where (transaction_id, position) > ($1::text::xid8, $2)                  and transaction_id < pg_snapshot_xmin(pg_current_snapshot())                  order by transaction_id, position limit $3) window_          ) counted order by transaction_id desc, position desc limit 1",
+        "select transaction_id::text as transaction_id, position, n from ( \
+             select transaction_id, position, count(*) over () as n, \
+             row_number() over (order by transaction_id, position) as i from ( \
+                 select transaction_id, position from events \
+                 where (transaction_id, position) > ($1::text::xid8, $2) \
+                 and transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                 order by transaction_id, position limit $3) scanned \
+         ) counted where i = n",
     )
     .bind(xid8_param(&after))
     .bind(position_param(&after))
@@ -184,7 +191,10 @@ pub async fn read_after_of_types(
     // Every transaction up to `last` finished before the first query (it was readable),
     // so this range holds the same events now.
     let sql = format!(
-        "{SELECT_EVENT} where (transaction_id, position) > ($1::text::xid8, $2)          and (transaction_id, position) <= ($3::text::xid8, $4)          and aggregate_type = any($5)          order by events.transaction_id, position"
+        "{SELECT_EVENT} where (transaction_id, position) > ($1::text::xid8, $2) \
+         and (transaction_id, position) <= ($3::text::xid8, $4) \
+         and aggregate_type = any($5) \
+         order by events.transaction_id, position"
     );
     let rows = sqlx::query(&sql)
         .bind(xid8_param(&after))

@@ -31,8 +31,7 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
     if event.aggregate_type != AGGREGATE_TYPE {
         return Ok(());
     }
-    let e: ConversationEvent = serde_json::from_value(event.payload.clone())
-        .map_err(|err| ProjectionError::poison(event, format!("payload: {err}")))?;
+    let e: ConversationEvent = crate::read_model::payload(event)?;
     let id: Uuid = event
         .aggregate_id
         .parse()
@@ -191,8 +190,7 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
 
 /// An erased user's conversations and messages keep their shape, not their words.
 async fn apply_user(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
-    let e: UserEvent = serde_json::from_value(event.payload.clone())
-        .map_err(|err| ProjectionError::poison(event, format!("payload: {err}")))?;
+    let e: UserEvent = crate::read_model::payload(event)?;
     match e {
         UserEvent::UserErased { .. } => {
             let owner: Uuid = event

@@ -9,6 +9,12 @@ use sqlx::PgConnection;
 
 use crate::{conversations, event_stats, sessions, uploads, usage, users};
 
+/// What a replay of the log keeps in memory between its batches (see [`ReadModel::replay`]).
+#[derive(Default)]
+pub struct Replay {
+    usage: usage::Fold,
+}
+
 /// Every read model Chronicle keeps. Adding one here makes the projector, rebuild, health
 /// and metrics know about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -158,6 +164,33 @@ impl ReadModel {
         }
     }
 
+    /// Apply events in their order during a replay (a rebuild's, a verify's), which keeps
+    /// `replay` across its batches: the same rows once [`ReadModel::finish_replay`] has run.
+    pub async fn replay(
+        self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+        replay: &mut Replay,
+    ) -> Result<(), ProjectionError> {
+        match self {
+            ReadModel::Usage => {
+                let storable: Vec<Cow<'_, StoredEvent>> = events.iter().map(storable).collect();
+                let events: Vec<&StoredEvent> = storable.iter().map(|e| &**e).collect();
+                usage::fold_into(conn, &events, &mut replay.usage).await
+            }
+            _ => self.apply_all(conn, events).await,
+        }
+    }
+
+    /// Write what a replay still holds in memory.
+    pub async fn finish_replay(
+        self,
+        conn: &mut PgConnection,
+        replay: &mut Replay,
+    ) -> Result<(), ProjectionError> {
+        replay.usage.flush(conn).await
+    }
+
     /// Remove every row of this read model (a rebuild starts from nothing).
     pub async fn clear(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         match self {
@@ -169,6 +202,14 @@ impl ReadModel {
             ReadModel::EventStats => event_stats::clear(conn).await,
         }
     }
+}
+
+/// The event's payload as `T`; a payload that is not one is the event's fault (poison).
+pub(crate) fn payload<'a, T: serde::Deserialize<'a>>(
+    event: &'a StoredEvent,
+) -> Result<T, ProjectionError> {
+    T::deserialize(&event.payload)
+        .map_err(|e| ProjectionError::poison(event, format!("payload: {e}")))
 }
 
 /// The event with every U+0000 in its opened strings replaced by U+FFFD.

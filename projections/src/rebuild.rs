@@ -23,6 +23,7 @@ use eventstore::crypto::KeyStore;
 use serde::Serialize;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
+use crate::read_model::Replay;
 use crate::{checkpoint, ProjectionError, ReadModel};
 
 const BATCH: i64 = 1_000;
@@ -210,6 +211,8 @@ struct Shadow {
     applied: u64,
     /// Events of the log moved past, applied or not (for progress).
     passed: u64,
+    /// What the read model folds across batches, written at the end.
+    replay: Replay,
 }
 
 impl Shadow {
@@ -235,6 +238,7 @@ impl Shadow {
             cursor: LogCursor::START,
             applied: 0,
             passed: 0,
+            replay: Replay::default(),
         })
     }
 
@@ -269,6 +273,9 @@ impl Shadow {
         upto: Option<LogCursor>,
     ) -> Result<(), ProjectionError> {
         while self.apply_batch(tx, keys, upto).await? {}
+        self.shadow_path(tx).await?;
+        self.model.finish_replay(tx, &mut self.replay).await?;
+        self.reset_path(tx).await?;
         Ok(())
     }
 
@@ -279,12 +286,7 @@ impl Shadow {
         keys: &KeyStore,
         upto: Option<LogCursor>,
     ) -> Result<bool, ProjectionError> {
-        sqlx::query(&format!(
-            "select set_config('search_path', '{}, public', true)",
-            self.model.shadow_schema()
-        ))
-        .execute(&mut *tx)
-        .await?;
+        self.shadow_path(tx).await?;
         // the read model's own events only, unless it counts every event
         let (batch, scanned_to, mut more) = match self.model.aggregate_types() {
             Some(types) => {
@@ -315,7 +317,7 @@ impl Shadow {
             opened.push(event);
         }
         // applied together: a read model may fold the batch in memory
-        self.model.apply_all(tx, &opened).await?;
+        self.model.replay(tx, &opened, &mut self.replay).await?;
         self.applied += opened.len() as u64;
         if let Some(last) = opened.last() {
             self.cursor = last.cursor;
@@ -332,6 +334,17 @@ impl Shadow {
         }
         self.reset_path(tx).await?;
         Ok(more)
+    }
+
+    /// The shadow tables first: the projection's statements name tables without a schema.
+    async fn shadow_path(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!(
+            "select set_config('search_path', '{}, public', true)",
+            self.model.shadow_schema()
+        ))
+        .execute(tx)
+        .await?;
+        Ok(())
     }
 
     async fn reset_path(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {

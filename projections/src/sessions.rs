@@ -20,8 +20,7 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
     if event.aggregate_type != AGGREGATE_TYPE {
         return Ok(());
     }
-    let session_event: SessionEvent = serde_json::from_value(event.payload.clone())
-        .map_err(|e| ProjectionError::poison(event, format!("payload: {e}")))?;
+    let session_event: SessionEvent = crate::read_model::payload(event)?;
     let id: Uuid = event
         .aggregate_id
         .parse()
@@ -111,8 +110,7 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
 
 /// An erased user's sessions end, and lose what identified the device.
 async fn apply_user(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
-    let user_event: UserEvent = serde_json::from_value(event.payload.clone())
-        .map_err(|e| ProjectionError::poison(event, format!("payload: {e}")))?;
+    let user_event: UserEvent = crate::read_model::payload(event)?;
     match user_event {
         UserEvent::UserErased { .. } => {
             let user_id: Uuid = event

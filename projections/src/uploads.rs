@@ -14,8 +14,7 @@ use crate::ProjectionError;
 
 pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
     if event.aggregate_type == user::AGGREGATE_TYPE {
-        let e: UserEvent = serde_json::from_value(event.payload.clone())
-            .map_err(|err| ProjectionError::poison(event, format!("payload: {err}")))?;
+        let e: UserEvent = crate::read_model::payload(event)?;
         if let UserEvent::UserErased { .. } = e {
             let owner: Uuid = event
                 .aggregate_id
@@ -33,8 +32,7 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
     if event.aggregate_type != AGGREGATE_TYPE {
         return Ok(());
     }
-    let e: UploadEvent = serde_json::from_value(event.payload.clone())
-        .map_err(|err| ProjectionError::poison(event, format!("payload: {err}")))?;
+    let e: UploadEvent = crate::read_model::payload(event)?;
     let id: Uuid = event
         .aggregate_id
         .parse()

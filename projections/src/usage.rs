@@ -27,36 +27,65 @@ pub async fn apply_all(
     conn: &mut PgConnection,
     events: &[&StoredEvent],
 ) -> Result<(), ProjectionError> {
-    let meters: Vec<&str> = events
+    let mut fold = Fold::default();
+    fold_into(conn, events, &mut fold).await?;
+    fold.flush(conn).await
+}
+
+/// How many sums or meters a replay keeps in memory before it writes them.
+const REPLAY_FLUSH_AT: usize = 50_000;
+
+/// Fold events into `fold`, which may carry sums from earlier batches (a replay keeps one
+/// across its batches and writes it when it grows large, at an erasure, and at the end:
+/// a usage row then is written once instead of once a batch).
+pub(crate) async fn fold_into(
+    conn: &mut PgConnection,
+    events: &[&StoredEvent],
+    fold: &mut Fold,
+) -> Result<(), ProjectionError> {
+    let mut unknown: Vec<&str> = events
         .iter()
         .filter(|e| e.aggregate_type == AGGREGATE_TYPE)
         .map(|e| e.aggregate_id.as_str())
+        .filter(|m| !fold.last.contains_key(*m))
         .collect();
-    let mut fold = Fold::default();
-    if !meters.is_empty() {
+    unknown.sort_unstable();
+    unknown.dedup();
+    if !unknown.is_empty() {
         let known: Vec<(String, i64)> = sqlx::query_as(
             "select meter_id, last_sequence from usage_meters where meter_id = any($1)",
         )
-        .bind(&meters)
+        .bind(&unknown)
         .fetch_all(&mut *conn)
         .await?;
-        fold.last = known.into_iter().collect();
+        fold.last.extend(known);
     }
     for event in events {
         if event.aggregate_type == AGGREGATE_TYPE {
             fold.add(event)?;
         } else if event.aggregate_type == user::AGGREGATE_TYPE {
-            // an erasure deletes rows: what is folded so far is written first
-            fold.flush(conn).await?;
-            apply_user(conn, event).await?;
+            if let Some(user_id) = erased_user(event)? {
+                // an erasure deletes rows: what is folded so far is written first
+                fold.flush(conn).await?;
+                sqlx::query("delete from usage_daily where user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
         }
     }
-    fold.flush(conn).await
+    if fold.sums.len() >= REPLAY_FLUSH_AT || fold.moved.len() >= REPLAY_FLUSH_AT {
+        fold.flush(conn).await?;
+    }
+    if fold.moved.is_empty() && fold.last.len() >= 4 * REPLAY_FLUSH_AT {
+        fold.last.clear(); // written: read again when needed
+    }
+    Ok(())
 }
 
 /// Usage events summed in memory, not yet written.
 #[derive(Default)]
-struct Fold {
+pub struct Fold {
     /// Each meter's last applied sequence (the stored one, then the folded one).
     last: HashMap<String, i64>,
     /// The meters whose sequence moved and is not written yet.
@@ -67,8 +96,7 @@ struct Fold {
 
 impl Fold {
     fn add(&mut self, event: &StoredEvent) -> Result<(), ProjectionError> {
-        let meter_event: MeterEvent = serde_json::from_value(event.payload.clone())
-            .map_err(|e| ProjectionError::poison(event, format!("payload: {e}")))?;
+        let meter_event: MeterEvent = crate::read_model::payload(event)?;
         let sequence = event.sequence as i64;
         match self.last.get(&event.aggregate_id).copied() {
             Some(last) if last >= sequence => return Ok(()),
@@ -104,7 +132,7 @@ impl Fold {
         Ok(())
     }
 
-    async fn flush(&mut self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+    pub(crate) async fn flush(&mut self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
         if !self.sums.is_empty() {
             let mut users = Vec::with_capacity(self.sums.len());
             let mut days = Vec::with_capacity(self.sums.len());
@@ -149,21 +177,16 @@ impl Fold {
     }
 }
 
-/// Usage is not personal on its own, but it is the user's: it goes with the account.
-async fn apply_user(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
-    let user_event: UserEvent = serde_json::from_value(event.payload.clone())
-        .map_err(|e| ProjectionError::poison(event, format!("payload: {e}")))?;
+/// Usage is not personal on its own, but it is the user's: it goes with the account. The
+/// user an erasure is of (`None`: a user event that changes nothing here).
+fn erased_user(event: &StoredEvent) -> Result<Option<Uuid>, ProjectionError> {
+    let user_event: UserEvent = crate::read_model::payload(event)?;
     match user_event {
-        UserEvent::UserErased { .. } => {
-            let user_id: Uuid = event
-                .aggregate_id
-                .parse()
-                .map_err(|e| ProjectionError::poison(event, format!("aggregate id: {e}")))?;
-            sqlx::query("delete from usage_daily where user_id = $1")
-                .bind(user_id)
-                .execute(&mut *conn)
-                .await?;
-        }
+        UserEvent::UserErased { .. } => event
+            .aggregate_id
+            .parse()
+            .map(Some)
+            .map_err(|e| ProjectionError::poison(event, format!("aggregate id: {e}"))),
         UserEvent::UserRegistered { .. }
         | UserEvent::DuplicateRegistrationAttempted { .. }
         | UserEvent::EmailVerificationRequested { .. }
@@ -181,9 +204,8 @@ async fn apply_user(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), 
         | UserEvent::RoleChanged { .. }
         | UserEvent::UserDeactivated { .. }
         | UserEvent::UserReactivated {}
-        | UserEvent::EmailChanged { .. } => {}
+        | UserEvent::EmailChanged { .. } => Ok(None),
     }
-    Ok(())
 }
 
 pub async fn clear(conn: &mut PgConnection) -> Result<(), sqlx::Error> {

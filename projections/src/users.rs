@@ -69,8 +69,7 @@ impl Change {
 
 fn decode(event: &StoredEvent) -> Result<Option<Change>, ProjectionError> {
     if event.aggregate_type == session::AGGREGATE_TYPE {
-        let session_event: SessionEvent = serde_json::from_value(event.payload.clone())
-            .map_err(|e| ProjectionError::poison(event, format!("payload: {e}")))?;
+        let session_event: SessionEvent = crate::read_model::payload(event)?;
         return Ok(match session_event {
             SessionEvent::SessionStarted {
                 user_id,
@@ -88,8 +87,7 @@ fn decode(event: &StoredEvent) -> Result<Option<Change>, ProjectionError> {
     if event.aggregate_type != AGGREGATE_TYPE {
         return Ok(None);
     }
-    let user_event: UserEvent = serde_json::from_value(event.payload.clone())
-        .map_err(|e| ProjectionError::poison(event, format!("payload: {e}")))?;
+    let user_event: UserEvent = crate::read_model::payload(event)?;
     Ok(Some(Change::User(user_event)))
 }
 

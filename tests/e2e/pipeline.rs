@@ -478,3 +478,50 @@ async fn a_read_model_that_lost_its_last_commits_takes_the_missing_events_from_t
     );
     app.finish().await;
 }
+
+/// A reader of some aggregate types (a rebuild) moves through the log in its order, past
+/// events of other types, also where transaction ids change their number of digits (the
+/// cursor's order is numeric, never the text's).
+#[tokio::test]
+async fn reading_the_log_by_type_moves_past_other_types_in_log_order() {
+    let env = TestEnv::new();
+    let app = env.spawn(Roles::only(&[Role::Api])).await;
+    // transaction ids of the past (every one below the cluster's oldest running one)
+    for (tx, aggregate_type, id) in [
+        (98, "user", "u1"),
+        (99, "meter", "m1"),
+        (100, "meter", "m2"),
+        (101, "user", "u2"),
+        (1000, "meter", "m3"),
+        (1001, "meter", "m4"),
+    ] {
+        sqlx::query(
+            "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+             payload, metadata, transaction_id) values ($1, $2, 1, 'Test', '1.0', '{}', '{}', $3::text::xid8)",
+        )
+        .bind(aggregate_type)
+        .bind(id)
+        .bind(tx.to_string())
+        .execute(&app.pool)
+        .await
+        .expect("insert");
+    }
+    let mut conn = app.pool.acquire().await.expect("conn");
+    let mut cursor = LogCursor::START;
+    let mut read = vec![];
+    let mut steps = vec![];
+    loop {
+        let (events, last, scanned) =
+            eventstore::log::read_after_of_types(&mut conn, cursor, 3, &["user"])
+                .await
+                .expect("read");
+        let Some(last) = last else { break };
+        assert!(last > cursor, "the cursor moves forward");
+        read.extend(events.iter().map(|e| e.aggregate_id.clone()));
+        steps.push((last.transaction_id, scanned));
+        cursor = last;
+    }
+    assert_eq!(read, ["u1", "u2"]);
+    assert_eq!(steps, [(100, 3), (1001, 3)]);
+    app.finish().await;
+}
