@@ -1,6 +1,7 @@
 //! Logs (JSON via tracing; `LOG_FORMAT=pretty` for people) and the Prometheus recorder.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
@@ -56,12 +57,64 @@ pub fn metrics_handle() -> PrometheusHandle {
                     ],
                 )
                 .unwrap_or_else(|_| PrometheusBuilder::new());
-            match builder.install_recorder() {
+            let handle = match builder.install_recorder() {
                 Ok(handle) => handle,
                 // A recorder exists already (another app in this test process): keep a
                 // handle of our own so rendering still works.
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
-            }
+            };
+            spawn_upkeep(handle.clone());
+            handle
         })
         .clone()
+}
+
+/// How often the histograms' samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Fold the histograms' samples into their buckets every few seconds. The recorder keeps
+/// every sample until then, and a process nobody scrapes would keep them all: ~100 bytes a
+/// sign-in, growing for as long as it runs (BENCHMARKS.md, the soak). A thread of its own,
+/// so it runs whichever runtime (or none) the process has.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name(UPKEEP_THREAD.into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "Cannot start the metrics upkeep; histograms grow until scraped");
+    }
+}
+
+const UPKEEP_THREAD: &str = "metrics-upkeep";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The recorder keeps histogram samples until upkeep folds them: the upkeep must run.
+    #[test]
+    fn the_metrics_recorder_has_its_upkeep_thread() {
+        let _ = metrics_handle();
+        let threads = || -> Vec<String> {
+            std::fs::read_dir("/proc/self/task")
+                .expect("tasks")
+                .filter_map(|t| t.ok())
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .map(|c| c.trim().to_owned())
+                .collect()
+        };
+        // a new thread takes its name a moment after it starts
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !threads().iter().any(|t| t == UPKEEP_THREAD) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "threads: {:?}",
+                threads()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }

@@ -36,23 +36,19 @@ use cqrs_es::{Aggregate, AggregateError, DomainEvent};
 use futures::FutureExt;
 use rand::Rng;
 use serde_json::Value;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::crypto::KeyStore;
 use crate::encrypting_repository::EncryptingRepository;
-use crate::log::cursor_from_row;
+use crate::group_commit::GroupCommit;
 
 /// How many times a command is decided again after losing a race.
 const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 
 /// The most commands one batch decides and appends in one statement.
 pub const MAX_BATCH: usize = 1000;
-
-/// How long a command whose append lost its connection looks for its events, through a
-/// blip of PostgreSQL, before it is reported unavailable.
-const RESOLVE_FOR: Duration = Duration::from_secs(15);
 
 /// What a command did.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,7 +122,7 @@ impl<E: std::error::Error> From<cqrs_es::persist::PersistenceError> for CommandE
 
 /// A failure of a whole batch (every command in it gets it).
 #[derive(Debug, Clone)]
-enum Failure {
+pub(crate) enum Failure {
     Conflict,
     Store(String),
     Unavailable(String),
@@ -213,6 +209,8 @@ struct Shared<A: Aggregate> {
     /// One entry per aggregate with a batch task running; its commands still to decide.
     queues: Mutex<HashMap<String, VecDeque<Pending<A>>>>,
     cache: Mutex<HashMap<String, Loaded<A>>>,
+    /// Appends of different aggregates, grouped into one statement when they meet.
+    appends: GroupCommit,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -260,6 +258,7 @@ where
     A::Services: Send + Sync + 'static,
 {
     pub fn new(pool: PgPool, keys: KeyStore, services: A::Services) -> Self {
+        let appends = GroupCommit::new(pool.clone());
         Self {
             repo: Arc::new(EncryptingRepository::new(pool.clone(), keys)),
             services: Arc::new(services),
@@ -271,6 +270,7 @@ where
             shared: Arc::new(Shared {
                 queues: Mutex::new(HashMap::new()),
                 cache: Mutex::new(HashMap::new()),
+                appends,
             }),
         }
     }
@@ -449,7 +449,7 @@ where
         let before_batch = if known.is_empty() {
             HashMap::new()
         } else {
-            self.find_events(&known).await?
+            crate::group_commit::find_events(&self.pool, &known).await?
         };
 
         let Loaded {
@@ -585,93 +585,16 @@ where
         Ok((answers, snapshot.map(|s| (s, sequence))))
     }
 
-    /// Append sealed events in one statement; their cursors by event id. A unique
-    /// violation (the aggregate moved on, or an event id is already taken) is a conflict.
-    /// When the connection is lost mid-statement, the events are looked for: found, the
-    /// append happened; not found, it did not.
+    /// Append sealed events; their cursors by event id. Concurrent appends of other
+    /// aggregates may share the statement (`group_commit`). A unique violation (the
+    /// aggregate moved on, or an event id is already taken) is a conflict; a connection
+    /// lost mid-statement is resolved by looking for the events.
     async fn append(
         &self,
         rows: &[SerializedEvent],
         ids: &[Uuid],
     ) -> Result<HashMap<Uuid, LogCursor>, Failure> {
-        let (aggregate_type, aggregate_id) = match rows.first() {
-            Some(first) => (first.aggregate_type.as_str(), first.aggregate_id.as_str()),
-            None => return Ok(HashMap::new()),
-        };
-        let result = sqlx::query(
-            "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
-                                 payload, metadata, event_id) \
-             select $1, $2, s, t, v, p, m, e \
-             from unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::uuid[]) \
-                  as u(s, t, v, p, m, e) \
-             returning event_id, transaction_id::text as transaction_id, position",
-        )
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .bind(rows.iter().map(|r| r.sequence as i64).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.event_type.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.event_version.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.payload.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.metadata.clone()).collect::<Vec<_>>())
-        .bind(ids)
-        .fetch_all(&self.pool)
-        .await;
-        match result {
-            Ok(returned) => {
-                let mut cursors = HashMap::with_capacity(returned.len());
-                for row in &returned {
-                    let id: Uuid = row.try_get("event_id")?;
-                    cursors.insert(id, cursor_from_row(row)?);
-                }
-                Ok(cursors)
-            }
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
-                Err(Failure::Conflict)
-            }
-            Err(e) if crate::unavailable::is_unavailable(&e) => {
-                tracing::warn!(aggregate = A::TYPE, error = %e, "An append lost PostgreSQL; looking for its events");
-                let found = self.resolve(ids).await?;
-                if found.len() == ids.len() {
-                    Ok(found)
-                } else {
-                    Err(Failure::Unavailable(e.to_string()))
-                }
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// The events with these ids, looked for through a blip of PostgreSQL.
-    async fn resolve(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, LogCursor>, Failure> {
-        let deadline = tokio::time::Instant::now() + RESOLVE_FOR;
-        let mut delay = Duration::from_millis(50);
-        loop {
-            match self.find_events(ids).await {
-                Err(Failure::Unavailable(e)) if tokio::time::Instant::now() < deadline => {
-                    tracing::warn!(aggregate = A::TYPE, error = %e, "Looking for an append's events: PostgreSQL away, retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// The cursors of the events with these ids that are in the log.
-    async fn find_events(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, LogCursor>, Failure> {
-        let rows = sqlx::query(
-            "select event_id, transaction_id::text as transaction_id, position from events \
-             where event_id = any($1)",
-        )
-        .bind(ids)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut found = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let id: Uuid = row.try_get("event_id")?;
-            found.insert(id, cursor_from_row(row)?);
-        }
-        Ok(found)
+        self.shared.appends.append(rows, ids).await
     }
 
     /// The aggregate's last sequence in the log.

@@ -27,6 +27,7 @@ pub mod crypto;
 pub mod database;
 pub mod email_claims;
 pub mod encrypting_repository;
+mod group_commit;
 pub mod log;
 pub mod passwords;
 pub mod personal;
