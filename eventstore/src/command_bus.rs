@@ -10,6 +10,8 @@
 //! - **One statement per append.** `INSERT … SELECT FROM unnest(…) RETURNING` the cursors:
 //!   no `BEGIN`/`COMMIT` round trips and no read-back. The event ids are chosen here, so a
 //!   connection lost while the statement ran is resolved by looking for them.
+//! - **Group commit** (`group_commit`): appends of different aggregates that meet share
+//!   one statement; a group that hits a unique violation runs each append alone.
 //! - **Optimistic concurrency** across processes, as before: `(aggregate_type,
 //!   aggregate_id, sequence)` is the primary key; a batch that loses the race (a unique
 //!   violation) is reloaded and decided again, up to `max_attempts` times.
