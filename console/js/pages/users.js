@@ -78,6 +78,9 @@ export function render(main, { params }) {
   }).catch(() => {});
 
   async function load() {
+    // a search still waiting out its debounce when the page was left must not touch the
+    // next page's URL
+    if (controller.signal.aborted) return;
     const mine = ++generation;
     const { q, status, role, plan, sort, page, per_page } = state;
     replaceHash(makeHash('users', { q, status, role, plan, sort: sort === '-created' ? '' : sort, page: page > 1 ? page : '', per_page: per_page === 25 ? '' : per_page }));
