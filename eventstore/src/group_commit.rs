@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use aggregates::LogCursor;
 use cqrs_es::persist::SerializedEvent;
+use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use uuid::Uuid;
@@ -84,14 +85,7 @@ impl GroupCommit {
             Ok(answer) => answer,
             // the group's task went away (its runtime is shutting down): whether the
             // statement ran is known only to the log
-            Err(_) => {
-                let found = resolve(&self.pool, ids).await?;
-                if found.len() == ids.len() {
-                    Ok(found)
-                } else {
-                    Err(Failure::Unavailable("the append was interrupted".into()))
-                }
-            }
+            Err(_) => resolve_all(&self.pool, ids, "the append was interrupted").await,
         }
     }
 }
@@ -146,25 +140,18 @@ async fn run_group(pool: &PgPool, mut group: Vec<Request>) {
         }
         Err(e) if crate::unavailable::is_unavailable(&e) => {
             tracing::warn!(appends = group.len(), error = %e, "A group append lost PostgreSQL; looking for its events");
-            match resolve(pool, &ids).await {
-                Ok(found) if found.len() == ids.len() => answer_each(group, &found),
-                Ok(_) => {
-                    for request in group {
-                        let _ = request.reply.send(Err(Failure::Unavailable(e.to_string())));
-                    }
-                }
-                Err(failure) => {
-                    for request in group {
-                        let _ = request.reply.send(Err(failure.clone()));
-                    }
-                }
+            match resolve_all(pool, &ids, &e.to_string()).await {
+                Ok(found) => answer_each(group, &found),
+                Err(failure) => fail_each(group, failure),
             }
         }
-        Err(e) => {
-            for request in group {
-                let _ = request.reply.send(Err(Failure::Store(e.to_string())));
-            }
-        }
+        Err(e) => fail_each(group, Failure::Store(e.to_string())),
+    }
+}
+
+fn fail_each(group: Vec<Request>, failure: Failure) {
+    for request in group {
+        let _ = request.reply.send(Err(failure.clone()));
     }
 }
 
@@ -196,12 +183,7 @@ async fn append_alone(
         Err(e) if crate::unavailable::is_unavailable(&e) => {
             let aggregate = rows.first().map(|r| r.aggregate_type.as_str());
             tracing::warn!(aggregate, error = %e, "An append lost PostgreSQL; looking for its events");
-            let found = resolve(pool, ids).await?;
-            if found.len() == ids.len() {
-                Ok(found)
-            } else {
-                Err(Failure::Unavailable(e.to_string()))
-            }
+            resolve_all(pool, ids, &e.to_string()).await
         }
         Err(e) => Err(e.into()),
     }
@@ -247,12 +229,28 @@ async fn insert(
     .bind(ids)
     .fetch_all(pool)
     .await?;
-    let mut cursors = HashMap::with_capacity(returned.len());
-    for row in &returned {
+    cursors(&returned)
+}
+
+/// Rows of `event_id`, `transaction_id`, `position` as cursors by event id.
+fn cursors(rows: &[PgRow]) -> Result<Cursors, sqlx::Error> {
+    let mut cursors = HashMap::with_capacity(rows.len());
+    for row in rows {
         let id: Uuid = row.try_get("event_id")?;
         cursors.insert(id, cursor_from_row(row)?);
     }
     Ok(cursors)
+}
+
+/// The events with these ids, all of them (an append is atomic), or `Unavailable` with
+/// `why` when they are not in the log.
+async fn resolve_all(pool: &PgPool, ids: &[Uuid], why: &str) -> Result<Cursors, Failure> {
+    let found = resolve(pool, ids).await?;
+    if found.len() == ids.len() {
+        Ok(found)
+    } else {
+        Err(Failure::Unavailable(why.to_owned()))
+    }
 }
 
 /// The events with these ids, looked for through a blip of PostgreSQL.
@@ -280,10 +278,5 @@ pub(crate) async fn find_events(pool: &PgPool, ids: &[Uuid]) -> Result<Cursors, 
     .bind(ids)
     .fetch_all(pool)
     .await?;
-    let mut found = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let id: Uuid = row.try_get("event_id")?;
-        found.insert(id, cursor_from_row(row)?);
-    }
-    Ok(found)
+    Ok(cursors(&rows)?)
 }

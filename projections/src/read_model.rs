@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
+use eventstore::crypto::KeyStore;
 use eventstore::StoredEvent;
 use sqlx::PgConnection;
 
@@ -116,12 +117,19 @@ impl ReadModel {
             .is_none_or(|types| types.contains(&aggregate_type))
     }
 
-    /// Whether this read model reads the personal values of the events' payloads, which
-    /// are opened for it first. Event statistics count events by type, day and actor and
-    /// need none. (No read model reads the metadata's personal values, the IP address and
-    /// user agent: they stay sealed.)
-    pub fn reads_personal_values(self) -> bool {
-        !matches!(self, ReadModel::EventStats)
+    /// Open what this read model reads of an event: the personal values of its payload.
+    /// Event statistics count events by type, day and actor and open nothing; no read model
+    /// reads the metadata's personal values (the IP address, the user agent), which stay
+    /// sealed.
+    pub async fn open(
+        self,
+        event: &mut StoredEvent,
+        keys: &KeyStore,
+    ) -> Result<(), eventstore::crypto::CryptoError> {
+        match self {
+            ReadModel::EventStats => Ok(()),
+            _ => event.open_payload(keys).await,
+        }
     }
 
     /// Apply one event, inside the caller's transaction.
@@ -130,38 +138,20 @@ impl ReadModel {
         conn: &mut PgConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        let event = &*storable(event);
-        match self {
-            ReadModel::Users => users::apply(conn, event).await,
-            ReadModel::Sessions => sessions::apply(conn, event).await,
-            ReadModel::Usage => usage::apply(conn, event).await,
-            ReadModel::Conversations => conversations::apply(conn, event).await,
-            ReadModel::Uploads => uploads::apply(conn, event).await,
-            ReadModel::EventStats => event_stats::apply(conn, event).await,
-        }
+        self.apply_all(conn, std::slice::from_ref(event)).await
     }
 
     /// Apply events in their order, inside the caller's transaction: the same rows as
-    /// [`ReadModel::apply`] on each. Usage and event stats fold the batch in memory and
-    /// write it with one statement per table; the others apply one event at a time.
+    /// [`ReadModel::apply`] on each. Users, usage and event stats fold the batch in memory
+    /// and write it with one statement per table; the others apply one event at a time.
     pub async fn apply_all(
         self,
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), ProjectionError> {
-        let storable: Vec<Cow<'_, StoredEvent>> = events.iter().map(storable).collect();
-        let events: Vec<&StoredEvent> = storable.iter().map(|e| &**e).collect();
-        match self {
-            ReadModel::Usage => usage::apply_all(conn, &events).await,
-            ReadModel::EventStats => event_stats::apply_all(conn, &events).await,
-            ReadModel::Users => users::apply_all(conn, &events).await,
-            _ => {
-                for event in events {
-                    self.apply(conn, event).await?;
-                }
-                Ok(())
-            }
-        }
+        let mut replay = Replay::default();
+        self.replay(conn, events, &mut replay).await?;
+        self.finish_replay(conn, &mut replay).await
     }
 
     /// Apply events in their order during a replay (a rebuild's, a verify's), which keeps
@@ -172,13 +162,22 @@ impl ReadModel {
         events: &[StoredEvent],
         replay: &mut Replay,
     ) -> Result<(), ProjectionError> {
+        let storable: Vec<Cow<'_, StoredEvent>> = events.iter().map(storable).collect();
+        let events: Vec<&StoredEvent> = storable.iter().map(|e| &**e).collect();
         match self {
-            ReadModel::Usage => {
-                let storable: Vec<Cow<'_, StoredEvent>> = events.iter().map(storable).collect();
-                let events: Vec<&StoredEvent> = storable.iter().map(|e| &**e).collect();
-                usage::fold_into(conn, &events, &mut replay.usage).await
+            ReadModel::Usage => usage::fold_into(conn, &events, &mut replay.usage).await,
+            ReadModel::EventStats => event_stats::apply_all(conn, &events).await,
+            ReadModel::Users => users::apply_all(conn, &events).await,
+            ReadModel::Sessions | ReadModel::Conversations | ReadModel::Uploads => {
+                for event in events {
+                    match self {
+                        ReadModel::Conversations => conversations::apply(conn, event).await?,
+                        ReadModel::Uploads => uploads::apply(conn, event).await?,
+                        _ => sessions::apply(conn, event).await?,
+                    }
+                }
+                Ok(())
             }
-            _ => self.apply_all(conn, events).await,
         }
     }
 

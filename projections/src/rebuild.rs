@@ -308,12 +308,10 @@ impl Shadow {
                 more = false;
                 break;
             }
-            if self.model.reads_personal_values() {
-                event
-                    .open_payload(keys)
-                    .await
-                    .map_err(|e| ProjectionError::poison(&event, e))?;
-            }
+            self.model
+                .open(&mut event, keys)
+                .await
+                .map_err(|e| ProjectionError::poison(&event, e))?;
             opened.push(event);
         }
         // applied together: a read model may fold the batch in memory

@@ -18,26 +18,13 @@ use uuid::Uuid;
 
 use crate::ProjectionError;
 
-pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
-    apply_all(conn, &[event]).await
-}
-
-/// Apply events in their order, folded: the same rows as applying them one by one.
-pub async fn apply_all(
-    conn: &mut PgConnection,
-    events: &[&StoredEvent],
-) -> Result<(), ProjectionError> {
-    let mut fold = Fold::default();
-    fold_into(conn, events, &mut fold).await?;
-    fold.flush(conn).await
-}
-
 /// How many sums or meters a replay keeps in memory before it writes them.
 const REPLAY_FLUSH_AT: usize = 50_000;
 
-/// Fold events into `fold`, which may carry sums from earlier batches (a replay keeps one
-/// across its batches and writes it when it grows large, at an erasure, and at the end:
-/// a usage row then is written once instead of once a batch).
+/// Fold events into `fold` in their order (the same rows as applying them one by one once
+/// it is flushed). `fold` may carry sums from earlier batches: a replay keeps one across
+/// its batches and writes it when it grows large, at an erasure, and at the end, so a
+/// usage row is written once instead of once a batch; the projector flushes every batch.
 pub(crate) async fn fold_into(
     conn: &mut PgConnection,
     events: &[&StoredEvent],

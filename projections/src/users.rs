@@ -19,10 +19,6 @@ use uuid::Uuid;
 
 use crate::ProjectionError;
 
-pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
-    apply_all(conn, &[event]).await
-}
-
 /// Apply events in their order: the rows they touch are read once, the events folded into
 /// them in memory, and the changed rows written with one statement. A batch is cut after
 /// each event that frees an email (a change of address, an erasure), so that a later
@@ -99,10 +95,11 @@ async fn fold_and_write(
     if changes.is_empty() {
         return Ok(());
     }
-    let mut ids = Vec::with_capacity(changes.len());
-    for (event, change) in &changes {
-        ids.push(change.user_id(event)?);
+    let mut keyed = Vec::with_capacity(changes.len());
+    for (event, change) in changes {
+        keyed.push((change.user_id(event)?, event, change));
     }
+    let mut ids: Vec<Uuid> = keyed.iter().map(|(id, ..)| *id).collect();
     ids.sort_unstable();
     ids.dedup();
     let mut rows: HashMap<Uuid, UserRow> =
@@ -114,8 +111,7 @@ async fn fold_and_write(
             .map(|r| (r.id, r))
             .collect();
     let mut changed = BTreeSet::new();
-    for (event, change) in changes {
-        let id = change.user_id(event)?;
+    for (id, event, change) in keyed {
         if fold(&mut rows, id, event, change)? {
             changed.insert(id);
         }

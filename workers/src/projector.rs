@@ -173,7 +173,7 @@ impl Projector {
     ) -> Result<BatchOutcome, ApplyError> {
         let mut tx = self.pool.begin().await?;
         // The read model is derived from the log: a commit lost in a crash is applied again
-        // (see `fill_gap`), so it need not wait for its WAL to reach the disk.
+        // from the stream (`read_stream`), so it need not wait for its WAL to reach the disk.
         sqlx::query("set local synchronous_commit = off")
             .execute(&mut *tx)
             .await?;
@@ -213,12 +213,13 @@ impl Projector {
                 // events of other aggregates only move the checkpoint
                 if self.model.wants(&event.aggregate_type) {
                     let mut event = event.clone();
-                    if self.model.reads_personal_values() {
-                        event.open_payload(&self.keys).await.map_err(|e| match e {
+                    self.model
+                        .open(&mut event, &self.keys)
+                        .await
+                        .map_err(|e| match e {
                             CryptoError::Database(db) => ProjectionError::Database(db),
                             other => ProjectionError::poison(&event, other),
                         })?;
-                    }
                     applied += 1;
                     oldest_applied.get_or_insert(event.recorded_at);
                     opened.push(event);
