@@ -1,7 +1,7 @@
 //! `chronicle admin ...`: running the service from a terminal.
 //!
-//! The commands talk to the database directly (not over HTTP) and run the very operations
-//! the admin API runs (`api::routes::admin::ops`), so their events are the same and appear
+//! The commands talk to the database directly (not over HTTP) and run the very use cases
+//! the admin API runs (`usecases::accounts`, `usecases::api_keys`), so their events are the same and appear
 //! in the same audit trails. The actor of their events is `cli:<login>` with role `system`.
 //! Tables for people by default, `--json` for scripts.
 //!
@@ -13,20 +13,20 @@
 use std::io::{IsTerminal, Read};
 use std::sync::Arc;
 
+use aggregates::user::UserError;
 use aggregates::EventMetadata;
 use anyhow::Context;
-use api::clock::SystemClock;
-use api::routes::admin::ops::{self, NewUser};
-use api::routes::admin::users::AdminUser;
-use api::routes::admin::{api_keys, audit, guard};
-use api::{ApiError, AppState};
+use api::views::AdminUser;
 use clap::{Args, Subcommand};
 use eventstore::crypto::KeyStore;
 use eventstore::log::HistoryFilter;
+use eventstore::passwords::PasswordHasher;
 use eventstore::{database, CommandBus};
 use projections::users::{UserFilter, UserSort};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use usecases::accounts::{self as ops, NewUser};
+use usecases::{admin_guard, api_keys, audit, Core, Error, SystemClock};
 use uuid::Uuid;
 
 use crate::Config;
@@ -167,21 +167,20 @@ pub struct Output {
 pub async fn run(config: Config, command: AdminCommand) -> i32 {
     match execute(config, command).await {
         Ok(()) => 0,
-        Err(CliError::Api(e)) => {
+        Err(CliError::UseCase(e)) => {
             let code = match &e {
-                ApiError::Validation { .. } | ApiError::BadRequest { .. } => EXIT_USAGE,
-                ApiError::NotFound(_) => EXIT_NOT_FOUND,
-                ApiError::Conflict(_) => EXIT_REFUSED,
-                ApiError::NotCaughtUp => EXIT_NOT_CAUGHT_UP,
+                Error::Invalid { .. } | Error::User(UserError::Invalid { .. }) => EXIT_USAGE,
+                Error::NotFound(_) | Error::User(UserError::NotRegistered) => EXIT_NOT_FOUND,
+                Error::Conflict(_) | Error::User(UserError::AlreadyRegistered) => EXIT_REFUSED,
+                Error::NotCaughtUp => EXIT_NOT_CAUGHT_UP,
                 _ => EXIT_FAILURE,
             };
             let message = match &e {
-                ApiError::NotCaughtUp => {
+                Error::NotCaughtUp => {
                     "the users read model is behind the log (is a projector running?); try again"
                         .to_owned()
                 }
-                ApiError::Internal(cause) => cause.clone(),
-                other => other.to_string(),
+                other => api::error::chain(other),
             };
             eprintln!("chronicle admin: {message}");
             code
@@ -194,13 +193,13 @@ pub async fn run(config: Config, command: AdminCommand) -> i32 {
 }
 
 enum CliError {
-    Api(ApiError),
+    UseCase(Error),
     Other(anyhow::Error),
 }
 
-impl From<ApiError> for CliError {
-    fn from(e: ApiError) -> Self {
-        CliError::Api(e)
+impl From<Error> for CliError {
+    fn from(e: Error) -> Self {
+        CliError::UseCase(e)
     }
 }
 
@@ -216,8 +215,8 @@ impl From<sqlx::Error> for CliError {
     }
 }
 
-/// The same state the API's handlers get, on a database connection, without HTTP or NATS.
-async fn state(config: &Config, stop: &CancellationToken) -> anyhow::Result<AppState> {
+/// The use cases' core on a database connection: nothing of HTTP or NATS.
+async fn state(config: &Config, stop: &CancellationToken) -> anyhow::Result<Core> {
     let pool =
         database::connect_with_timeout(&config.database_url, 4, config.database_acquire_timeout)
             .await
@@ -229,16 +228,16 @@ async fn state(config: &Config, stop: &CancellationToken) -> anyhow::Result<AppS
         keys.clone(),
         crate::app::user_policy(config),
     ));
-    crate::app::api_state(
+    let passwords = PasswordHasher::new(config.password_hash_concurrency);
+    Ok(crate::app::core(
         config,
         &pool,
         &keys,
         users,
+        passwords,
         Arc::new(SystemClock),
         stop,
-        None,
-    )
-    .await
+    ))
 }
 
 /// Who is at the terminal, as the actor of the events.
@@ -268,7 +267,7 @@ async fn execute(config: Config, command: AdminCommand) -> Result<(), CliError> 
     outcome
 }
 
-async fn dispatch(state: &AppState, command: AdminCommand) -> Result<(), CliError> {
+async fn dispatch(state: &Core, command: AdminCommand) -> Result<(), CliError> {
     let meta = cli_meta();
     match command {
         AdminCommand::CreateUser {
@@ -324,7 +323,7 @@ async fn dispatch(state: &AppState, command: AdminCommand) -> Result<(), CliErro
             out,
         } => {
             if !(1..=10_000).contains(&limit) {
-                return Err(ApiError::validation("limit", "must be 1 to 10000").into());
+                return Err(Error::invalid("limit", "must be 1 to 10000").into());
             }
             let filter = UserFilter {
                 q,
@@ -385,7 +384,7 @@ async fn dispatch(state: &AppState, command: AdminCommand) -> Result<(), CliErro
 }
 
 async fn api_key(
-    state: &AppState,
+    state: &Core,
     command: ApiKeyCommand,
     meta: &EventMetadata,
 ) -> Result<(), CliError> {
@@ -443,8 +442,8 @@ async fn api_key(
 }
 
 /// Wait (bounded) for the read models to show a change; say so when they do not.
-async fn settled(state: &AppState, cursor: Option<aggregates::LogCursor>) {
-    if cursor.is_some() && guard::users_caught_up(state, cursor).await.is_err() {
+async fn settled(state: &Core, cursor: Option<aggregates::LogCursor>) {
+    if cursor.is_some() && admin_guard::users_caught_up(state, cursor).await.is_err() {
         eprintln!(
             "chronicle admin: recorded, but the read models have not caught up yet \
              (is a projector running?)"
@@ -452,7 +451,7 @@ async fn settled(state: &AppState, cursor: Option<aggregates::LogCursor>) {
     }
 }
 
-async fn show_user(state: &AppState, id: Uuid, out: Output, done: &str) -> Result<(), CliError> {
+async fn show_user(state: &Core, id: Uuid, out: Output, done: &str) -> Result<(), CliError> {
     let user = projections::users::by_id(&state.pool, id)
         .await?
         .map(AdminUser::from);
@@ -516,7 +515,7 @@ fn read_password_line() -> Result<String, CliError> {
         .map_err(|e| CliError::Other(e.into()))?;
     let line = input.lines().next().unwrap_or("").to_owned();
     if line.is_empty() {
-        return Err(ApiError::validation("password", "standard input held no password").into());
+        return Err(Error::invalid("password", "standard input held no password").into());
     }
     Ok(line)
 }

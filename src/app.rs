@@ -16,7 +16,6 @@ use aggregates::user::{User, UserPolicy};
 use anyhow::Context;
 use api::auth::rate_limit::RateLimits;
 use api::auth::tokens::TokenKeys;
-use api::clock::{Clock, SystemClock};
 use api::{ApiConfig, AppState};
 use eventstore::crypto::KeyStore;
 use eventstore::passwords::PasswordHasher;
@@ -28,6 +27,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use usecases::{Clock, Core, CoreSettings, SystemClock};
 use workers::assistant::{Assistant, AssistantConfig};
 use workers::mailer::{Mailer, MailerConfig};
 use workers::projector::ProjectorConfig;
@@ -249,7 +249,11 @@ impl Application {
             tasks.spawn(mailer.run(stop.clone()));
         }
         if roles.has(Role::Assistant) {
-            spawn_assistant(&config, &roles, &pool, &bus, &keys, &stop, &mut tasks).await?;
+            if let Some(assistant) =
+                assistant(&config, &roles, &pool, &bus, &keys, clock.clone()).await?
+            {
+                tasks.spawn(assistant.run(stop.clone()));
+            }
         }
 
         let (listener, router) = if roles.has(Role::Api) {
@@ -331,6 +335,55 @@ impl Application {
     }
 }
 
+/// What the use cases need: the command buses as the configuration tunes them, the read
+/// side, keys, passwords, plans and the clock. The API's state holds one; the admin CLI
+/// builds one alone (nothing of HTTP).
+pub fn core(
+    config: &Config,
+    pool: &PgPool,
+    keys: &KeyStore,
+    users: Arc<CommandBus<User>>,
+    passwords: PasswordHasher,
+    clock: Arc<dyn Clock>,
+    stop: &CancellationToken,
+) -> Core {
+    Core {
+        pool: pool.clone(),
+        users,
+        sessions: Arc::new(CommandBus::<Session>::new(
+            pool.clone(),
+            keys.clone(),
+            SessionPolicy::default(),
+        )),
+        keys: keys.clone(),
+        meters: Arc::new(
+            CommandBus::<Meter>::new(pool.clone(), keys.clone(), ())
+                .with_snapshots(config.meter_snapshot_every)
+                .with_cache(METER_CACHE)
+                .with_command_ids(aggregates::meter::command_event_id)
+                .with_max_attempts(20),
+        ),
+        plans: Arc::new(config.plans.clone()),
+        conversations: Arc::new(
+            CommandBus::<Conversation>::new(pool.clone(), keys.clone(), ()).with_snapshots(100),
+        ),
+        uploads: Arc::new(CommandBus::<Upload>::new(pool.clone(), keys.clone(), ())),
+        api_keys: Arc::new(CommandBus::<ApiKey>::new(pool.clone(), keys.clone(), ())),
+        probes: Arc::new(CommandBus::<EmailProbe>::new(
+            pool.clone(),
+            keys.clone(),
+            user_policy(config),
+        )),
+        passwords,
+        clock,
+        checkpoints: CheckpointWatch::spawn(pool.clone(), stop.clone()),
+        settings: CoreSettings {
+            read_your_writes_timeout: config.read_your_writes_timeout,
+            data_dir: config.data_dir.clone(),
+        },
+    }
+}
+
 /// What the API's handlers reach: also built by the admin CLI, which runs the same
 /// operations on the database without serving HTTP (`nats` None).
 pub async fn api_state(
@@ -353,26 +406,9 @@ pub async fn api_state(
         config.rate_limit_status_ip,
     );
     limits.spawn_cleanup(stop.clone());
+    let core = core(config, pool, keys, users, passwords, clock, stop);
     let state: AppState = api::state::Services {
-        pool: pool.clone(),
-        users,
-        sessions: Arc::new(CommandBus::<Session>::new(
-            pool.clone(),
-            keys.clone(),
-            SessionPolicy::default(),
-        )),
-        keys: keys.clone(),
-        meters: Arc::new(
-            CommandBus::<Meter>::new(pool.clone(), keys.clone(), ())
-                .with_snapshots(config.meter_snapshot_every)
-                .with_cache(METER_CACHE)
-                .with_command_ids(aggregates::meter::command_event_id)
-                .with_max_attempts(20),
-        ),
-        plans: Arc::new(config.plans.clone()),
-        conversations: Arc::new(
-            CommandBus::<Conversation>::new(pool.clone(), keys.clone(), ()).with_snapshots(100),
-        ),
+        core,
         feed: ConversationFeed::spawn(pool.clone(), stop.clone()),
         llm: config
             .llm
@@ -380,14 +416,6 @@ pub async fn api_state(
             .map(llm::LlmClient::new)
             .transpose()
             .context("LLM_BASE_URL: cannot make the model's HTTP client")?,
-        uploads: Arc::new(CommandBus::<Upload>::new(pool.clone(), keys.clone(), ())),
-        api_keys: Arc::new(CommandBus::<ApiKey>::new(pool.clone(), keys.clone(), ())),
-        probes: Arc::new(CommandBus::<EmailProbe>::new(
-            pool.clone(),
-            keys.clone(),
-            user_policy(config),
-        )),
-        passwords,
         dummy_hash: Arc::new(dummy_hash),
         secrets: Secrets::new(config.secret_key.expose()),
         tokens: TokenKeys::new(
@@ -395,9 +423,7 @@ pub async fn api_state(
             &config.jwt_issuer,
             &config.jwt_audience,
         ),
-        clock,
         limits,
-        checkpoints: CheckpointWatch::spawn(pool.clone(), stop.clone()),
         nats,
         metrics: crate::telemetry::metrics_handle(),
         config: Arc::new(ApiConfig {
@@ -423,24 +449,23 @@ pub async fn api_state(
     Ok(state)
 }
 
-/// Start the assistant when the model is configured; without it, say so (a warning when
+/// The assistant, when the model is configured; without it, say so (a warning when
 /// the assistant role was asked for by name).
-async fn spawn_assistant(
+async fn assistant(
     config: &Config,
     roles: &Roles,
     pool: &PgPool,
     bus: &EventBus,
     keys: &KeyStore,
-    stop: &CancellationToken,
-    tasks: &mut JoinSet<()>,
-) -> anyhow::Result<()> {
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Option<Assistant>> {
     let Some(llm) = config.llm.clone() else {
         if *roles == Roles::all() {
             tracing::info!("The assistant is off: set LLM_BASE_URL and LLM_API_KEY to turn it on");
         } else {
             tracing::warn!("The assistant role is not started: set LLM_BASE_URL and LLM_API_KEY");
         }
-        return Ok(());
+        return Ok(None);
     };
     if !roles.has(Role::Relay) {
         let _ = bus.ensure_stream().await;
@@ -454,11 +479,11 @@ async fn spawn_assistant(
             max_attempts: config.assistant_max_attempts,
             plans: config.plans.clone(),
             meter_snapshot_every: config.meter_snapshot_every,
+            clock,
         },
     )
     .context("LLM_BASE_URL: the assistant cannot start")?;
-    tasks.spawn(assistant.run(stop.clone()));
-    Ok(())
+    Ok(Some(assistant))
 }
 
 /// The user rules' numbers from the configuration.

@@ -14,7 +14,6 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use aggregates::{LogCursor, StreamEnvelope};
 use anyhow::{bail, Context};
-use api::routes::admin::export::{self, ExportQuery, ExportSpec, Format, CSV_HEADER};
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use chrono::{DateTime, Utc};
 use clap::{Subcommand, ValueEnum};
@@ -22,6 +21,7 @@ use eventstore::crypto::KeyStore;
 use eventstore::{database, personal};
 use futures::StreamExt;
 use sqlx::PgPool;
+use usecases::export::{self, ExportQuery, ExportSpec, Format, CSV_HEADER};
 
 use crate::Config;
 
@@ -402,7 +402,7 @@ async fn tail(
         })
         .await
         .context("cannot follow the stream")?;
-    let wanted = api::routes::admin::type_list(types);
+    let wanted = usecases::export::type_list(types);
     let mut messages = consumer
         .messages()
         .await
@@ -422,7 +422,7 @@ async fn tail(
         event.open(keys).await?;
         // a terminal (and whatever it is piped into) shows what an export shows by
         // default: personal values opened, secrets' derivatives left out
-        api::routes::admin::audit::strip_secrets(&mut event.payload);
+        usecases::audit::strip_secrets(&mut event.payload);
         envelope = event.into_envelope();
         let mut out = stdout.lock();
         if json {

@@ -12,11 +12,12 @@ use aggregates::user::{User, UserCommand, ROLE_ADMIN};
 use aggregates::EventMetadata;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use eventstore::email_claims::{self, Claim};
+use eventstore::email_claims;
 use eventstore::passwords::PasswordHasher;
 use eventstore::secrets::random_nonce;
 use eventstore::CommandBus;
 use sqlx::PgPool;
+use usecases::accounts::{open_account, Opened};
 use uuid::Uuid;
 
 /// The seeded admin's display name (also a word the password policy rules out).
@@ -25,7 +26,7 @@ const DISPLAY_NAME: &str = "Admin";
 /// `Err(why)` when `password` fails the policy for the admin `email` ("must be at least
 /// 10 characters", ...; never the password).
 pub fn password_policy(email: &str, password: &str) -> Result<(), String> {
-    api::auth::password_policy::check(password, email, Some(DISPLAY_NAME))
+    usecases::password_policy::check(password, email, Some(DISPLAY_NAME))
 }
 
 /// Register the admin unless the email has an account. `enforce_policy`: refuse a weak
@@ -57,9 +58,6 @@ pub async fn admin(
         .await
         .context("hashing ADMIN_PASSWORD")?;
     let user_id = Uuid::now_v7();
-    if email_claims::claim(pool, &email, user_id).await? != Claim::Claimed {
-        return Ok(()); // another instance seeded it meanwhile
-    }
     let command = UserCommand::RegisterUser {
         user_id,
         email: email.clone(),
@@ -72,17 +70,12 @@ pub async fn admin(
         invitation: false,
         now,
     };
-    if let Err(e) = users
-        .execute(
-            &user_id.to_string(),
-            command,
-            &EventMetadata::system("seed"),
-        )
-        .await
-    {
-        email_claims::release(pool, &email, user_id).await?;
-        anyhow::bail!("registering the admin failed: {e}");
+    let meta = EventMetadata::system("seed");
+    match open_account(pool, users, &email, user_id, command, &meta).await {
+        Ok(Opened::New(_)) => tracing::info!(user.id = %user_id, "Seeded the admin account"),
+        // another instance seeded it meanwhile
+        Ok(Opened::Taken(_)) => {}
+        Err(e) => anyhow::bail!("registering the admin failed: {}", api::error::chain(&e)),
     }
-    tracing::info!(user.id = %user_id, "Seeded the admin account");
     Ok(())
 }

@@ -80,9 +80,9 @@ pub enum ApiError {
     /// 503: a dependency is down.
     #[error("{0}")]
     Unavailable(String),
-    /// 500: logged, never shown.
+    /// 500: logged with its chain of causes, never shown.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[source] eventstore::Cause),
 }
 
 /// Every `error` kind an answer can carry: [`ApiError::kind`]'s, and those
@@ -162,8 +162,14 @@ impl ApiError {
         }
     }
 
-    pub fn internal(e: impl std::fmt::Display) -> Self {
-        Self::Internal(e.to_string())
+    /// 500 for a failure whose cause is kept (logged with its sources).
+    pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(eventstore::Cause::new(e))
+    }
+
+    /// 500 for a broken expectation that has no error value (a message only).
+    pub fn internal_msg(message: impl Into<String>) -> Self {
+        Self::Internal(eventstore::Cause::msg(message))
     }
 
     pub fn status(&self) -> StatusCode {
@@ -252,7 +258,7 @@ impl IntoResponse for ApiError {
                 (message, None)
             }
             ApiError::Internal(cause) => {
-                tracing::error!(error = %cause, "Request failed");
+                tracing::error!(error = %crate::error::chain(&cause), "Request failed");
                 ("an unexpected error occurred".to_owned(), None)
             }
             ApiError::Validation { message, fields } | ApiError::BadRequest { message, fields } => {
@@ -302,9 +308,25 @@ impl From<sqlx::Error> for ApiError {
         if eventstore::unavailable::is_unavailable(&e) {
             Self::database_unavailable(&e)
         } else {
-            Self::Internal(e.to_string())
+            Self::internal(e)
         }
     }
+}
+
+/// An error and its sources, `outer: inner: innermost`, for the log (a source whose
+/// message its error already ends with, as `event store: {cause}` does, is said once).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let message = cause.to_string();
+        if !out.ends_with(&message) {
+            out.push_str(": ");
+            out.push_str(&message);
+        }
+        next = cause.source();
+    }
+    out
 }
 
 /// What is left of a command error once the route has mapped the domain's own refusals:
@@ -318,8 +340,75 @@ impl<E: std::error::Error> From<eventstore::CommandError<E>> for ApiError {
             }
             CommandError::Unavailable(cause) => Self::database_unavailable(&cause),
             CommandError::Store(cause) => Self::Internal(cause),
-            CommandError::Domain(e) => Self::Internal(e.to_string()),
+            CommandError::Domain(e) => Self::internal_msg(e.to_string()),
         }
+    }
+}
+
+/// How a refused user command answers (the mapping is `api::error`'s).
+pub fn user_error(e: eventstore::CommandError<aggregates::user::UserError>) -> ApiError {
+    usecases::Error::from(e).into()
+}
+
+/// How a refused session command answers (the mapping is `api::error`'s).
+pub fn session_error(e: eventstore::CommandError<aggregates::session::SessionError>) -> ApiError {
+    usecases::Error::from(e).into()
+}
+
+/// The use cases' refusals and failures as the API answers them: the one place they are
+/// mapped (the CLI maps the same error to its exit codes).
+impl From<usecases::Error> for ApiError {
+    fn from(e: usecases::Error) -> Self {
+        use usecases::Error as E;
+        match e {
+            E::Invalid { field, message } => Self::validation(&field, message),
+            E::NotFound(m) => Self::NotFound(m),
+            E::Conflict(m) => Self::Conflict(m),
+            E::NotCaughtUp => Self::NotCaughtUp,
+            E::InvalidCredentials => Self::InvalidCredentials,
+            E::TokenInvalid => Self::TokenInvalid,
+            ref limit @ E::LimitReached {
+                ref plan,
+                ref kind,
+                limit: max,
+                used,
+                day,
+            } => Self::UpgradeRequired {
+                message: limit.to_string(),
+                details: match day {
+                    Some(day) => {
+                        serde_json::json!({"plan": plan, "kind": kind, "limit": max, "used": used, "remaining": max.saturating_sub(used), "day": day})
+                    }
+                    None => {
+                        serde_json::json!({"plan": plan, "kind": kind, "limit": max, "used": used, "remaining": max.saturating_sub(used)})
+                    }
+                },
+            },
+            E::User(e) => user_refusal(e),
+            E::Session(e) => match e {
+                aggregates::session::SessionError::Expired => Self::TokenExpired,
+                _ => Self::TokenInvalid,
+            },
+            E::Unavailable(cause) => Self::database_unavailable(&cause),
+            E::Failed(cause) => Self::Internal(cause),
+        }
+    }
+}
+
+/// How the user aggregate's refusals answer.
+fn user_refusal(e: aggregates::user::UserError) -> ApiError {
+    use aggregates::user::UserError;
+    match e {
+        UserError::Invalid { field, message } => ApiError::validation(field, message),
+        UserError::AlreadyRegistered => ApiError::Conflict("the account exists already".into()),
+        UserError::NotRegistered => ApiError::NotFound("no such account".into()),
+        UserError::AlreadyVerified | UserError::SecretInvalid => ApiError::LinkInvalid,
+        UserError::SecretExpired => ApiError::LinkExpired,
+        UserError::Locked { .. } => ApiError::AccountLocked {
+            retry_after_secs: 60,
+        },
+        UserError::EmailNotVerified => ApiError::EmailNotVerified,
+        UserError::Disabled => ApiError::AccountDisabled,
     }
 }
 
@@ -327,7 +416,7 @@ impl From<eventstore::crypto::CryptoError> for ApiError {
     fn from(e: eventstore::crypto::CryptoError) -> Self {
         match e {
             eventstore::crypto::CryptoError::Database(e) => e.into(),
-            other => Self::Internal(other.to_string()),
+            other => Self::internal(other),
         }
     }
 }
@@ -335,6 +424,16 @@ impl From<eventstore::crypto::CryptoError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_internal_error_keeps_its_cause_for_the_log_and_tells_the_client_nothing() {
+        let io = std::io::Error::other("disk on fire");
+        let e = ApiError::from(usecases::Error::Failed(eventstore::Cause::new(io)));
+        assert_eq!(e.kind(), "internal");
+        assert_eq!(chain(&e), "internal error: disk on fire");
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
 
     #[test]
     fn every_kind_an_error_can_carry_is_in_the_documented_list() {
@@ -366,7 +465,7 @@ mod tests {
             ApiError::UnsupportedMediaType("m".into()),
             ApiError::NotCaughtUp,
             ApiError::Unavailable("m".into()),
-            ApiError::Internal("m".into()),
+            ApiError::internal_msg("m"),
         ];
         for e in &errors {
             assert!(

@@ -262,3 +262,26 @@ pub fn require_object(bytes: &[u8]) -> Result<(), ApiError> {
         Some(_) => Err(ApiError::validation("$", "must be a JSON object")),
     }
 }
+
+/// The client's IP as the request's metadata has it.
+pub fn client_ip(meta: &EventMetadata) -> Option<std::net::IpAddr> {
+    meta.ip.as_deref().and_then(|ip| ip.parse().ok())
+}
+
+/// "Firefox 128 on Linux" from a user agent.
+pub fn device_name(user_agent: Option<&str>) -> String {
+    let Some(ua) = user_agent else {
+        return "Unknown device".into();
+    };
+    match woothee::parser::Parser::new().parse(ua) {
+        Some(r) if r.name != "UNKNOWN" => {
+            let os = if r.os == "UNKNOWN" { "" } else { r.os };
+            if os.is_empty() {
+                r.name.to_owned()
+            } else {
+                format!("{} on {}", r.name, os)
+            }
+        }
+        _ => ua.chars().take(60).collect(),
+    }
+}

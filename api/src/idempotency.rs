@@ -406,7 +406,7 @@ async fn finish(state: &AppState, scope: &str, key: &str, response: Response) ->
         Ok(body) => body,
         Err(e) => {
             release(state, scope, key, "").await;
-            return ApiError::internal(format!("reading the response to store it: {e}"))
+            return ApiError::internal_msg(format!("reading the response to store it: {e}"))
                 .into_response();
         }
     };
@@ -501,14 +501,14 @@ async fn release(state: &AppState, scope: &str, key: &str, why: &str) {
 fn replay(row: KeyRow) -> Result<Response, ApiError> {
     let (Some(status), Some(Json(headers)), Some(body)) = (row.status, row.headers, row.body)
     else {
-        return Err(ApiError::internal(
+        return Err(ApiError::internal_msg(
             "a done idempotency key without its answer",
         ));
     };
     let status = u16::try_from(status)
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
-        .ok_or_else(|| ApiError::internal(format!("stored status {status}")))?;
+        .ok_or_else(|| ApiError::internal_msg(format!("stored status {status}")))?;
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     for (name, value) in headers {
@@ -516,7 +516,7 @@ fn replay(row: KeyRow) -> Result<Response, ApiError> {
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(&value),
         ) else {
-            return Err(ApiError::internal(format!("stored header {name}")));
+            return Err(ApiError::internal_msg(format!("stored header {name}")));
         };
         response.headers_mut().append(name, value);
     }

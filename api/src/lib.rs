@@ -8,7 +8,7 @@
 //! - [`state`]: [`AppState`] and [`ApiConfig`], what every handler can reach.
 //! - [`auth`]: access and refresh tokens, the [`auth::AuthUser`] extractor, cookies,
 //!   password policy, rate limits.
-//! - [`clock`]: the injectable clock commands take their `now` from.
+//! - [`clock`]: the injectable clock commands take their `now` from (the use cases').
 //! - [`idempotency`]: the `Idempotency-Key` middleware for every POST.
 //! - [`error`]: [`ApiError`], the one error type, and its envelope (the error policy).
 //! - [`envelope`]: the success envelope and command answers (`data.position`, `X-Position`).
@@ -17,12 +17,14 @@
 //! - [`clean_input`]: control characters (NUL above all) refused in every path, query,
 //!   header and body string, with 422 naming the field.
 //! - [`middleware`]: request ids, HTTP metrics, and the envelope for errors axum makes itself.
-//! - [`routes`]: one module per resource, each with its `router()`.
+//! - [`views`]: how read model rows are shown (a profile, a user to admins).
+//! - [`routes`]: one module per resource, each with its `router()`: extract, call a use
+//!   case (`usecases`) or a read model query (`projections`), reply.
 //! - [`openapi`]: the OpenAPI document and Swagger UI.
 
 pub mod auth;
 pub mod clean_input;
-pub mod clock;
+pub use usecases::clock;
 pub mod envelope;
 pub mod error;
 pub mod extract;
@@ -31,6 +33,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod views;
 
 pub use error::ApiError;
 pub use state::{ApiConfig, AppState};

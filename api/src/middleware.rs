@@ -71,7 +71,7 @@ pub fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response<Body> {
         .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default();
     tracing::error!(panic = %detail, "Handler panicked");
-    ApiError::Internal("panic".into()).into_response()
+    ApiError::internal_msg("panic").into_response()
 }
 
 /// Count requests and time them by method, route template and status.

@@ -4,26 +4,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aggregates::api_key::ApiKey;
-use aggregates::conversation::Conversation;
-use aggregates::email_probe::EmailProbe;
-use aggregates::meter::Meter;
-use aggregates::plan::Plans;
-use aggregates::session::Session;
-use aggregates::upload::Upload;
-use aggregates::user::User;
-use eventstore::crypto::KeyStore;
-use eventstore::passwords::PasswordHasher;
 use eventstore::secrets::Secrets;
-use eventstore::CommandBus;
 use metrics_exporter_prometheus::PrometheusHandle;
 use projections::feed::ConversationFeed;
-use projections::CheckpointWatch;
-use sqlx::PgPool;
+use usecases::Core;
 
 use crate::auth::rate_limit::RateLimits;
 use crate::auth::tokens::TokenKeys;
-use crate::clock::Clock;
 
 /// The API's part of the configuration.
 #[derive(Debug, Clone)]
@@ -104,34 +91,29 @@ impl From<Services> for AppState {
     }
 }
 
+/// The API's own handles, beside the use cases' [`Core`] (reached through `Deref`:
+/// `state.pool`, `state.users`, ... are the core's).
 pub struct Services {
-    pub pool: PgPool,
-    pub users: Arc<CommandBus<User>>,
-    pub sessions: Arc<CommandBus<Session>>,
-    pub meters: Arc<CommandBus<Meter>>,
-    pub conversations: Arc<CommandBus<Conversation>>,
-    pub uploads: Arc<CommandBus<Upload>>,
-    /// Admin API keys (checked against the event store on every use).
-    pub api_keys: Arc<CommandBus<ApiKey>>,
-    /// Anonymous attempts on addresses with no account (the same trace as a known one).
-    pub probes: Arc<CommandBus<EmailProbe>>,
+    pub core: Core,
     /// Which conversations just changed (the live stream).
     pub feed: ConversationFeed,
     /// The assistant's model for `POST /api/v1/chat` (None: not configured, 503).
     pub llm: Option<llm::LlmClient>,
-    pub plans: Arc<Plans>,
-    pub passwords: PasswordHasher,
     /// A hash of nothing anyone knows: unknown emails are checked against it so that
     /// they take as long as known ones.
     pub dummy_hash: Arc<String>,
     pub secrets: Secrets,
-    /// Per-user data keys: opening personal values, erasing them.
-    pub keys: KeyStore,
     pub tokens: TokenKeys,
-    pub clock: Arc<dyn Clock>,
     pub limits: Arc<RateLimits>,
-    pub checkpoints: CheckpointWatch,
     pub nats: Option<async_nats::Client>,
     pub metrics: PrometheusHandle,
     pub config: Arc<ApiConfig>,
+}
+
+impl std::ops::Deref for Services {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
 }

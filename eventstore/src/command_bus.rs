@@ -89,12 +89,46 @@ pub enum CommandError<E: std::error::Error> {
     /// Lost the race for the aggregate on every attempt.
     #[error("the aggregate kept changing under the command")]
     Conflict,
+    /// A real failure; its cause is kept (`source()`), to be logged where it is answered.
     #[error("event store: {0}")]
-    Store(String),
+    Store(#[source] Cause),
     /// PostgreSQL could not be used just now (a restart, a failover, no free connection):
     /// nothing was decided or everything was rolled back; the caller may try again (503).
     #[error("event store unavailable: {0}")]
     Unavailable(String),
+}
+
+/// What made the store fail, with its own chain of sources. Shareable: when a batch fails,
+/// each of its commands answers with the same cause.
+#[derive(Debug, Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl Cause {
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Arc::new(e))
+    }
+
+    /// A cause that is only a message (no error value to keep).
+    pub fn msg(message: impl Into<String>) -> Self {
+        let boxed: Box<dyn std::error::Error + Send + Sync> = message.into().into();
+        Self(Arc::from(boxed))
+    }
+
+    fn boxed(e: Box<dyn std::error::Error + Send + Sync + 'static>) -> Self {
+        Self(Arc::from(e))
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 impl<E: std::error::Error> CommandError<E> {
@@ -110,8 +144,8 @@ impl<E: std::error::Error> From<AggregateError<E>> for CommandError<E> {
             AggregateError::UserError(e) => Self::Domain(e),
             AggregateError::AggregateConflict => Self::Conflict,
             AggregateError::DatabaseConnectionError(e) => Self::Unavailable(e.to_string()),
-            AggregateError::UnexpectedError(e) => Failure::boxed(e.as_ref()).into(),
-            other => Self::Store(other.to_string()),
+            AggregateError::UnexpectedError(e) => Failure::boxed(e).into(),
+            other => Self::Store(Cause::msg(other.to_string())),
         }
     }
 }
@@ -126,16 +160,16 @@ impl<E: std::error::Error> From<cqrs_es::persist::PersistenceError> for CommandE
 #[derive(Debug, Clone)]
 pub(crate) enum Failure {
     Conflict,
-    Store(String),
+    Store(Cause),
     Unavailable(String),
 }
 
 impl Failure {
-    fn boxed(e: &(dyn std::error::Error + 'static)) -> Self {
-        if crate::unavailable::is_unavailable_boxed(e) {
+    fn boxed(e: Box<dyn std::error::Error + Send + Sync + 'static>) -> Self {
+        if crate::unavailable::is_unavailable_boxed(e.as_ref()) {
             Self::Unavailable(e.to_string())
         } else {
-            Self::Store(e.to_string())
+            Self::Store(Cause::boxed(e))
         }
     }
 }
@@ -145,7 +179,7 @@ impl From<sqlx::Error> for Failure {
         if crate::unavailable::is_unavailable(&e) {
             Self::Unavailable(e.to_string())
         } else {
-            Self::Store(e.to_string())
+            Self::Store(Cause::new(e))
         }
     }
 }
@@ -156,8 +190,8 @@ impl From<cqrs_es::persist::PersistenceError> for Failure {
         match e {
             PersistenceError::OptimisticLockError => Self::Conflict,
             PersistenceError::ConnectionError(e) => Self::Unavailable(e.to_string()),
-            PersistenceError::UnknownError(e) => Self::boxed(e.as_ref()),
-            other => Self::Store(other.to_string()),
+            PersistenceError::UnknownError(e) => Self::boxed(e),
+            other => Self::Store(Cause::new(other)),
         }
     }
 }
@@ -314,7 +348,7 @@ where
         self.execute_all(aggregate_id, vec![(command, metadata.clone())])
             .await
             .pop()
-            .unwrap_or_else(|| Err(CommandError::Store("the command got no answer".into())))
+            .unwrap_or_else(|| Err(CommandError::Store(Cause::msg("the command got no answer"))))
     }
 
     /// Decide several commands for one aggregate in order, appended together (in batches
@@ -349,9 +383,9 @@ where
         let mut out = Vec::with_capacity(answers.len());
         for answer in answers {
             out.push(answer.await.unwrap_or_else(|_| {
-                Err(CommandError::Store(
-                    "the command's batch stopped before answering".into(),
-                ))
+                Err(CommandError::Store(Cause::msg(
+                    "the command's batch stopped before answering",
+                )))
             }));
         }
         out
@@ -497,7 +531,7 @@ where
                             event_type: event.event_type(),
                             event_version: event.event_version(),
                             payload: serde_json::to_value(event)
-                                .map_err(|e| Failure::Store(e.to_string()))?,
+                                .map_err(|e| Failure::Store(Cause::new(e)))?,
                             metadata: pending.metadata.clone(),
                         });
                         row_ids.push(match id {

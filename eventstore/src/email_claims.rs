@@ -77,3 +77,22 @@ pub async fn owner(pool: &PgPool, email: &str) -> Result<Option<Uuid>, sqlx::Err
         .fetch_optional(pool)
         .await
 }
+
+/// Release every claim of `user_id` (their account is erased).
+pub async fn release_all(pool: &PgPool, user_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("delete from email_claims where user_id = $1")
+        .bind(user_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Release every claim of `user_id` but the one of `keep` (the email they have now).
+pub async fn release_all_but(pool: &PgPool, user_id: Uuid, keep: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("delete from email_claims where user_id = $1 and email <> $2")
+        .bind(user_id)
+        .bind(keep)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -145,7 +145,7 @@ async fn run_group(pool: &PgPool, mut group: Vec<Request>) {
                 Err(failure) => fail_each(group, failure),
             }
         }
-        Err(e) => fail_each(group, Failure::Store(e.to_string())),
+        Err(e) => fail_each(group, Failure::Store(crate::command_bus::Cause::new(e))),
     }
 }
 

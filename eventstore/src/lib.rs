@@ -9,6 +9,7 @@
 //! - [`log`]: reading the log in its global order, `(transaction_id, position)`, without
 //!   ever skipping a slow transaction.
 //! - [`email_claims`]: one account per email, enforced before the append.
+//! - [`locks`]: cluster-wide advisory locks, each on a connection of its own.
 //! - [`crypto`]: per-user data keys (and the system key) wrapped by the master key; sealing
 //!   values.
 //! - [`personal`]: which event values are personal data or secrets' derivatives and whose;
@@ -28,6 +29,7 @@ pub mod database;
 pub mod email_claims;
 pub mod encrypting_repository;
 mod group_commit;
+pub mod locks;
 pub mod log;
 pub mod passwords;
 pub mod personal;
@@ -36,5 +38,5 @@ pub mod secrets;
 pub mod unavailable;
 pub mod upcast;
 
-pub use command_bus::{CommandBus, CommandError, CommandOutcome};
+pub use command_bus::{Cause, CommandBus, CommandError, CommandOutcome};
 pub use log::StoredEvent;

@@ -9,7 +9,7 @@
 use aggregates::{EventMetadata, LogCursor, StreamEnvelope};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{PgExecutor, Row};
+use sqlx::{PgExecutor, PgPool, Row};
 use uuid::Uuid;
 
 /// One event as stored in the log.
@@ -463,4 +463,33 @@ pub async fn read_aggregate_type<'e>(
     let sql = format!("{SELECT_EVENT} where aggregate_type = $1 order by aggregate_id, sequence");
     let rows = sqlx::query(&sql).bind(aggregate_type).fetch_all(db).await?;
     rows.iter().map(StoredEvent::from_row).collect()
+}
+
+/// Whose history each of these events is in (`subject_id`), for those that have one (a
+/// session's later events name no user).
+pub async fn subjects_of(
+    pool: &PgPool,
+    event_ids: &[Uuid],
+) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+    sqlx::query_as(
+        "select event_id, subject_id from events \
+         where event_id = any($1) and subject_id is not null",
+    )
+    .bind(event_ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// When each of these actors last caused an event (actors that never did are left out).
+pub async fn last_acted(
+    pool: &PgPool,
+    actor_ids: &[String],
+) -> Result<Vec<(String, Option<DateTime<Utc>>)>, sqlx::Error> {
+    sqlx::query_as(
+        "select metadata ->> 'actor_id', max(recorded_at) from events \
+         where metadata ->> 'actor_id' = any($1) group by 1",
+    )
+    .bind(actor_ids)
+    .fetch_all(pool)
+    .await
 }

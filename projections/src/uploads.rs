@@ -133,3 +133,18 @@ pub async fn hashes_of<'e>(
         .fetch_all(db)
         .await
 }
+
+/// Whether anyone but `owner` keeps a live upload of the bytes `sha256`.
+pub async fn kept_by_others<'e>(
+    db: impl PgExecutor<'e>,
+    sha256: &str,
+    owner: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "select exists (select 1 from uploads where sha256 = $1 and owner_id <> $2 and deleted_at is null)",
+    )
+    .bind(sha256)
+    .bind(owner)
+    .fetch_one(db)
+    .await
+}

@@ -560,6 +560,17 @@ pub async fn active_admins_except<'e>(
     .await
 }
 
+/// How many users have the avatar stored as `sha256` (a file shared by several stays).
+pub async fn count_with_avatar<'e>(
+    db: impl PgExecutor<'e>,
+    sha256: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("select count(*) from users where avatar_sha256 = $1")
+        .bind(sha256)
+        .fetch_one(db)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::like_pattern;

@@ -316,7 +316,7 @@ async fn a_key_expires_after_24_hours_and_then_runs_again() {
 /// away) answers 409 only while its lease lasts, then the next request with it runs.
 #[tokio::test]
 async fn a_key_left_running_is_free_again_once_its_lease_runs_out() {
-    use api::clock::Clock;
+    use usecases::Clock;
     let app = TestEnv::new().spawn_all().await;
     let body = json!({"email": "stuck@example.com"});
     let hash = api::idempotency::request_hash(

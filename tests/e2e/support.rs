@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use aggregates::StreamEnvelope;
-use api::clock::OffsetClock;
 use chronicle::{Application, Config, Roles};
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use usecases::OffsetClock;
 use uuid::Uuid;
 use workers::{BusConfig, EventBus};
 

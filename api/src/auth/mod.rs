@@ -13,7 +13,7 @@
 //! - [`cookies`]: the auth cookies.
 
 pub mod cookies;
-pub mod password_policy;
+pub use usecases::password_policy;
 pub mod rate_limit;
 pub mod tokens;
 
@@ -39,6 +39,37 @@ pub struct AuthUser {
     pub current_role: Option<String>,
     /// The plan the users read model shows now (None while it has not caught up).
     pub current_plan: Option<String>,
+}
+
+impl AuthUser {
+    /// The caller's plan, from the users read model as authentication read it (a plan
+    /// change waits for the read model, so it is current); the default plan for a name the
+    /// configuration no longer has.
+    pub async fn plan(&self, state: &AppState) -> Result<aggregates::plan::Plan, ApiError> {
+        let name = match &self.current_plan {
+            Some(plan) => plan.clone(),
+            None => {
+                users::by_id(&state.pool, self.user_id)
+                    .await?
+                    .ok_or(ApiError::NotCaughtUp)?
+                    .plan
+            }
+        };
+        usecases::usage::plan_named(&state.plans, &name)
+            .ok_or_else(|| ApiError::internal_msg("no plans configured"))
+    }
+
+    /// Count one of `kind` (a message, an upload) against the caller's plan's daily limit
+    /// before it is accepted: 402 `upgrade_required` when the day's allowance is used up.
+    pub async fn charge(
+        &self,
+        state: &AppState,
+        kind: &str,
+        meta: &aggregates::EventMetadata,
+    ) -> Result<(), ApiError> {
+        let plan = self.plan(state).await?;
+        Ok(usecases::usage::charge(state, self.user_id, &plan, kind, meta).await?)
+    }
 }
 
 /// A user's standing as the users read model shows it.

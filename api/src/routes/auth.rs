@@ -11,14 +11,13 @@
 use aggregates::email_probe::{
     EmailProbeCommand, EmailProbeError, EmailProbeEvent, KIND_REGISTRATION, KIND_VERIFICATION,
 };
-use aggregates::user::commands::{is_plausible_email, normalize_email};
 use aggregates::user::{SecretMethod, UserCommand, UserError, UserEvent, ROLE_USER};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use eventstore::email_claims::{self, Claim};
+use eventstore::email_claims;
 use eventstore::secrets::{random_nonce, Purpose};
 use eventstore::CommandError;
 use projections::ReadModel;
@@ -28,10 +27,15 @@ use uuid::Uuid;
 
 use crate::auth::password_policy;
 use crate::envelope::Reply;
+use crate::error::user_error;
+use crate::extract::client_ip;
 use crate::extract::{AppQuery, JsonOrForm, RequestMeta};
-use crate::routes::account::{client_ip, profile, user_error, Profile};
 use crate::routes::read_your_writes::settle;
+use crate::views::profile;
+use crate::views::Profile;
 use crate::{ApiError, AppState};
+pub use usecases::accounts::checked_email;
+use usecases::accounts::{self, Opened};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -73,15 +77,6 @@ pub struct RegisterRequest {
         pattern = r"^[^\u0000-\u001F\u007F-\u009F\u2028\u2029]*[^\s\u0000-\u001F\u007F-\u009F\u2028\u2029][^\u0000-\u001F\u007F-\u009F\u2028\u2029]*$"
     )]
     pub display_name: Option<String>,
-}
-
-/// The normalised email, or a 422 naming the field.
-pub fn checked_email(email: &str) -> Result<String, ApiError> {
-    let email = normalize_email(email);
-    if !is_plausible_email(&email) {
-        return Err(ApiError::validation("email", "is not an email address"));
-    }
-    Ok(email)
 }
 
 /// Register an account.
@@ -146,56 +141,51 @@ async fn register_account(
     // A new account appends two events (UserRegistered, EmailVerificationRequested); every
     // other path leaves the same trace.
     const REGISTRATION_EVENTS: usize = 2;
-    let cursor = match email_claims::claim(&state.pool, &email, user_id).await? {
-        Claim::Claimed => {
-            let command = UserCommand::RegisterUser {
-                user_id,
-                email: email.clone(),
-                password_hash,
-                display_name,
-                role: ROLE_USER.to_owned(),
-                plan: state.plans.default.clone(),
-                verified: false,
-                verification_nonce: random_nonce(),
-                invitation: false,
-                now: state.clock.now(),
-            };
-            let result = state
-                .users
-                .execute(&user_id.to_string(), command, &meta)
-                .await;
-            if result.is_err() {
-                // the account was not opened: give the email back
-                email_claims::release(&state.pool, &email, user_id).await?;
-            }
-            let outcome = result.map_err(user_error)?;
-            same_trace(&state.pool, REGISTRATION_EVENTS, outcome.event_ids.len()).await?;
-            outcome.cursor
-        }
-        Claim::TakenBy(owner) => {
-            match state
-                .users
-                .execute(
-                    &owner.to_string(),
-                    UserCommand::RecordDuplicateRegistration,
-                    &meta,
-                )
-                .await
-            {
-                Ok(outcome) => {
-                    same_trace(&state.pool, REGISTRATION_EVENTS, outcome.event_ids.len()).await?;
-                    outcome.cursor
-                }
-                // claimed by a registration still in flight: nothing to tell its owner yet
-                Err(CommandError::Domain(UserError::NotRegistered)) => {
-                    let cursor = probe(state, &meta, &email, KIND_REGISTRATION).await?;
-                    same_trace(&state.pool, REGISTRATION_EVENTS, 1).await?;
-                    cursor
-                }
-                Err(e) => return Err(user_error(e)),
-            }
-        }
+    let command = UserCommand::RegisterUser {
+        user_id,
+        email: email.clone(),
+        password_hash,
+        display_name,
+        role: ROLE_USER.to_owned(),
+        plan: state.plans.default.clone(),
+        verified: false,
+        verification_nonce: random_nonce(),
+        invitation: false,
+        now: state.clock.now(),
     };
+    let cursor =
+        match accounts::open_account(&state.pool, &state.users, &email, user_id, command, &meta)
+            .await?
+        {
+            Opened::New(outcome) => {
+                same_trace(&state.pool, REGISTRATION_EVENTS, outcome.event_ids.len()).await?;
+                outcome.cursor
+            }
+            Opened::Taken(owner) => {
+                match state
+                    .users
+                    .execute(
+                        &owner.to_string(),
+                        UserCommand::RecordDuplicateRegistration,
+                        &meta,
+                    )
+                    .await
+                {
+                    Ok(outcome) => {
+                        same_trace(&state.pool, REGISTRATION_EVENTS, outcome.event_ids.len())
+                            .await?;
+                        outcome.cursor
+                    }
+                    // claimed by a registration still in flight: nothing to tell its owner yet
+                    Err(CommandError::Domain(UserError::NotRegistered)) => {
+                        let cursor = probe(state, &meta, &email, KIND_REGISTRATION).await?;
+                        same_trace(&state.pool, REGISTRATION_EVENTS, 1).await?;
+                        cursor
+                    }
+                    Err(e) => return Err(user_error(e)),
+                }
+            }
+        };
     // Waiting for the read model costs the same either way; the position is not told.
     let lagging = settle(state, cursor, &[ReadModel::Users]).await;
     Ok(Reply {

@@ -9,27 +9,22 @@
 //! Without `LLM_BASE_URL` and `LLM_API_KEY`: 503 `unavailable`.
 
 use aggregates::conversation::{reply_id, ConversationCommand, CONTENT_MAX};
-use aggregates::meter::{meter_id, MeterCommand, MeterError, KIND_TOKENS};
-use aggregates::plan::Plan;
-use aggregates::{EventMetadata, LogCursor};
+use aggregates::meter::{KIND_MESSAGES, KIND_TOKENS};
+use aggregates::LogCursor;
 use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
-use chrono::{DateTime, Utc};
-use eventstore::CommandError;
 use projections::conversations;
 use projections::ReadModel;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::envelope::Reply;
 use crate::extract::{AppJson, RequestMeta};
-use crate::routes::conversations::{charge_message, conversation_error};
+use crate::routes::conversations::conversation_error;
 use crate::routes::read_your_writes::settle;
-use crate::routes::usage::plan_of;
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -109,11 +104,11 @@ pub async fn chat(
     meta.actor_id = Some(auth.user_id.to_string());
     meta.actor_role = auth.role.clone();
 
-    let plan = plan_of(&state, &auth).await?;
+    let plan = auth.plan(&state).await?;
     let now = state.clock.now();
     let limit = plan.daily_limit(KIND_TOKENS);
-    check_tokens_left(&state, &auth, &plan, now, limit).await?;
-    charge_message(&state, &auth, &meta).await?;
+    usecases::usage::require_tokens_left(&state.meters, auth.user_id, &plan, now).await?;
+    auth.charge(&state, KIND_MESSAGES, &meta).await?;
 
     let history = match &conversation {
         Some(c) => {
@@ -168,8 +163,8 @@ pub async fn chat(
         ids = Some((prompt_id, answer_id));
     }
     let tokens = completion.total_tokens;
-    match record_tokens(&state, auth.user_id, now, tokens, limit, &meta).await {
-        Ok(cursor) => position = position.max(cursor),
+    match usecases::usage::record(&state.meters, auth.user_id, now, tokens, limit, &meta).await {
+        Ok((_, cursor)) => position = position.max(cursor),
         // the answer is given: losing its count is better than losing the answer
         Err(e) => tracing::error!(error = %e, tokens, "Cannot record a chat's tokens"),
     }
@@ -182,71 +177,4 @@ pub async fn chat(
     reply.position = position;
     reply.lagging = lagging;
     Ok(reply)
-}
-
-/// 402 when the day's tokens are used up: the model is not called.
-async fn check_tokens_left(
-    state: &AppState,
-    auth: &AuthUser,
-    plan: &Plan,
-    now: DateTime<Utc>,
-    limit: Option<u64>,
-) -> Result<(), ApiError> {
-    let Some(limit) = limit else { return Ok(()) };
-    let day = now.date_naive();
-    let used = state
-        .meters
-        .load(&meter_id(auth.user_id, day))
-        .await
-        .map_err(ApiError::from)?
-        .used(KIND_TOKENS);
-    if used >= limit {
-        return Err(ApiError::UpgradeRequired {
-            message: format!(
-                "the {} plan allows {limit} tokens a day; upgrade for more",
-                plan.name
-            ),
-            details: json!({"plan": plan.name, "kind": KIND_TOKENS, "limit": limit, "used": used, "remaining": 0, "day": day}),
-        });
-    }
-    Ok(())
-}
-
-/// Record the tokens a reply used, up to the plan's limit (the meter never passes it; a
-/// reply that used more than was left uses the day up). The cursor of the usage event.
-async fn record_tokens(
-    state: &AppState,
-    user: Uuid,
-    now: DateTime<Utc>,
-    tokens: u64,
-    limit: Option<u64>,
-    meta: &EventMetadata,
-) -> Result<Option<LogCursor>, CommandError<MeterError>> {
-    let day = now.date_naive();
-    let mut amount = tokens;
-    while amount > 0 {
-        let command = MeterCommand::RecordUsage {
-            user_id: user,
-            day,
-            kind: KIND_TOKENS.into(),
-            amount,
-            occurred_at: now,
-            limit,
-            record_id: None,
-        };
-        match state
-            .meters
-            .execute(&meter_id(user, day), command, meta)
-            .await
-        {
-            Ok(outcome) => return Ok(outcome.cursor),
-            Err(CommandError::Domain(MeterError::LimitReached { limit, used, .. }))
-                if limit.saturating_sub(used) < amount =>
-            {
-                amount = limit.saturating_sub(used);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(None)
 }

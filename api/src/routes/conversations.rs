@@ -3,7 +3,7 @@
 //! The live stream is in [`super::live`].
 
 use aggregates::conversation::{ConversationCommand, ConversationError, ROLE_USER};
-use aggregates::meter::{meter_id, MeterCommand, MeterError, KIND_MESSAGES};
+use aggregates::meter::KIND_MESSAGES;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -13,16 +13,16 @@ use eventstore::CommandError;
 use projections::conversations::{self, ConversationRow, MessageRow};
 use projections::ReadModel;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::envelope::Reply;
 use crate::extract::{AppJson, AppQuery, RequestMeta};
-use crate::routes::account::profile;
 use crate::routes::read_your_writes::settle;
+use crate::views::profile;
 use crate::{ApiError, AppState};
+use usecases::usage::limit_reached;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -157,21 +157,11 @@ pub async fn create(
     AppJson(req): AppJson<TitleRequest>,
 ) -> Result<Reply<ConversationRow>, ApiError> {
     let me = profile(&state, auth.user_id).await?;
-    let plan = state
-        .plans
-        .get(&me.plan)
-        .or_else(|| state.plans.get(&state.plans.default))
-        .cloned();
-    if let Some(plan) = plan {
+    if let Some(plan) = usecases::usage::plan_named(&state.plans, &me.plan) {
         let live = conversations::count_live(&state.pool, auth.user_id).await?;
         if live as u64 >= plan.max_conversations {
-            return Err(ApiError::UpgradeRequired {
-                message: format!(
-                    "the {} plan allows {} conversations; upgrade for more",
-                    plan.name, plan.max_conversations
-                ),
-                details: json!({"plan": plan.name, "kind": "conversations", "limit": plan.max_conversations, "used": live, "remaining": 0}),
-            });
+            let (limit, used) = (plan.max_conversations, live as u64);
+            return Err(limit_reached(&plan, "conversations", limit, used, None).into());
         }
     }
     let id = Uuid::now_v7();
@@ -386,66 +376,6 @@ pub struct ContentRequest {
     pub content: String,
 }
 
-/// Count a message against the plan's daily limit before it is accepted.
-pub async fn charge_message(
-    state: &AppState,
-    auth: &AuthUser,
-    meta: &aggregates::EventMetadata,
-) -> Result<(), ApiError> {
-    charge(state, auth, KIND_MESSAGES, meta).await
-}
-
-/// Count one of `kind` (messages, uploads...) against the plan's daily limit, before the
-/// thing is accepted: 402 `upgrade_required` when the day's allowance is used up.
-pub async fn charge(
-    state: &AppState,
-    auth: &AuthUser,
-    kind: &str,
-    meta: &aggregates::EventMetadata,
-) -> Result<(), ApiError> {
-    let me = profile(state, auth.user_id).await?;
-    let plan = state
-        .plans
-        .get(&me.plan)
-        .or_else(|| state.plans.get(&state.plans.default))
-        .cloned()
-        .ok_or_else(|| ApiError::internal("no plans configured"))?;
-    let now = state.clock.now();
-    let day = now.date_naive();
-    let command = MeterCommand::RecordUsage {
-        user_id: auth.user_id,
-        day,
-        kind: kind.into(),
-        amount: 1,
-        occurred_at: now,
-        limit: plan.daily_limit(kind),
-        record_id: None,
-    };
-    match state
-        .meters
-        .execute(&meter_id(auth.user_id, day), command, meta)
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(CommandError::Domain(MeterError::LimitReached { kind, limit, used })) => {
-            Err(ApiError::UpgradeRequired {
-                message: format!(
-                    "the {} plan allows {limit} {kind} a day; upgrade for more",
-                    plan.name
-                ),
-                details: json!({"plan": plan.name, "kind": kind, "limit": limit, "used": used, "remaining": limit.saturating_sub(used), "day": day}),
-            })
-        }
-        Err(CommandError::Domain(MeterError::Invalid { field, message })) => {
-            Err(ApiError::validation(field, message))
-        }
-        Err(CommandError::Conflict) => Err(ApiError::Conflict(
-            "usage was recorded concurrently; try again".into(),
-        )),
-        Err(e @ (CommandError::Store(_) | CommandError::Unavailable(_))) => Err(e.into()),
-    }
-}
-
 /// Post a message (PostMessage). It counts as usage (`messages`): 402 `upgrade_required`
 /// when the day's messages are used up, and then nothing is appended.
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/messages", operation_id = "post_message", tag = "conversations", security(("bearer" = [])),
@@ -467,7 +397,7 @@ pub async fn post_message(
         ));
     }
     let meta = as_owner(meta, &auth);
-    charge_message(&state, &auth, &meta).await?;
+    auth.charge(&state, KIND_MESSAGES, &meta).await?;
     let message_id = Uuid::now_v7();
     let outcome = state
         .conversations

@@ -18,10 +18,14 @@ use uuid::Uuid;
 
 use crate::auth::{password_policy, AuthUser};
 use crate::envelope::Reply;
+use crate::error::session_error;
+use crate::error::user_error;
 use crate::extract::{AppJson, RequestMeta};
-use crate::routes::account::{profile, revoke_sessions, session_error, user_error, Profile};
 use crate::routes::read_your_writes::settle;
+use crate::views::profile;
+use crate::views::Profile;
 use crate::{ApiError, AppState};
+use usecases::accounts::revoke_sessions;
 
 pub fn router(avatar_max_bytes: usize) -> Router<AppState> {
     Router::new()

@@ -1,6 +1,5 @@
 //! One module per resource, each with its `router()`.
 
-pub mod account;
 pub mod admin;
 pub mod auth;
 pub mod chat;

@@ -15,9 +15,11 @@ use uuid::Uuid;
 
 use crate::auth::password_policy;
 use crate::envelope::Reply;
+use crate::error::user_error;
+use crate::extract::client_ip;
 use crate::extract::{JsonOrForm, RequestMeta};
-use crate::routes::account::{client_ip, revoke_sessions, user_error};
 use aggregates::email_probe::KIND_PASSWORD_RESET;
+use usecases::accounts::revoke_sessions;
 
 use crate::routes::auth::{checked_email, mail_if_known, EmailRequest, Notice};
 use crate::routes::read_your_writes::settle;

@@ -4,8 +4,7 @@
 //! sealed personal values with my key: it is my audit trail, and the log is where it is
 //! complete. Nothing of it is copied into a read model that erasure would have to scrub.
 
-use aggregates::user::UserCommand;
-use aggregates::{EventMetadata, LogCursor};
+use aggregates::LogCursor;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,7 +13,6 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use eventstore::StoredEvent;
 use projections::sessions::SessionRow;
-use projections::ReadModel;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -23,8 +21,8 @@ use uuid::Uuid;
 use crate::auth::AuthUser;
 use crate::envelope::Reply;
 use crate::extract::{AppJson, AppQuery, RequestMeta};
-use crate::routes::account::{profile, user_error, Profile};
-use crate::routes::read_your_writes::settle;
+use crate::views::profile;
+use crate::views::Profile;
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -38,7 +36,7 @@ pub fn erase_route() -> axum::routing::MethodRouter<AppState> {
     axum::routing::delete(erase_me)
 }
 
-use crate::routes::admin::audit::strip_secrets;
+use usecases::audit::strip_secrets;
 
 /// One entry of a user's history.
 #[derive(Debug, Serialize, ToSchema)]
@@ -207,71 +205,6 @@ pub struct EraseRequest {
     pub password: Option<String>,
 }
 
-/// Erase a user: record `UserErased`, delete their key (every sealed copy of their personal
-/// data becomes unreadable), release their email, delete their avatar file, and wait until
-/// the read models have scrubbed them. Shared with the admin's delete.
-pub async fn erase_user(
-    state: &AppState,
-    user_id: Uuid,
-    requested_by: &str,
-    meta: &EventMetadata,
-) -> Result<Option<LogCursor>, ApiError> {
-    let avatar = projections::users::by_id(&state.pool, user_id)
-        .await?
-        .and_then(|u| u.avatar_sha256);
-    let outcome = state
-        .users
-        .execute(
-            &user_id.to_string(),
-            UserCommand::EraseUser {
-                requested_by: requested_by.to_owned(),
-            },
-            meta,
-        )
-        .await
-        .map_err(user_error)?;
-    state.keys.erase(user_id).await.map_err(ApiError::from)?;
-    sqlx::query("delete from email_claims where user_id = $1")
-        .bind(user_id)
-        .execute(&state.pool)
-        .await?;
-    settle(
-        state,
-        outcome.cursor,
-        &[
-            ReadModel::Users,
-            ReadModel::Sessions,
-            ReadModel::Conversations,
-            ReadModel::Uploads,
-        ],
-    )
-    .await;
-    if let Some(sha) = avatar.filter(|s| s.chars().all(|c| c.is_ascii_hexdigit())) {
-        let shared: i64 = sqlx::query_scalar("select count(*) from users where avatar_sha256 = $1")
-            .bind(&sha)
-            .fetch_one(&state.pool)
-            .await?;
-        if shared == 0 {
-            let _ = tokio::fs::remove_file(state.config.data_dir.join("avatars").join(&sha)).await;
-        }
-    }
-    // uploaded files go too, unless another user stored the same bytes
-    for sha in projections::uploads::hashes_of(&state.pool, user_id).await? {
-        let shared: i64 = sqlx::query_scalar(
-            "select count(*) from uploads where sha256 = $1 and owner_id <> $2 and deleted_at is null",
-        )
-        .bind(&sha)
-        .bind(user_id)
-        .fetch_one(&state.pool)
-        .await?;
-        if shared == 0 && sha.chars().all(|c| c.is_ascii_hexdigit()) {
-            let _ = tokio::fs::remove_file(state.config.data_dir.join("uploads").join(&sha)).await;
-        }
-    }
-    tracing::info!(user.id = %user_id, requested_by, "Erased a user");
-    Ok(outcome.cursor)
-}
-
 /// Delete my account and erase my personal data (give the password when there is one).
 /// The log keeps the events, but what was personal in them can no longer be read.
 #[utoipa::path(delete, path = "/api/v1/users/me", operation_id = "erase_me", tag = "me", security(("bearer" = [])),
@@ -284,37 +217,10 @@ pub async fn erase_me(
     auth: AuthUser,
     AppJson(req): AppJson<EraseRequest>,
 ) -> Result<Response, ApiError> {
-    let user = state
-        .users
-        .load(&auth.user_id.to_string())
-        .await
-        .map_err(user_error)?;
-    if let Some(hash) = &user.password_hash {
-        let given = req.password.ok_or(ApiError::InvalidCredentials)?;
-        let ok = state
-            .passwords
-            .verify(given, hash.clone())
-            .await
-            .map_err(ApiError::internal)?;
-        if !ok {
-            return Err(ApiError::InvalidCredentials);
-        }
-    }
     let mut meta = meta;
     meta.actor_id = Some(auth.user_id.to_string());
     meta.actor_role = auth.role.clone();
-    let is_admin = projections::users::by_id(&state.pool, auth.user_id)
-        .await?
-        .is_some_and(|u| u.role == aggregates::user::ROLE_ADMIN);
-    let cursor = if is_admin {
-        // the last active admin may not erase themselves: nobody could administer
-        crate::routes::admin::guard::with_admin_guard(&state, auth.user_id, "delete", async {
-            erase_user(&state, auth.user_id, "user", &meta).await
-        })
-        .await?
-    } else {
-        erase_user(&state, auth.user_id, "user", &meta).await?
-    };
+    let cursor = usecases::erasure::erase_self(&state, auth.user_id, req.password, &meta).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Some(c) = cursor.and_then(|c| c.to_string().parse().ok()) {
         response.headers_mut().insert("x-position", c);

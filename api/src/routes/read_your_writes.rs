@@ -21,21 +21,7 @@ pub async fn settle(
     cursor: Option<LogCursor>,
     models: &[ReadModel],
 ) -> Vec<&'static str> {
-    let Some(cursor) = cursor else { return vec![] };
-    let timeout = state.config.read_your_writes_timeout;
-    if state
-        .checkpoints
-        .wait_for(models, cursor, timeout)
-        .await
-        .is_ok()
-    {
-        return vec![];
-    }
-    models
-        .iter()
-        .filter(|m| state.checkpoints.current(**m).is_none_or(|c| c < cursor))
-        .map(|m| m.name())
-        .collect()
+    state.settle(cursor, models).await
 }
 
 /// Honour `X-Min-Position` on a query: 503 `not_caught_up` if the read models do not reach

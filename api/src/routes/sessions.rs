@@ -21,13 +21,17 @@ use uuid::Uuid;
 use crate::auth::tokens::{parse_refresh_token, refresh_token};
 use crate::auth::{cookies, AuthUser};
 use crate::envelope::Reply;
+use crate::error::session_error;
+use crate::error::user_error;
+use crate::extract::client_ip;
+use crate::extract::device_name;
 use crate::extract::{from_json, JsonOrForm, RequestMeta};
-use crate::routes::account::{
-    client_ip, device_name, profile, revoke_sessions, session_error, user_error, Profile,
-};
 use crate::routes::auth::checked_email;
 use crate::routes::read_your_writes::settle;
+use crate::views::profile;
+use crate::views::Profile;
 use crate::{ApiError, AppState};
+use usecases::accounts::revoke_sessions;
 
 pub fn router() -> Router<AppState> {
     Router::new()

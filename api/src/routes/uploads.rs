@@ -20,7 +20,6 @@ use uuid::Uuid;
 use crate::auth::AuthUser;
 use crate::envelope::Reply;
 use crate::extract::RequestMeta;
-use crate::routes::conversations::charge;
 use crate::routes::read_your_writes::settle;
 use crate::{ApiError, AppState};
 
@@ -116,7 +115,7 @@ pub async fn upload(
     meta.actor_id = Some(auth.user_id.to_string());
     meta.actor_role = auth.role.clone();
     // counted against the plan before anything is stored
-    charge(&state, &auth, KIND_UPLOADS, &meta).await?;
+    auth.charge(&state, KIND_UPLOADS, &meta).await?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let dir = state.config.data_dir.join("uploads");
     let path = dir.join(&sha256);

@@ -21,9 +21,11 @@ use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
 use crate::envelope::{CommandAccepted, Reply};
+use crate::error::user_error;
 use crate::extract::{AppJson, RequestMeta};
-use crate::routes::account::{profile, user_error, Profile};
 use crate::routes::read_your_writes::settle;
+use crate::views::profile;
+use crate::views::Profile;
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -95,25 +97,6 @@ pub struct RecordUsageRequest {
     pub occurred_at: Option<DateTime<Utc>>,
 }
 
-/// The user's plan, from the users read model as the request's authentication read it (a
-/// plan change waits for the read model, so it is current).
-pub(crate) async fn plan_of(state: &AppState, auth: &AuthUser) -> Result<Plan, ApiError> {
-    let name = match &auth.current_plan {
-        Some(plan) => plan.clone(),
-        None => profile(state, auth.user_id).await?.plan,
-    };
-    plan_named(state, &name).ok_or_else(|| ApiError::internal("no plans configured"))
-}
-
-/// The plan of this name, or the default one for a name the configuration no longer has.
-pub(crate) fn plan_named(state: &AppState, name: &str) -> Option<Plan> {
-    state
-        .plans
-        .get(name)
-        .or_else(|| state.plans.get(&state.plans.default))
-        .cloned()
-}
-
 /// Record usage. 202 with the log position; 402 `upgrade_required` (with `details`: the
 /// kind, limit, used and remaining) when it would pass the plan's daily limit. The limit is
 /// decided on the command side: concurrent requests cannot overshoot it.
@@ -142,7 +125,7 @@ pub async fn record_usage(
             "is more than 7 days ago",
         ));
     }
-    let plan = plan_of(&state, &auth).await?;
+    let plan = auth.plan(&state).await?;
     let day = occurred_at.date_naive();
     let limit = plan.daily_limit(&req.kind);
     let mut meta = meta;
@@ -240,7 +223,7 @@ pub async fn usage(
     State(state): State<AppState>,
     auth: AuthUser,
 ) -> Result<Reply<UsageReport>, ApiError> {
-    let plan = plan_of(&state, &auth).await?;
+    let plan = auth.plan(&state).await?;
     let today = state.clock.now().date_naive();
     let rows =
         projections::usage::for_user(&state.pool, auth.user_id, today - Duration::days(29)).await?;

@@ -32,8 +32,9 @@ use crate::auth::AuthUser;
 use crate::envelope::Reply;
 use crate::extract::{AppJson, RequestMeta};
 use crate::routes::admin::{Admin, AdminIdentity};
-use crate::routes::usage::{plan_named, plan_of, MAX_AHEAD_MINUTES, MAX_BACKDATE_DAYS};
+use crate::routes::usage::{MAX_AHEAD_MINUTES, MAX_BACKDATE_DAYS};
 use crate::{ApiError, AppState};
+use usecases::usage::plan_named;
 
 /// The most records one batch may carry.
 pub const MAX_RECORDS: usize = 1000;
@@ -205,7 +206,7 @@ pub async fn record_usage_batch(
     };
     let mut plans: HashMap<Uuid, Option<Plan>> = HashMap::new();
     if let Recorder::User(auth) = &recorder {
-        plans.insert(auth.user_id, Some(plan_of(&state, auth).await?));
+        plans.insert(auth.user_id, Some(auth.plan(&state).await?));
     } else {
         let named: Vec<Uuid> = req.records.iter().filter_map(|r| r.user_id).collect();
         for (id, plan) in plans_of(&state, &named).await? {
@@ -385,7 +386,7 @@ async fn plans_of(state: &AppState, users: &[Uuid]) -> Result<Vec<(Uuid, Option<
             (
                 id,
                 (status == STATUS_ACTIVE)
-                    .then(|| plan_named(state, &plan))
+                    .then(|| plan_named(&state.plans, &plan))
                     .flatten(),
             )
         })

@@ -12,8 +12,8 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::envelope::Reply;
+use crate::extract::client_ip;
 use crate::extract::{AppQuery, RequestMeta};
-use crate::routes::account::client_ip;
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {

@@ -10,7 +10,6 @@ use aggregates::conversation::{
 use aggregates::meter::KIND_TOKENS;
 use aggregates::{EventMetadata, StreamEnvelope};
 use async_nats::jetstream::Message;
-use chrono::Utc;
 use eventstore::crypto::ERASED;
 use eventstore::personal::open_values;
 use eventstore::CommandError;
@@ -18,7 +17,9 @@ use llm::{ChatMessage, LlmError, HISTORY_MAX};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{tokens, Inner, EVENT_TYPE};
+use usecases::usage;
+
+use super::{Inner, EVENT_TYPE};
 use crate::backoff::Backoff;
 
 /// The reason recorded when the day's tokens are used up.
@@ -63,7 +64,7 @@ impl Inner {
             return Verdict::Ack;
         }
         let event_id = envelope.event_id;
-        if self.tuning.is_stale(envelope.recorded_at, Utc::now()) {
+        if self.tuning.is_stale(envelope.recorded_at, self.clock.now()) {
             tracing::debug!(%event_id, recorded_at = %envelope.recorded_at, "Assistant skips an old message");
             metrics::counter!("chronicle_assistant_skipped_total", "reason" => "stale")
                 .increment(1);
@@ -139,7 +140,7 @@ impl Inner {
             tracing::debug!(message_id = %q.message_id, "Assistant: nothing to answer");
             return Verdict::Ack;
         }
-        let plan = match tokens::plan_of(&self.pool, &self.plans, q.owner_id).await {
+        let plan = match usage::plan_of(&self.pool, &self.plans, q.owner_id).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "Assistant cannot read the user's plan");
@@ -147,7 +148,7 @@ impl Inner {
             }
         };
         let limit = plan.daily_limit(KIND_TOKENS);
-        match tokens::left(&self.meters, q.owner_id, Utc::now(), limit).await {
+        match usage::left(&self.meters, q.owner_id, self.clock.now(), limit).await {
             Ok(Some(0)) => return self.fail(q, TOKENS_LIMIT_REACHED, delivered).await,
             Ok(_) => {}
             Err(e) => {
@@ -283,10 +284,10 @@ impl Inner {
         stop: &CancellationToken,
     ) -> Verdict {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let now = Utc::now();
+        let now = self.clock.now();
         loop {
-            match tokens::record(&self.meters, q.owner_id, now, tokens, limit, &q.metadata).await {
-                Ok(recorded) => {
+            match usage::record(&self.meters, q.owner_id, now, tokens, limit, &q.metadata).await {
+                Ok((recorded, _)) => {
                     if recorded < tokens {
                         tracing::info!(message_id = %q.message_id, tokens, recorded, "The reply used more tokens than were left; counted up to the limit");
                     }

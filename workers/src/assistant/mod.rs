@@ -30,7 +30,6 @@
 //! - [`tokens`]: the owner's plan, the day's tokens left, recording what a reply used.
 
 pub mod answer;
-pub mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +65,8 @@ pub struct AssistantConfig {
     pub plans: Plans,
     /// Snapshot meters as the API does (`METER_SNAPSHOT_EVERY`).
     pub meter_snapshot_every: u64,
+    /// The time usage is recorded at and staleness is judged by (the API's clock).
+    pub clock: Arc<dyn usecases::Clock>,
 }
 
 /// Knobs with defaults that suit production; tests may shorten them.
@@ -118,6 +119,7 @@ struct Inner {
     conversations: CommandBus<Conversation>,
     meters: CommandBus<Meter>,
     plans: Plans,
+    clock: Arc<dyn usecases::Clock>,
     client: LlmClient,
     max_attempts: u32,
     tuning: AssistantTuning,
@@ -151,6 +153,7 @@ impl Assistant {
                 pool,
                 keys,
                 plans: config.plans,
+                clock: config.clock,
                 client,
                 max_attempts: config.max_attempts.max(1),
                 tuning: AssistantTuning::default(),

@@ -158,7 +158,7 @@ pub async fn rebuild(
     {
         let mut running = REBUILDING
             .lock()
-            .map_err(|_| ApiError::internal("rebuild registry poisoned"))?;
+            .map_err(|_| ApiError::internal_msg("rebuild registry poisoned"))?;
         if !running.insert(model.name()) {
             return Err(ApiError::Conflict(format!(
                 "{model} is being rebuilt already"

@@ -164,14 +164,9 @@ pub async fn live(
                     }
                     let ids: Vec<Uuid> = batch.iter().map(|e| e.event_id).collect();
                     // whose history each event is in (a session's later events say no user)
-                    let subjects: Vec<(Uuid, Uuid)> = sqlx::query_as(
-                        "select event_id, subject_id from events \
-                         where event_id = any($1) and subject_id is not null",
-                    )
-                    .bind(&ids)
-                    .fetch_all(&f.state.pool)
-                    .await
-                    .unwrap_or_default();
+                    let subjects = eventstore::log::subjects_of(&f.state.pool, &ids)
+                        .await
+                        .unwrap_or_default();
                     f.subjects = subjects.into_iter().collect();
                     f.pending.extend(batch);
                 }

@@ -7,22 +7,25 @@
 //! `admin`, or the key's id with role `api_key`.
 //!
 //! # Layout
-//! - [`ops`]: the operations on users, shared with the admin CLI (`chronicle admin`).
-//! - [`api_keys`]: admin API keys. [`guard`]: the last-active-admin rule.
 //! - [`audit`]: a user's audit trail (history with actors and readable summaries).
 //! - [`users`]: the user routes.
 //! - [`insight`]: stats and projections.
 //! - [`export`]: the event log, filtered, as JSON pages or an NDJSON/CSV stream.
 //! - [`live`]: the event stream as it happens (server-sent events).
+//!
+//! What the routes do to users, keys and the log is the use cases'
+//! ([`usecases::accounts`], [`usecases::api_keys`], [`usecases::admin_guard`],
+//! [`usecases::audit`], [`usecases::export`]), shared with `chronicle admin` and
+//! `chronicle events`.
 
-pub mod api_keys;
 pub mod audit;
 pub mod export;
-pub mod guard;
 pub mod insight;
 pub mod live;
-pub mod ops;
 pub mod users;
+
+use usecases::api_keys;
+pub use usecases::export::type_list;
 
 use aggregates::api_key::ROLE_API_KEY;
 use aggregates::user::ROLE_ADMIN;
@@ -115,15 +118,4 @@ pub async fn still_allowed(state: &AppState, identity: &AdminIdentity) -> bool {
             .flatten()
             .is_some_and(|u| u.role == ROLE_ADMIN && u.status == aggregates::user::STATUS_ACTIVE),
     }
-}
-
-/// A comma-separated list of event types (`type=A,B`), blanks dropped.
-pub fn type_list(raw: Option<String>) -> Vec<String> {
-    raw.map(|t| {
-        t.split(',')
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect()
-    })
-    .unwrap_or_default()
 }

@@ -6,21 +6,20 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
-use chrono::{DateTime, Utc};
 use projections::sessions::SessionRow;
-use projections::users::{UserFilter, UserRow, UserSort};
+use projections::users::{UserFilter, UserSort};
 use projections::ReadModel;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::ops::{self, NewUser, UserChanges};
 use super::Admin;
 use crate::envelope::Reply;
 use crate::extract::{from_json, AppJson, AppQuery};
-use crate::routes::account::Profile;
 use crate::routes::read_your_writes::settle;
+use crate::views::AdminUser;
 use crate::{ApiError, AppState};
+use usecases::accounts::{self, NewUser, UserChanges};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -59,24 +58,6 @@ pub enum UserStatus {
     Active,
     Disabled,
     Erased,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct AdminUser {
-    #[serde(flatten)]
-    pub profile: Profile,
-    pub has_password: bool,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<UserRow> for AdminUser {
-    fn from(u: UserRow) -> Self {
-        Self {
-            has_password: u.has_password,
-            updated_at: u.updated_at,
-            profile: Profile::from(u),
-        }
-    }
 }
 
 pub(super) fn user_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -274,7 +255,7 @@ pub async fn create(
         plan: req.plan,
         verified: req.verified,
     };
-    let (id, cursor) = ops::create_user(&state, new, &admin.meta).await?;
+    let (id, cursor) = accounts::create_user(&state, new, &admin.meta).await?;
     changed(&state, id, cursor, StatusCode::CREATED).await
 }
 
@@ -345,7 +326,7 @@ pub async fn update(
         plan: req.plan,
         email: req.email,
     };
-    let cursor = ops::update_user(&state, id, changes, &admin.meta).await?;
+    let cursor = accounts::update_user(&state, id, changes, &admin.meta).await?;
     changed(&state, id, cursor, StatusCode::OK).await
 }
 
@@ -371,7 +352,7 @@ pub async fn set_role(
     AppJson(req): AppJson<RoleRequest>,
 ) -> Result<Reply<UserChanged>, ApiError> {
     let id = user_id(&id)?;
-    let cursor = ops::set_role(&state, id, req.role.trim(), &admin.meta).await?;
+    let cursor = accounts::set_role(&state, id, req.role.trim(), &admin.meta).await?;
     changed(&state, id, cursor, StatusCode::OK).await
 }
 
@@ -411,7 +392,7 @@ pub async fn deactivate(
 ) -> Result<Reply<UserChanged>, ApiError> {
     let id = user_id(&id)?;
     let req: DeactivateRequest = optional_body(&body)?;
-    let cursor = ops::deactivate(&state, id, req.reason, &admin.meta).await?;
+    let cursor = accounts::deactivate(&state, id, req.reason, &admin.meta).await?;
     changed(&state, id, cursor, StatusCode::OK).await
 }
 
@@ -426,7 +407,7 @@ pub async fn reactivate(
     Path(id): Path<String>,
 ) -> Result<Reply<UserChanged>, ApiError> {
     let id = user_id(&id)?;
-    let cursor = ops::reactivate(&state, id, &admin.meta).await?;
+    let cursor = accounts::reactivate(&state, id, &admin.meta).await?;
     changed(&state, id, cursor, StatusCode::OK).await
 }
 
@@ -444,7 +425,7 @@ pub async fn erase(
 ) -> Result<Reply<UserChanged>, ApiError> {
     let id = user_id(&id)?;
     admin_user(&state, id).await?;
-    let cursor = ops::erase(&state, id, &admin.meta).await?;
+    let cursor = accounts::erase(&state, id, &admin.meta).await?;
     changed(&state, id, cursor, StatusCode::OK).await
 }
 
@@ -460,7 +441,7 @@ pub async fn end_all_sessions(
 ) -> Result<Reply<UserChanged>, ApiError> {
     let id = user_id(&id)?;
     admin_user(&state, id).await?;
-    let cursor = ops::end_sessions(&state, id, None, &admin.meta).await?;
+    let cursor = accounts::end_sessions(&state, id, None, &admin.meta).await?;
     changed(&state, id, cursor, StatusCode::OK).await
 }
 
@@ -478,6 +459,6 @@ pub async fn end_session(
     let session_id: Uuid = session_id
         .parse()
         .map_err(|_| ApiError::NotFound("no such session".into()))?;
-    let cursor = ops::end_sessions(&state, id, Some(session_id), &admin.meta).await?;
+    let cursor = accounts::end_sessions(&state, id, Some(session_id), &admin.meta).await?;
     changed(&state, id, cursor, StatusCode::OK).await
 }

@@ -5,50 +5,45 @@
 use aggregates::user::{ROLE_ADMIN, STATUS_ACTIVE};
 use aggregates::LogCursor;
 use projections::ReadModel;
-use sqlx::Connection;
 use uuid::Uuid;
 
-use crate::{ApiError, AppState};
+use crate::{Core, Error};
 
 /// Run `change` (which may take away `target`'s admin powers) only if another active admin
 /// would remain. One such change at a time in the whole deployment (an advisory lock on a
 /// connection of its own, held while the users read model catches up with the change).
-pub(crate) async fn with_admin_guard<F>(
-    state: &AppState,
+pub async fn with_admin_guard<F>(
+    state: &Core,
     target: Uuid,
     verb: &str,
     change: F,
-) -> Result<Option<LogCursor>, ApiError>
+) -> Result<Option<LogCursor>, Error>
 where
-    F: std::future::Future<Output = Result<Option<LogCursor>, ApiError>>,
+    F: std::future::Future<Output = Result<Option<LogCursor>, Error>>,
 {
-    let mut conn = state.pool.acquire().await?.detach();
-    sqlx::query("select pg_advisory_lock(hashtext('chronicle:admins'))")
-        .execute(&mut conn)
-        .await?;
+    let lock = eventstore::locks::lock(&state.pool, "chronicle:admins").await?;
     let outcome = guarded(state, target, verb, change).await;
-    // closing the connection releases the lock, whatever happened above
-    let _ = conn.close().await;
+    lock.release().await;
     outcome
 }
 
 async fn guarded<F>(
-    state: &AppState,
+    state: &Core,
     target: Uuid,
     verb: &str,
     change: F,
-) -> Result<Option<LogCursor>, ApiError>
+) -> Result<Option<LogCursor>, Error>
 where
-    F: std::future::Future<Output = Result<Option<LogCursor>, ApiError>>,
+    F: std::future::Future<Output = Result<Option<LogCursor>, Error>>,
 {
     users_caught_up(state, None).await?;
     let row = projections::users::by_id(&state.pool, target)
         .await?
-        .ok_or_else(|| ApiError::NotFound("no such user".into()))?;
+        .ok_or_else(|| Error::NotFound("no such user".into()))?;
     if row.role == ROLE_ADMIN && row.status == STATUS_ACTIVE {
         let others = projections::users::active_admins_except(&state.pool, target).await?;
         if others == 0 {
-            return Err(ApiError::Conflict(format!(
+            return Err(Error::Conflict(format!(
                 "cannot {verb} the last active admin; make another admin first"
             )));
         }
@@ -65,7 +60,7 @@ where
 
 /// Wait until the users read model has reached `cursor` (None: every event committed so
 /// far, readable or not yet: a count made after this wait includes every earlier change).
-pub async fn users_caught_up(state: &AppState, cursor: Option<LogCursor>) -> Result<(), ApiError> {
+pub async fn users_caught_up(state: &Core, cursor: Option<LogCursor>) -> Result<(), Error> {
     let target = match cursor {
         Some(c) => Some(c),
         None => eventstore::log::last_committed(&state.pool).await?,
@@ -76,8 +71,8 @@ pub async fn users_caught_up(state: &AppState, cursor: Option<LogCursor>) -> Res
         .wait_for(
             &[ReadModel::Users, ReadModel::Sessions],
             target,
-            state.config.read_your_writes_timeout,
+            state.settings.read_your_writes_timeout,
         )
         .await
-        .map_err(|_| ApiError::NotCaughtUp)
+        .map_err(|_| Error::NotCaughtUp)
 }

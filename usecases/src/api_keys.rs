@@ -10,16 +10,16 @@ use eventstore::secrets::random_token;
 use eventstore::CommandError;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::{ApiError, AppState};
+use crate::{Core, Error};
 
 /// Prefix of every admin API key.
 pub const API_KEY_PREFIX: &str = "chk_";
 
 /// A new admin API key: its id and the key itself (shown once, never stored).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewApiKey {
     pub id: Uuid,
     pub name: String,
@@ -33,11 +33,11 @@ fn secret_hash(secret: &str) -> String {
 
 /// Make an admin API key.
 pub async fn create_api_key(
-    state: &AppState,
+    state: &Core,
     name: &str,
     created_by: &str,
     meta: &EventMetadata,
-) -> Result<NewApiKey, ApiError> {
+) -> Result<NewApiKey, Error> {
     let id = Uuid::now_v7();
     let secret = random_token();
     let command = ApiKeyCommand::CreateApiKey {
@@ -49,8 +49,7 @@ pub async fn create_api_key(
     state
         .api_keys
         .execute(&id.to_string(), command, meta)
-        .await
-        .map_err(api_key_error)?;
+        .await?;
     Ok(NewApiKey {
         id,
         name: name.trim().to_owned(),
@@ -60,11 +59,11 @@ pub async fn create_api_key(
 
 /// Revoke a key: it stops working at once (keys are checked against the event store).
 pub async fn revoke_api_key(
-    state: &AppState,
+    state: &Core,
     id: Uuid,
     revoked_by: &str,
     meta: &EventMetadata,
-) -> Result<Option<LogCursor>, ApiError> {
+) -> Result<Option<LogCursor>, Error> {
     let command = ApiKeyCommand::RevokeApiKey {
         revoked_by: revoked_by.to_owned(),
         now: state.clock.now(),
@@ -72,31 +71,24 @@ pub async fn revoke_api_key(
     let outcome = state
         .api_keys
         .execute(&id.to_string(), command, meta)
-        .await
-        .map_err(api_key_error)?;
+        .await?;
     Ok(outcome.cursor)
 }
 
-fn api_key_error(e: CommandError<ApiKeyError>) -> ApiError {
-    match e {
-        CommandError::Domain(ApiKeyError::NotFound) => ApiError::NotFound("no such API key".into()),
-        CommandError::Domain(ApiKeyError::BadName) => {
-            ApiError::validation("name", "must be 1 to 100 printable characters")
-        }
-        CommandError::Domain(e) => ApiError::Conflict(e.to_string()),
-        CommandError::Conflict => ApiError::Conflict("the key changed meanwhile; try again".into()),
-        e @ (CommandError::Store(_) | CommandError::Unavailable(_)) => e.into(),
+impl From<CommandError<ApiKeyError>> for Error {
+    fn from(e: CommandError<ApiKeyError>) -> Self {
+        Error::command(e, "the key changed meanwhile", |e| match e {
+            ApiKeyError::NotFound => Error::NotFound("no such API key".into()),
+            ApiKeyError::BadName => Error::invalid("name", "must be 1 to 100 printable characters"),
+            other => Error::Conflict(other.to_string()),
+        })
     }
 }
 
 /// Check a presented `X-Admin-Key`; the key's id when it is valid and not revoked.
-pub async fn verify_api_key(state: &AppState, presented: &str) -> Result<Uuid, ApiError> {
-    let (id, secret) = parse_api_key(presented).ok_or(ApiError::TokenInvalid)?;
-    let key: ApiKey = state
-        .api_keys
-        .load(&id.to_string())
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+pub async fn verify_api_key(state: &Core, presented: &str) -> Result<Uuid, Error> {
+    let (id, secret) = parse_api_key(presented).ok_or(Error::TokenInvalid)?;
+    let key: ApiKey = state.api_keys.load(&id.to_string()).await?;
     let expected = key.secret_hash.as_bytes();
     let given = secret_hash(secret);
     let same = expected.len() == given.len()
@@ -108,7 +100,7 @@ pub async fn verify_api_key(state: &AppState, presented: &str) -> Result<Uuid, A
     if key.is_active() && same {
         Ok(id)
     } else {
-        Err(ApiError::TokenInvalid)
+        Err(Error::TokenInvalid)
     }
 }
 
@@ -123,7 +115,8 @@ fn parse_api_key(presented: &str) -> Option<(Uuid, &str)> {
 }
 
 /// An admin API key as listed (never the key itself).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKeyInfo {
     pub id: Uuid,
     pub name: String,
@@ -135,7 +128,7 @@ pub struct ApiKeyInfo {
 }
 
 /// Every admin API key, oldest first, from the log.
-pub async fn list_api_keys(state: &AppState) -> Result<Vec<ApiKeyInfo>, ApiError> {
+pub async fn list_api_keys(state: &Core) -> Result<Vec<ApiKeyInfo>, Error> {
     // each key on its own: a transaction open elsewhere must not hide a revocation
     let events =
         eventstore::log::read_aggregate_type(&state.pool, aggregates::api_key::AGGREGATE_TYPE)
@@ -169,13 +162,7 @@ pub async fn list_api_keys(state: &AppState) -> Result<Vec<ApiKeyInfo>, ApiError
     }
     // when each key last caused an event: one query for all of them
     let ids: Vec<String> = keys.iter().map(|k| k.id.to_string()).collect();
-    let last: Vec<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "select metadata ->> 'actor_id', max(recorded_at) from events \
-         where metadata ->> 'actor_id' = any($1) group by 1",
-    )
-    .bind(&ids)
-    .fetch_all(&state.pool)
-    .await?;
+    let last = eventstore::log::last_acted(&state.pool, &ids).await?;
     for k in &mut keys {
         let id = k.id.to_string();
         k.last_used_at = last.iter().find(|(a, _)| *a == id).and_then(|(_, t)| *t);

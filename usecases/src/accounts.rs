@@ -1,26 +1,68 @@
-//! What admins can do to users, shared by the HTTP routes and the admin CLI (`chronicle admin`,
-//! which builds an [`AppState`] on the database without serving HTTP).
+//! Accounts: opening one (one account per email: the claim comes first and is given back
+//! if the account is not opened), what admins change about a user (profile, plan, email,
+//! role, deactivation), and ending sessions. Shared by the HTTP routes, the admin CLI and
+//! the seed.
 //!
-//! Each operation is a command on an aggregate with the admin's metadata; changes that could
-//! leave nobody able to administer (demoting, deactivating or erasing the last active
-//! admin) take a cluster-wide advisory lock, wait until the users read model has caught up
-//! with the log, and count the admins that would remain.
+//! Each operation is a command on an aggregate with the caller's metadata; changes that
+//! could leave nobody able to administer (demoting, deactivating, erasing or re-addressing
+//! the last active admin) run under [`crate::admin_guard`].
 
 use aggregates::session::SessionCommand;
-use aggregates::user::commands::normalize_email;
-use aggregates::user::{UserCommand, ROLE_ADMIN, ROLE_USER};
+use aggregates::user::commands::{is_plausible_email, normalize_email};
+use aggregates::user::{User, UserCommand, UserError, ROLE_ADMIN, ROLE_USER};
 use aggregates::{EventMetadata, LogCursor};
 use eventstore::email_claims::{self, Claim};
 use eventstore::secrets::random_nonce;
-use eventstore::CommandError;
-use sqlx::Connection;
+use eventstore::{CommandBus, CommandError, CommandOutcome};
+use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::guard::with_admin_guard;
-use crate::auth::password_policy;
-use crate::routes::account::{revoke_sessions, session_error, user_error};
-use crate::routes::auth::checked_email;
-use crate::{ApiError, AppState};
+use crate::admin_guard::with_admin_guard;
+use crate::password_policy;
+use crate::{Core, Error};
+
+/// An email as accounts hold it (trimmed, lower-case), or 422 on `email`.
+pub fn checked_email(email: &str) -> Result<String, Error> {
+    let email = normalize_email(email);
+    if !is_plausible_email(&email) {
+        return Err(Error::invalid("email", "is not an email address"));
+    }
+    Ok(email)
+}
+
+/// How opening an account went.
+pub enum Opened {
+    /// The account is open: the outcome of its `RegisterUser`.
+    New(CommandOutcome<aggregates::user::UserEvent>),
+    /// The email belongs to this account already; nothing was appended.
+    Taken(Uuid),
+}
+
+/// Open the account `register` describes for `email` (normalised): claim the email first
+/// (one account per email across every process), run the command, and give the claim back
+/// if the account was not opened. Registration, an admin's new user and the seeded admin
+/// all open accounts here. (It takes the pool and the bus, not a [`Core`]: the seed runs
+/// before there is one.)
+pub async fn open_account(
+    pool: &PgPool,
+    users: &CommandBus<User>,
+    email: &str,
+    user_id: Uuid,
+    register: UserCommand,
+    meta: &EventMetadata,
+) -> Result<Opened, Error> {
+    match email_claims::claim(pool, email, user_id).await? {
+        Claim::Claimed => {}
+        Claim::TakenBy(owner) => return Ok(Opened::Taken(owner)),
+    }
+    match users.execute(&user_id.to_string(), register, meta).await {
+        Ok(outcome) => Ok(Opened::New(outcome)),
+        Err(e) => {
+            email_claims::release(pool, email, user_id).await?;
+            Err(e.into())
+        }
+    }
+}
 
 /// A user an admin creates.
 #[derive(Debug, Clone, Default)]
@@ -39,14 +81,14 @@ pub struct NewUser {
 
 /// Open an account. Returns the new user's id and the cursor of its last event.
 pub async fn create_user(
-    state: &AppState,
+    state: &Core,
     new: NewUser,
     meta: &EventMetadata,
-) -> Result<(Uuid, Option<LogCursor>), ApiError> {
+) -> Result<(Uuid, Option<LogCursor>), Error> {
     let email = checked_email(&new.email)?;
     let role = new.role.unwrap_or_else(|| ROLE_USER.to_owned());
     if role != ROLE_USER && role != ROLE_ADMIN {
-        return Err(ApiError::validation("role", "must be user or admin"));
+        return Err(Error::invalid("role", "must be user or admin"));
     }
     let plan = new.plan.unwrap_or_else(|| state.plans.default.clone());
     check_plan(state, &plan)?;
@@ -54,27 +96,12 @@ pub async fn create_user(
     let password_hash = match &new.password {
         Some(p) => {
             password_policy::check(p, &email, display_name.as_deref())
-                .map_err(|m| ApiError::validation("password", m))?;
-            Some(
-                state
-                    .passwords
-                    .hash(p.clone())
-                    .await
-                    .map_err(ApiError::internal)?,
-            )
+                .map_err(|m| Error::invalid("password", m))?;
+            Some(state.passwords.hash(p.clone()).await?)
         }
         None => None,
     };
     let user_id = Uuid::now_v7();
-    match email_claims::claim(&state.pool, &email, user_id).await? {
-        Claim::Claimed => {}
-        Claim::TakenBy(_) => {
-            return Err(ApiError::Conflict(
-                "an account with this email exists already".into(),
-            ))
-        }
-    }
-    let now = state.clock.now();
     let command = UserCommand::RegisterUser {
         user_id,
         email: email.clone(),
@@ -86,25 +113,20 @@ pub async fn create_user(
         verification_nonce: random_nonce(),
         // without a password: an invitation mail to choose one (it verifies the address)
         invitation: new.password.is_none(),
-        now,
+        now: state.clock.now(),
     };
-    let registered = state
-        .users
-        .execute(&user_id.to_string(), command, meta)
-        .await;
-    match registered {
-        Ok(outcome) => Ok((user_id, outcome.cursor)),
-        Err(e) => {
-            email_claims::release(&state.pool, &email, user_id).await?;
-            Err(user_error(e))
-        }
+    match open_account(&state.pool, &state.users, &email, user_id, command, meta).await? {
+        Opened::New(outcome) => Ok((user_id, outcome.cursor)),
+        Opened::Taken(_) => Err(Error::Conflict(
+            "an account with this email exists already".into(),
+        )),
     }
 }
 
-fn check_plan(state: &AppState, plan: &str) -> Result<(), ApiError> {
+pub fn check_plan(state: &Core, plan: &str) -> Result<(), Error> {
     if state.plans.get(plan).is_none() {
         let known: Vec<&str> = state.plans.plans.iter().map(|p| p.name.as_str()).collect();
-        return Err(ApiError::validation(
+        return Err(Error::invalid(
             "plan",
             format!("no such plan (known: {})", known.join(", ")),
         ));
@@ -124,32 +146,28 @@ pub struct UserChanges {
 
 /// Change a user's profile, plan or email. Returns the cursor of the last event.
 pub async fn update_user(
-    state: &AppState,
+    state: &Core,
     user_id: Uuid,
     changes: UserChanges,
     meta: &EventMetadata,
-) -> Result<Option<LogCursor>, ApiError> {
+) -> Result<Option<LogCursor>, Error> {
     // one change of a user's email at a time, in the whole deployment
-    let mut lock = state.pool.acquire().await?.detach();
-    sqlx::query("select pg_advisory_lock(hashtext('chronicle:user:' || $1))")
-        .bind(user_id.to_string())
-        .execute(&mut lock)
-        .await?;
+    let lock = eventstore::locks::lock(&state.pool, &format!("chronicle:user:{user_id}")).await?;
     let outcome = update_user_locked(state, user_id, changes, meta).await;
-    let _ = lock.close().await;
+    lock.release().await;
     outcome
 }
 
 async fn update_user_locked(
-    state: &AppState,
+    state: &Core,
     user_id: Uuid,
     changes: UserChanges,
     meta: &EventMetadata,
-) -> Result<Option<LogCursor>, ApiError> {
+) -> Result<Option<LogCursor>, Error> {
     let id = user_id.to_string();
-    let current = state.users.load(&id).await.map_err(user_error)?;
+    let current = state.users.load(&id).await?;
     if !current.registered || current.erased {
-        return Err(ApiError::NotFound("no such user".into()));
+        return Err(Error::NotFound("no such user".into()));
     }
     if let Some(plan) = &changes.plan {
         check_plan(state, plan)?;
@@ -164,7 +182,7 @@ async fn update_user_locked(
             Claim::Claimed => {}
             Claim::TakenBy(owner) if owner == user_id => {}
             Claim::TakenBy(_) => {
-                return Err(ApiError::Conflict("another account has this email".into()))
+                return Err(Error::Conflict("another account has this email".into()))
             }
         }
     }
@@ -174,22 +192,18 @@ async fn update_user_locked(
         Ok(u) => normalize_email(&u.email),
         Err(_) => normalize_email(&current.email),
     };
-    sqlx::query("delete from email_claims where user_id = $1 and email <> $2")
-        .bind(user_id)
-        .bind(&now_email)
-        .execute(&state.pool)
-        .await?;
+    email_claims::release_all_but(&state.pool, user_id, &now_email).await?;
     outcome
 }
 
 async fn apply_changes(
-    state: &AppState,
+    state: &Core,
     user_id: Uuid,
     current: &aggregates::user::User,
     changes: UserChanges,
     new_email: Option<String>,
     meta: &EventMetadata,
-) -> Result<Option<LogCursor>, ApiError> {
+) -> Result<Option<LogCursor>, Error> {
     let id = user_id.to_string();
     let mut cursor = None;
     if let Some(display_name) = changes.display_name {
@@ -198,19 +212,14 @@ async fn apply_changes(
             locale: current.locale.clone(),
             timezone: current.timezone.clone(),
         };
-        let outcome = state
-            .users
-            .execute(&id, command, meta)
-            .await
-            .map_err(user_error)?;
+        let outcome = state.users.execute(&id, command, meta).await?;
         cursor = outcome.cursor.or(cursor);
     }
     if let Some(plan) = changes.plan {
         let outcome = state
             .users
             .execute(&id, UserCommand::ChangePlan { plan }, meta)
-            .await
-            .map_err(user_error)?;
+            .await?;
         cursor = outcome.cursor.or(cursor);
     }
     if let Some(email) = new_email {
@@ -220,11 +229,7 @@ async fn apply_changes(
             now: state.clock.now(),
         };
         let change = async {
-            let outcome = state
-                .users
-                .execute(&id, command, meta)
-                .await
-                .map_err(user_error)?;
+            let outcome = state.users.execute(&id, command, meta).await?;
             Ok(outcome.cursor)
         };
         // an admin with a new, unverified email cannot act until it is verified: that must
@@ -241,13 +246,13 @@ async fn apply_changes(
 
 /// Give a user another role (`user` or `admin`).
 pub async fn set_role(
-    state: &AppState,
+    state: &Core,
     user_id: Uuid,
     role: &str,
     meta: &EventMetadata,
-) -> Result<Option<LogCursor>, ApiError> {
+) -> Result<Option<LogCursor>, Error> {
     if role != ROLE_USER && role != ROLE_ADMIN {
-        return Err(ApiError::validation("role", "must be user or admin"));
+        return Err(Error::invalid("role", "must be user or admin"));
     }
     let command = UserCommand::ChangeRole {
         role: role.to_owned(),
@@ -263,11 +268,11 @@ pub async fn set_role(
 
 /// Switch a user off: no sign-in, and every session is revoked at once.
 pub async fn deactivate(
-    state: &AppState,
+    state: &Core,
     user_id: Uuid,
     reason: Option<String>,
     meta: &EventMetadata,
-) -> Result<Option<LogCursor>, ApiError> {
+) -> Result<Option<LogCursor>, Error> {
     with_admin_guard(state, user_id, "deactivate", async {
         let reason = reason
             .map(|r| r.trim().to_owned())
@@ -282,39 +287,39 @@ pub async fn deactivate(
 
 /// Switch a deactivated user back on.
 pub async fn reactivate(
-    state: &AppState,
+    state: &Core,
     user_id: Uuid,
     meta: &EventMetadata,
-) -> Result<Option<LogCursor>, ApiError> {
+) -> Result<Option<LogCursor>, Error> {
     run_user_command(state, user_id, UserCommand::Reactivate, meta).await
 }
 
 /// Erase a user and their personal data (the same erasure as the owner's own).
 pub async fn erase(
-    state: &AppState,
+    state: &Core,
     user_id: Uuid,
     meta: &EventMetadata,
-) -> Result<Option<LogCursor>, ApiError> {
+) -> Result<Option<LogCursor>, Error> {
     with_admin_guard(state, user_id, "delete", async {
-        crate::routes::privacy::erase_user(state, user_id, "admin", meta).await
+        crate::erasure::erase_user(state, user_id, "admin", meta).await
     })
     .await
 }
 
 /// End one session of a user, or all of them.
 pub async fn end_sessions(
-    state: &AppState,
+    state: &Core,
     user_id: Uuid,
     only: Option<Uuid>,
     meta: &EventMetadata,
-) -> Result<Option<LogCursor>, ApiError> {
+) -> Result<Option<LogCursor>, Error> {
     match only {
         None => revoke_sessions(state, user_id, "revoked by an admin", None, meta).await,
         Some(session_id) => {
             let row = projections::sessions::by_id(&state.pool, session_id)
                 .await?
                 .filter(|s| s.user_id == user_id)
-                .ok_or_else(|| ApiError::NotFound("no such session".into()))?;
+                .ok_or_else(|| Error::NotFound("no such session".into()))?;
             if row.revoked_at.is_some() {
                 return Ok(None);
             }
@@ -327,36 +332,62 @@ pub async fn end_sessions(
                     },
                     meta,
                 )
-                .await
-                .map_err(session_error)?;
+                .await?;
             Ok(outcome.cursor)
         }
     }
 }
 
 async fn run_user_command(
-    state: &AppState,
+    state: &Core,
     user_id: Uuid,
     command: UserCommand,
     meta: &EventMetadata,
-) -> Result<Option<LogCursor>, ApiError> {
+) -> Result<Option<LogCursor>, Error> {
     let outcome = state
         .users
         .execute(&user_id.to_string(), command, meta)
         .await
         .map_err(|e| match e {
-            CommandError::Domain(aggregates::user::UserError::NotRegistered) => {
-                ApiError::NotFound("no such user".into())
+            CommandError::Domain(UserError::NotRegistered) => {
+                Error::NotFound("no such user".into())
             }
-            other => user_error(other),
+            other => other.into(),
         })?;
     Ok(outcome.cursor)
 }
 
 /// Look up a user by email in the users read model (the CLI names users by email).
-pub async fn user_id_by_email(state: &AppState, email: &str) -> Result<Uuid, ApiError> {
+pub async fn user_id_by_email(state: &Core, email: &str) -> Result<Uuid, Error> {
     projections::users::by_email(&state.pool, &normalize_email(email))
         .await?
         .map(|u| u.id)
-        .ok_or_else(|| ApiError::NotFound(format!("no user with email {}", email.trim())))
+        .ok_or_else(|| Error::NotFound(format!("no user with email {}", email.trim())))
+}
+
+/// Revoke every live session of a user except `keep`; the cursor of the last revocation.
+pub async fn revoke_sessions(
+    state: &Core,
+    user_id: Uuid,
+    reason: &str,
+    keep: Option<Uuid>,
+    meta: &EventMetadata,
+) -> Result<Option<LogCursor>, Error> {
+    let now = state.clock.now();
+    let live = projections::sessions::active_for_user(&state.pool, user_id, now).await?;
+    let mut last = None;
+    for s in live.into_iter().filter(|s| Some(s.id) != keep) {
+        let outcome = state
+            .sessions
+            .execute(
+                &s.id.to_string(),
+                SessionCommand::Revoke {
+                    reason: reason.to_owned(),
+                },
+                meta,
+            )
+            .await?;
+        last = outcome.cursor.or(last);
+    }
+    Ok(last)
 }
