@@ -1,4 +1,3 @@
-
 use cqrs_es::test::TestFramework;
 
 use super::*;
