@@ -9,6 +9,8 @@
 //! - [`cursor`]: [`LogCursor`], the place of an event in the log's global order.
 //! - [`metadata`]: [`EventMetadata`], who caused an event, from where, in which request.
 //! - [`envelope`]: [`StreamEnvelope`], the JSON document every event travels in on NATS.
+//! - [`event`]: [`Event`], every event of every aggregate as one type, decoded once by
+//!   whatever decides on the log.
 //! - [`user`]: the `user` aggregate: an account, its verification, password and sign-in rules.
 //! - [`session`]: the `session` aggregate: one sign-in, its refresh-token rotation.
 //! - [`conversation`]: the `conversation` aggregate: a conversation and its messages.
@@ -29,6 +31,7 @@ pub mod cursor;
 pub mod describe;
 pub mod email_probe;
 pub mod envelope;
+pub mod event;
 pub mod metadata;
 pub mod meter;
 pub mod plan;
@@ -39,4 +42,5 @@ pub mod user;
 
 pub use cursor::LogCursor;
 pub use envelope::StreamEnvelope;
+pub use event::Event;
 pub use metadata::EventMetadata;

@@ -10,55 +10,37 @@
 //! not count in `message_count`, and the assistant never sends it to the model.
 
 use aggregates::conversation::{
-    reply_id, ConversationEvent, AGGREGATE_TYPE, ROLE_ASSISTANT, ROLE_ASSISTANT_ERROR, ROLE_USER,
+    reply_id, ConversationEvent, ROLE_ASSISTANT, ROLE_ASSISTANT_ERROR, ROLE_USER,
 };
-use aggregates::user::{self, UserEvent};
+use aggregates::user::UserEvent;
+use aggregates::Event;
 use chrono::{DateTime, Utc};
 use eventstore::crypto::ERASED;
-use eventstore::StoredEvent;
 use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::ProjectionError;
+use crate::decoded::erases;
+use crate::{Decoded, ProjectionError};
 
 pub const CHANNEL: &str = "chronicle_conversation";
 
-pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
-    if event.aggregate_type == user::AGGREGATE_TYPE {
-        return apply_user(conn, event).await;
-    }
-    if event.aggregate_type != AGGREGATE_TYPE {
+pub async fn apply(conn: &mut PgConnection, event: &Decoded<'_>) -> Result<(), ProjectionError> {
+    let e = match &event.event {
+        Event::User(e) => return apply_user(conn, event, e).await,
+        Event::Conversation(e) => e,
+        Event::Session(_)
+        | Event::Meter(_)
+        | Event::Upload(_)
+        | Event::ApiKey(_)
+        | Event::EmailProbe(_) => return Ok(()),
+    };
+    let id = event.uuid()?;
+    let seq = event.sequence();
+    if !event.is_next_in(conn, "conversations").await? {
         return Ok(());
     }
-    let e: ConversationEvent = crate::read_model::payload(event)?;
-    let id: Uuid = event
-        .aggregate_id
-        .parse()
-        .map_err(|err| ProjectionError::poison(event, format!("aggregate id: {err}")))?;
-    let seq = event.sequence as i64;
-    let last: Option<i64> =
-        sqlx::query_scalar("select last_sequence from conversations where id = $1")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    match last {
-        Some(last) if last >= seq => return Ok(()),
-        Some(last) if last != seq - 1 => {
-            return Err(ProjectionError::poison(
-                event,
-                format!("conversation at {last}, event {seq}"),
-            ))
-        }
-        None if seq != 1 => {
-            return Err(ProjectionError::poison(
-                event,
-                format!("no conversation row, event {seq}"),
-            ))
-        }
-        _ => {}
-    }
-    let at = event.recorded_at;
+    let at = event.stored.recorded_at;
     let mut message_changed = false;
     match e {
         ConversationEvent::ConversationStarted { owner_id, title } => {
@@ -160,7 +142,7 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
                 "insert into messages (id, conversation_id, owner_id, role, content, in_reply_to, created_at, \
                  posted_seq, changed_seq) values ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
             )
-            .bind(reply_id(message_id))
+            .bind(reply_id(*message_id))
             .bind(id)
             .bind(owner_id)
             .bind(ROLE_ASSISTANT_ERROR)
@@ -189,44 +171,25 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
 }
 
 /// An erased user's conversations and messages keep their shape, not their words.
-async fn apply_user(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
-    let e: UserEvent = crate::read_model::payload(event)?;
-    match e {
-        UserEvent::UserErased { .. } => {
-            let owner: Uuid = event
-                .aggregate_id
-                .parse()
-                .map_err(|err| ProjectionError::poison(event, format!("aggregate id: {err}")))?;
-            sqlx::query("update conversations set title = $2 where owner_id = $1")
-                .bind(owner)
-                .bind(ERASED)
-                .execute(&mut *conn)
-                .await?;
-            sqlx::query("update messages set content = $2 where owner_id = $1")
-                .bind(owner)
-                .bind(ERASED)
-                .execute(&mut *conn)
-                .await?;
-        }
-        UserEvent::UserRegistered { .. }
-        | UserEvent::DuplicateRegistrationAttempted { .. }
-        | UserEvent::EmailVerificationRequested { .. }
-        | UserEvent::EmailVerificationCodeRejected { .. }
-        | UserEvent::EmailVerified { .. }
-        | UserEvent::FailedLoginsCleared { .. }
-        | UserEvent::LoginFailed { .. }
-        | UserEvent::PasswordResetRequested { .. }
-        | UserEvent::PasswordResetCodeRejected { .. }
-        | UserEvent::PasswordReset { .. }
-        | UserEvent::PasswordChanged { .. }
-        | UserEvent::ProfileUpdated { .. }
-        | UserEvent::AvatarChanged { .. }
-        | UserEvent::PlanChanged { .. }
-        | UserEvent::RoleChanged { .. }
-        | UserEvent::UserDeactivated { .. }
-        | UserEvent::UserReactivated {}
-        | UserEvent::EmailChanged { .. } => {}
+async fn apply_user(
+    conn: &mut PgConnection,
+    event: &Decoded<'_>,
+    e: &UserEvent,
+) -> Result<(), ProjectionError> {
+    if !erases(e) {
+        return Ok(());
     }
+    let owner = event.uuid()?;
+    sqlx::query("update conversations set title = $2 where owner_id = $1")
+        .bind(owner)
+        .bind(ERASED)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("update messages set content = $2 where owner_id = $1")
+        .bind(owner)
+        .bind(ERASED)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

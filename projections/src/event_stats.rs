@@ -8,17 +8,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use aggregates::session::SessionEvent;
+use aggregates::user::UserEvent;
+use aggregates::Event;
 use chrono::{DateTime, NaiveDate, Utc};
-use eventstore::StoredEvent;
 use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::ProjectionError;
-
-pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
-    apply_all(conn, &[event]).await
-}
+use crate::{Decoded, ProjectionError};
 
 /// Apply events folded: the same rows as applying them one by one (every change is a sum,
 /// a maximum or a set), written with one statement per table.
@@ -27,7 +25,7 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
 /// active on a day when they caused an event that day as themselves.
 pub async fn apply_all(
     conn: &mut PgConnection,
-    events: &[&StoredEvent],
+    events: &[Decoded<'_>],
 ) -> Result<(), ProjectionError> {
     if events.is_empty() {
         return Ok(());
@@ -36,18 +34,18 @@ pub async fn apply_all(
     // day -> (sign-ups, sign-ins, newly active users)
     let mut activity: BTreeMap<NaiveDate, (i64, i64, i64)> = BTreeMap::new();
     let mut active: BTreeSet<(NaiveDate, Uuid)> = BTreeSet::new();
-    for event in events {
+    for Decoded {
+        stored: event,
+        event: decoded,
+    } in events
+    {
         let count = counts
             .entry((&event.aggregate_type, &event.event_type))
             .or_insert((0, event.recorded_at));
         count.0 += 1;
         count.1 = count.1.max(event.recorded_at);
         let day = event.recorded_at.date_naive();
-        let (signups, logins) = match event.event_type.as_str() {
-            "UserRegistered" => (1i64, 0i64),
-            "SessionStarted" => (0, 1),
-            _ => (0, 0),
-        };
+        let (signups, logins) = signups_and_logins(decoded);
         if signups + logins > 0 {
             let a = activity.entry(day).or_default();
             a.0 += signups;
@@ -124,6 +122,45 @@ pub async fn apply_all(
         .await?;
     }
     Ok(())
+}
+
+/// What an event adds to its day's activity: (sign-ups, sign-ins).
+fn signups_and_logins(event: &Event) -> (i64, i64) {
+    match event {
+        Event::User(UserEvent::UserRegistered { .. }) => (1, 0),
+        Event::User(
+            UserEvent::DuplicateRegistrationAttempted { .. }
+            | UserEvent::EmailVerificationRequested { .. }
+            | UserEvent::EmailVerificationCodeRejected { .. }
+            | UserEvent::EmailVerified { .. }
+            | UserEvent::FailedLoginsCleared { .. }
+            | UserEvent::LoginFailed { .. }
+            | UserEvent::PasswordResetRequested { .. }
+            | UserEvent::PasswordResetCodeRejected { .. }
+            | UserEvent::PasswordReset { .. }
+            | UserEvent::PasswordChanged { .. }
+            | UserEvent::ProfileUpdated { .. }
+            | UserEvent::AvatarChanged { .. }
+            | UserEvent::PlanChanged { .. }
+            | UserEvent::RoleChanged { .. }
+            | UserEvent::UserDeactivated { .. }
+            | UserEvent::UserReactivated {}
+            | UserEvent::EmailChanged { .. }
+            | UserEvent::UserErased { .. },
+        ) => (0, 0),
+        Event::Session(SessionEvent::SessionStarted { .. }) => (0, 1),
+        Event::Session(
+            SessionEvent::RefreshTokenRotated { .. }
+            | SessionEvent::RefreshTokenReuseDetected { .. }
+            | SessionEvent::SessionRevoked { .. },
+        ) => (0, 0),
+        // other aggregates' events are neither sign-ups nor sign-ins, whatever they are
+        Event::Meter(_)
+        | Event::Conversation(_)
+        | Event::Upload(_)
+        | Event::ApiKey(_)
+        | Event::EmailProbe(_) => (0, 0),
+    }
 }
 
 pub async fn clear(conn: &mut PgConnection) -> Result<(), sqlx::Error> {

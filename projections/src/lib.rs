@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - [`read_model`]: [`ReadModel`], the list of read models and the dispatch to each.
+//! - [`decoded`]: an event decoded once into `aggregates::Event`, and the sequence guard.
 //! - [`checkpoint`]: reading, locking and moving a read model's checkpoint.
 //! - [`users`]: accounts (`users` table); the status query.
 //! - [`sessions`]: sign-ins (`sessions` table), checked on every authenticated request.
@@ -19,6 +20,7 @@
 
 pub mod checkpoint;
 pub mod conversations;
+pub mod decoded;
 pub mod event_stats;
 pub mod feed;
 pub mod read_model;
@@ -30,5 +32,6 @@ pub mod users;
 pub mod watch;
 
 pub use checkpoint::Checkpoint;
+pub use decoded::Decoded;
 pub use read_model::{ProjectionError, ReadModel};
 pub use watch::CheckpointWatch;

@@ -8,6 +8,7 @@ use eventstore::crypto::KeyStore;
 use eventstore::StoredEvent;
 use sqlx::PgConnection;
 
+use crate::decoded::Decoded;
 use crate::{conversations, event_stats, sessions, uploads, usage, users};
 
 /// What a replay of the log keeps in memory between its batches (see [`ReadModel::replay`]).
@@ -142,8 +143,10 @@ impl ReadModel {
     }
 
     /// Apply events in their order, inside the caller's transaction: the same rows as
-    /// [`ReadModel::apply`] on each. Users, usage and event stats fold the batch in memory
-    /// and write it with one statement per table; the others apply one event at a time.
+    /// [`ReadModel::apply`] on each. Each event this read model wants is decoded once
+    /// ([`Decoded`]); one that decodes to no event is poison. Users, usage and event stats
+    /// fold the batch in memory and write it with one statement per table; the others
+    /// apply one event at a time.
     pub async fn apply_all(
         self,
         conn: &mut PgConnection,
@@ -162,14 +165,21 @@ impl ReadModel {
         events: &[StoredEvent],
         replay: &mut Replay,
     ) -> Result<(), ProjectionError> {
-        let storable: Vec<Cow<'_, StoredEvent>> = events.iter().map(storable).collect();
-        let events: Vec<&StoredEvent> = storable.iter().map(|e| &**e).collect();
+        let storable: Vec<Cow<'_, StoredEvent>> = events
+            .iter()
+            .filter(|e| self.wants(&e.aggregate_type))
+            .map(storable)
+            .collect();
+        let events = storable
+            .iter()
+            .map(|e| Decoded::new(e))
+            .collect::<Result<Vec<_>, _>>()?;
         match self {
             ReadModel::Usage => usage::fold_into(conn, &events, &mut replay.usage).await,
             ReadModel::EventStats => event_stats::apply_all(conn, &events).await,
-            ReadModel::Users => users::apply_all(conn, &events).await,
+            ReadModel::Users => users::apply_all(conn, events).await,
             ReadModel::Sessions | ReadModel::Conversations | ReadModel::Uploads => {
-                for event in events {
+                for event in &events {
                     match self {
                         ReadModel::Conversations => conversations::apply(conn, event).await?,
                         ReadModel::Uploads => uploads::apply(conn, event).await?,
@@ -201,14 +211,6 @@ impl ReadModel {
             ReadModel::EventStats => event_stats::clear(conn).await,
         }
     }
-}
-
-/// The event's payload as `T`; a payload that is not one is the event's fault (poison).
-pub(crate) fn payload<'a, T: serde::Deserialize<'a>>(
-    event: &'a StoredEvent,
-) -> Result<T, ProjectionError> {
-    T::deserialize(&event.payload)
-        .map_err(|e| ProjectionError::poison(event, format!("payload: {e}")))
 }
 
 /// The event with every U+0000 in its opened strings replaced by U+FFFD.

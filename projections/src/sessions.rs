@@ -2,49 +2,32 @@
 //! authenticated request, so a revoked session's access token stops working at once.
 //! Guarded by the session's event sequence like `users`.
 
-use aggregates::session::{SessionEvent, AGGREGATE_TYPE};
-use aggregates::user::{self, UserEvent};
+use aggregates::session::SessionEvent;
+use aggregates::user::UserEvent;
+use aggregates::Event;
 use chrono::{DateTime, Utc};
 use eventstore::crypto::ERASED;
-use eventstore::StoredEvent;
 use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::ProjectionError;
+use crate::decoded::erases;
+use crate::{Decoded, ProjectionError};
 
-pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
-    if event.aggregate_type == user::AGGREGATE_TYPE {
-        return apply_user(conn, event).await;
-    }
-    if event.aggregate_type != AGGREGATE_TYPE {
+pub async fn apply(conn: &mut PgConnection, event: &Decoded<'_>) -> Result<(), ProjectionError> {
+    let session_event = match &event.event {
+        Event::User(user_event) => return apply_user(conn, event, user_event).await,
+        Event::Session(session_event) => session_event,
+        Event::Meter(_)
+        | Event::Conversation(_)
+        | Event::Upload(_)
+        | Event::ApiKey(_)
+        | Event::EmailProbe(_) => return Ok(()),
+    };
+    let id = event.uuid()?;
+    let sequence = event.sequence();
+    if !event.is_next_in(conn, "sessions").await? {
         return Ok(());
-    }
-    let session_event: SessionEvent = crate::read_model::payload(event)?;
-    let id: Uuid = event
-        .aggregate_id
-        .parse()
-        .map_err(|e| ProjectionError::poison(event, format!("aggregate id: {e}")))?;
-    let sequence = event.sequence as i64;
-    let last: Option<i64> = sqlx::query_scalar("select last_sequence from sessions where id = $1")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    match last {
-        Some(last) if last >= sequence => return Ok(()),
-        Some(last) if last != sequence - 1 => {
-            return Err(ProjectionError::poison(
-                event,
-                format!("session {id} is at sequence {last}, event is {sequence}"),
-            ))
-        }
-        None if sequence != 1 => {
-            return Err(ProjectionError::poison(
-                event,
-                format!("session {id} has no row, event is sequence {sequence}"),
-            ))
-        }
-        _ => {}
     }
     match session_event {
         SessionEvent::SessionStarted {
@@ -92,7 +75,7 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
             )
             .bind(id)
             .bind(sequence)
-            .bind(event.recorded_at)
+            .bind(event.stored.recorded_at)
             .bind(reason)
             .execute(&mut *conn)
             .await?;
@@ -109,46 +92,27 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
 }
 
 /// An erased user's sessions end, and lose what identified the device.
-async fn apply_user(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
-    let user_event: UserEvent = crate::read_model::payload(event)?;
-    match user_event {
-        UserEvent::UserErased { .. } => {
-            let user_id: Uuid = event
-                .aggregate_id
-                .parse()
-                .map_err(|e| ProjectionError::poison(event, format!("aggregate id: {e}")))?;
-            sqlx::query(
-                "update sessions set device = $2, \
-                 ip = case when ip is null then null else $2 end, \
-                 user_agent = case when user_agent is null then null else $2 end, \
-                 revoked_at = coalesce(revoked_at, $3), \
-                 revoked_reason = coalesce(revoked_reason, 'erased') where user_id = $1",
-            )
-            .bind(user_id)
-            .bind(ERASED)
-            .bind(event.recorded_at)
-            .execute(&mut *conn)
-            .await?;
-        }
-        UserEvent::UserRegistered { .. }
-        | UserEvent::DuplicateRegistrationAttempted { .. }
-        | UserEvent::EmailVerificationRequested { .. }
-        | UserEvent::EmailVerificationCodeRejected { .. }
-        | UserEvent::EmailVerified { .. }
-        | UserEvent::FailedLoginsCleared { .. }
-        | UserEvent::LoginFailed { .. }
-        | UserEvent::PasswordResetRequested { .. }
-        | UserEvent::PasswordResetCodeRejected { .. }
-        | UserEvent::PasswordReset { .. }
-        | UserEvent::PasswordChanged { .. }
-        | UserEvent::ProfileUpdated { .. }
-        | UserEvent::AvatarChanged { .. }
-        | UserEvent::PlanChanged { .. }
-        | UserEvent::RoleChanged { .. }
-        | UserEvent::UserDeactivated { .. }
-        | UserEvent::UserReactivated {}
-        | UserEvent::EmailChanged { .. } => {}
+async fn apply_user(
+    conn: &mut PgConnection,
+    event: &Decoded<'_>,
+    user_event: &UserEvent,
+) -> Result<(), ProjectionError> {
+    if !erases(user_event) {
+        return Ok(());
     }
+    let user_id = event.uuid()?;
+    sqlx::query(
+        "update sessions set device = $2, \
+         ip = case when ip is null then null else $2 end, \
+         user_agent = case when user_agent is null then null else $2 end, \
+         revoked_at = coalesce(revoked_at, $3), \
+         revoked_reason = coalesce(revoked_reason, 'erased') where user_id = $1",
+    )
+    .bind(user_id)
+    .bind(ERASED)
+    .bind(event.stored.recorded_at)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

@@ -1,48 +1,31 @@
 //! Files users stored (`uploads`), and the queries the API runs. Guarded by the upload's
 //! sequence.
 
-use aggregates::upload::{UploadEvent, AGGREGATE_TYPE};
-use aggregates::user::{self, UserEvent};
+use aggregates::upload::UploadEvent;
+use aggregates::user::UserEvent;
+use aggregates::Event;
 use chrono::{DateTime, Utc};
 use eventstore::crypto::ERASED;
-use eventstore::StoredEvent;
 use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::ProjectionError;
+use crate::decoded::erases;
+use crate::{Decoded, ProjectionError};
 
-pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
-    if event.aggregate_type == user::AGGREGATE_TYPE {
-        let e: UserEvent = crate::read_model::payload(event)?;
-        if let UserEvent::UserErased { .. } = e {
-            let owner: Uuid = event
-                .aggregate_id
-                .parse()
-                .map_err(|err| ProjectionError::poison(event, format!("aggregate id: {err}")))?;
-            sqlx::query("update uploads set filename = $2, deleted_at = coalesce(deleted_at, $3) where owner_id = $1")
-                .bind(owner)
-                .bind(ERASED)
-                .bind(event.recorded_at)
-                .execute(&mut *conn)
-                .await?;
-        }
-        return Ok(());
-    }
-    if event.aggregate_type != AGGREGATE_TYPE {
-        return Ok(());
-    }
-    let e: UploadEvent = crate::read_model::payload(event)?;
-    let id: Uuid = event
-        .aggregate_id
-        .parse()
-        .map_err(|err| ProjectionError::poison(event, format!("aggregate id: {err}")))?;
-    let seq = event.sequence as i64;
-    let last: Option<i64> = sqlx::query_scalar("select last_sequence from uploads where id = $1")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    if last.is_some_and(|l| l >= seq) {
+pub async fn apply(conn: &mut PgConnection, event: &Decoded<'_>) -> Result<(), ProjectionError> {
+    let e = match &event.event {
+        Event::User(e) => return apply_user(conn, event, e).await,
+        Event::Upload(e) => e,
+        Event::Session(_)
+        | Event::Meter(_)
+        | Event::Conversation(_)
+        | Event::ApiKey(_)
+        | Event::EmailProbe(_) => return Ok(()),
+    };
+    let id = event.uuid()?;
+    let seq = event.sequence();
+    if !event.is_next_in(conn, "uploads").await? {
         return Ok(());
     }
     match e {
@@ -61,9 +44,9 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
             .bind(owner_id)
             .bind(filename)
             .bind(content_type)
-            .bind(size as i64)
+            .bind(*size as i64)
             .bind(sha256)
-            .bind(event.recorded_at)
+            .bind(event.stored.recorded_at)
             .bind(seq)
             .execute(&mut *conn)
             .await?;
@@ -71,12 +54,33 @@ pub async fn apply(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), P
         UploadEvent::UploadDeleted { .. } => {
             sqlx::query("update uploads set deleted_at = $2, last_sequence = $3 where id = $1")
                 .bind(id)
-                .bind(event.recorded_at)
+                .bind(event.stored.recorded_at)
                 .bind(seq)
                 .execute(&mut *conn)
                 .await?;
         }
     }
+    Ok(())
+}
+
+/// An erased user's files lose their names and are gone.
+async fn apply_user(
+    conn: &mut PgConnection,
+    event: &Decoded<'_>,
+    user_event: &UserEvent,
+) -> Result<(), ProjectionError> {
+    if !erases(user_event) {
+        return Ok(());
+    }
+    sqlx::query(
+        "update uploads set filename = $2, deleted_at = coalesce(deleted_at, $3) \
+         where owner_id = $1",
+    )
+    .bind(event.uuid()?)
+    .bind(ERASED)
+    .bind(event.stored.recorded_at)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

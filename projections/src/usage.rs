@@ -8,15 +8,15 @@
 
 use std::collections::HashMap;
 
-use aggregates::meter::{MeterEvent, AGGREGATE_TYPE};
-use aggregates::user::{self, UserEvent};
+use aggregates::meter::MeterEvent;
+use aggregates::Event;
 use chrono::NaiveDate;
-use eventstore::StoredEvent;
 use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::ProjectionError;
+use crate::decoded::erases;
+use crate::{Decoded, ProjectionError};
 
 /// How many sums or meters a replay keeps in memory before it writes them.
 const REPLAY_FLUSH_AT: usize = 50_000;
@@ -27,13 +27,13 @@ const REPLAY_FLUSH_AT: usize = 50_000;
 /// usage row is written once instead of once a batch; the projector flushes every batch.
 pub(crate) async fn fold_into(
     conn: &mut PgConnection,
-    events: &[&StoredEvent],
+    events: &[Decoded<'_>],
     fold: &mut Fold,
 ) -> Result<(), ProjectionError> {
     let mut unknown: Vec<&str> = events
         .iter()
-        .filter(|e| e.aggregate_type == AGGREGATE_TYPE)
-        .map(|e| e.aggregate_id.as_str())
+        .filter(|e| matches!(e.event, Event::Meter(_)))
+        .map(|e| e.stored.aggregate_id.as_str())
         .filter(|m| !fold.last.contains_key(*m))
         .collect();
     unknown.sort_unstable();
@@ -48,17 +48,24 @@ pub(crate) async fn fold_into(
         fold.last.extend(known);
     }
     for event in events {
-        if event.aggregate_type == AGGREGATE_TYPE {
-            fold.add(event)?;
-        } else if event.aggregate_type == user::AGGREGATE_TYPE {
-            if let Some(user_id) = erased_user(event)? {
-                // an erasure deletes rows: what is folded so far is written first
-                fold.flush(conn).await?;
-                sqlx::query("delete from usage_daily where user_id = $1")
-                    .bind(user_id)
-                    .execute(&mut *conn)
-                    .await?;
+        match &event.event {
+            Event::Meter(meter_event) => fold.add(event, meter_event)?,
+            Event::User(user_event) => {
+                // usage is not personal on its own, but it is the user's: it goes with them
+                if erases(user_event) {
+                    // an erasure deletes rows: what is folded so far is written first
+                    fold.flush(conn).await?;
+                    sqlx::query("delete from usage_daily where user_id = $1")
+                        .bind(event.uuid()?)
+                        .execute(&mut *conn)
+                        .await?;
+                }
             }
+            Event::Session(_)
+            | Event::Conversation(_)
+            | Event::Upload(_)
+            | Event::ApiKey(_)
+            | Event::EmailProbe(_) => {}
         }
     }
     if fold.sums.len() >= REPLAY_FLUSH_AT || fold.moved.len() >= REPLAY_FLUSH_AT {
@@ -82,25 +89,16 @@ pub struct Fold {
 }
 
 impl Fold {
-    fn add(&mut self, event: &StoredEvent) -> Result<(), ProjectionError> {
-        let meter_event: MeterEvent = crate::read_model::payload(event)?;
-        let sequence = event.sequence as i64;
-        match self.last.get(&event.aggregate_id).copied() {
-            Some(last) if last >= sequence => return Ok(()),
-            Some(last) if last != sequence - 1 => {
-                return Err(ProjectionError::poison(
-                    event,
-                    format!("meter is at {last}, event is {sequence}"),
-                ))
-            }
-            None if sequence != 1 => {
-                return Err(ProjectionError::poison(
-                    event,
-                    format!("meter has no row, event is {sequence}"),
-                ))
-            }
-            _ => {}
+    fn add(
+        &mut self,
+        event: &Decoded<'_>,
+        meter_event: &MeterEvent,
+    ) -> Result<(), ProjectionError> {
+        let meter = &event.stored.aggregate_id;
+        if !event.is_next(self.last.get(meter).copied(), format_args!("meter {meter}"))? {
+            return Ok(());
         }
+        let sequence = event.sequence();
         match meter_event {
             MeterEvent::UsageRecorded {
                 user_id,
@@ -109,13 +107,13 @@ impl Fold {
                 amount,
                 ..
             } => {
-                let sum = self.sums.entry((user_id, day, kind)).or_default();
-                sum.0 += amount as i64;
+                let sum = self.sums.entry((*user_id, *day, kind.clone())).or_default();
+                sum.0 += *amount as i64;
                 sum.1 += 1;
             }
         }
-        self.last.insert(event.aggregate_id.clone(), sequence);
-        self.moved.insert(event.aggregate_id.clone(), sequence);
+        self.last.insert(meter.clone(), sequence);
+        self.moved.insert(meter.clone(), sequence);
         Ok(())
     }
 
@@ -161,37 +159,6 @@ impl Fold {
             .await?;
         }
         Ok(())
-    }
-}
-
-/// Usage is not personal on its own, but it is the user's: it goes with the account. The
-/// user an erasure is of (`None`: a user event that changes nothing here).
-fn erased_user(event: &StoredEvent) -> Result<Option<Uuid>, ProjectionError> {
-    let user_event: UserEvent = crate::read_model::payload(event)?;
-    match user_event {
-        UserEvent::UserErased { .. } => event
-            .aggregate_id
-            .parse()
-            .map(Some)
-            .map_err(|e| ProjectionError::poison(event, format!("aggregate id: {e}"))),
-        UserEvent::UserRegistered { .. }
-        | UserEvent::DuplicateRegistrationAttempted { .. }
-        | UserEvent::EmailVerificationRequested { .. }
-        | UserEvent::EmailVerificationCodeRejected { .. }
-        | UserEvent::EmailVerified { .. }
-        | UserEvent::FailedLoginsCleared { .. }
-        | UserEvent::LoginFailed { .. }
-        | UserEvent::PasswordResetRequested { .. }
-        | UserEvent::PasswordResetCodeRejected { .. }
-        | UserEvent::PasswordReset { .. }
-        | UserEvent::PasswordChanged { .. }
-        | UserEvent::ProfileUpdated { .. }
-        | UserEvent::AvatarChanged { .. }
-        | UserEvent::PlanChanged { .. }
-        | UserEvent::RoleChanged { .. }
-        | UserEvent::UserDeactivated { .. }
-        | UserEvent::UserReactivated {}
-        | UserEvent::EmailChanged { .. } => Ok(None),
     }
 }
 

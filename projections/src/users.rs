@@ -4,10 +4,9 @@
 //! applied only on top of n-1, so applying an event twice changes nothing, and a gap is
 //! reported instead of papered over.
 
-use aggregates::session::{self, SessionEvent};
-use aggregates::user::{
-    UserEvent, AGGREGATE_TYPE, STATUS_ACTIVE, STATUS_DISABLED, STATUS_ERASED, STATUS_PENDING,
-};
+use aggregates::session::SessionEvent;
+use aggregates::user::{UserEvent, STATUS_ACTIVE, STATUS_DISABLED, STATUS_ERASED, STATUS_PENDING};
+use aggregates::Event;
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
@@ -17,7 +16,8 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::ProjectionError;
+use crate::decoded::{aggregate_uuid, is_next};
+use crate::{Decoded, ProjectionError};
 
 /// Apply events in their order: the rows they touch are read once, the events folded into
 /// them in memory, and the changed rows written with one statement. A batch is cut after
@@ -26,18 +26,19 @@ use crate::ProjectionError;
 /// unique, and one statement checks its rows in its own order).
 pub async fn apply_all(
     conn: &mut PgConnection,
-    events: &[&StoredEvent],
+    events: Vec<Decoded<'_>>,
 ) -> Result<(), ProjectionError> {
-    let mut chunk: Vec<(&StoredEvent, Change)> = Vec::new();
+    let mut chunk: Vec<(&StoredEvent, Uuid, Change)> = Vec::new();
     for event in events {
-        let Some(change) = decode(event)? else {
+        let stored = event.stored;
+        let Some((user_id, change)) = change(event)? else {
             continue;
         };
         let frees_an_email = matches!(
             change,
             Change::User(UserEvent::EmailChanged { .. } | UserEvent::UserErased { .. })
         );
-        chunk.push((event, change));
+        chunk.push((stored, user_id, change));
         if frees_an_email {
             fold_and_write(conn, std::mem::take(&mut chunk)).await?;
         }
@@ -48,58 +49,40 @@ pub async fn apply_all(
 /// What an event does to the read model: a user's own event, or a sign-in.
 enum Change {
     User(UserEvent),
-    SignedIn { user_id: Uuid, at: DateTime<Utc> },
+    SignedIn { at: DateTime<Utc> },
 }
 
-impl Change {
-    fn user_id(&self, event: &StoredEvent) -> Result<Uuid, ProjectionError> {
-        match self {
-            Change::User(_) => event
-                .aggregate_id
-                .parse()
-                .map_err(|e| ProjectionError::poison(event, format!("aggregate id: {e}"))),
-            Change::SignedIn { user_id, .. } => Ok(*user_id),
-        }
-    }
-}
-
-fn decode(event: &StoredEvent) -> Result<Option<Change>, ProjectionError> {
-    if event.aggregate_type == session::AGGREGATE_TYPE {
-        let session_event: SessionEvent = crate::read_model::payload(event)?;
-        return Ok(match session_event {
-            SessionEvent::SessionStarted {
-                user_id,
-                started_at,
-                ..
-            } => Some(Change::SignedIn {
-                user_id,
-                at: started_at,
-            }),
+/// The user an event changes, and how (`None`: no user's row).
+fn change(event: Decoded<'_>) -> Result<Option<(Uuid, Change)>, ProjectionError> {
+    Ok(match event.event {
+        Event::User(user_event) => Some((aggregate_uuid(event.stored)?, Change::User(user_event))),
+        Event::Session(SessionEvent::SessionStarted {
+            user_id,
+            started_at,
+            ..
+        }) => Some((user_id, Change::SignedIn { at: started_at })),
+        Event::Session(
             SessionEvent::RefreshTokenRotated { .. }
             | SessionEvent::RefreshTokenReuseDetected { .. }
-            | SessionEvent::SessionRevoked { .. } => None,
-        });
-    }
-    if event.aggregate_type != AGGREGATE_TYPE {
-        return Ok(None);
-    }
-    let user_event: UserEvent = crate::read_model::payload(event)?;
-    Ok(Some(Change::User(user_event)))
+            | SessionEvent::SessionRevoked { .. },
+        )
+        | Event::Meter(_)
+        | Event::Conversation(_)
+        | Event::Upload(_)
+        | Event::ApiKey(_)
+        | Event::EmailProbe(_) => None,
+    })
 }
 
 /// Read the rows `changes` touch, fold the changes into them, write the changed rows.
 async fn fold_and_write(
     conn: &mut PgConnection,
-    changes: Vec<(&StoredEvent, Change)>,
+    changes: Vec<(&StoredEvent, Uuid, Change)>,
 ) -> Result<(), ProjectionError> {
     if changes.is_empty() {
         return Ok(());
     }
-    let mut keyed = Vec::with_capacity(changes.len());
-    for (event, change) in changes {
-        keyed.push((change.user_id(event)?, event, change));
-    }
-    let mut ids: Vec<Uuid> = keyed.iter().map(|(id, ..)| *id).collect();
+    let mut ids: Vec<Uuid> = changes.iter().map(|(_, id, _)| *id).collect();
     ids.sort_unstable();
     ids.dedup();
     let mut rows: HashMap<Uuid, UserRow> =
@@ -111,7 +94,7 @@ async fn fold_and_write(
             .map(|r| (r.id, r))
             .collect();
     let mut changed = BTreeSet::new();
-    for (id, event, change) in keyed {
+    for (event, id, change) in changes {
         if fold(&mut rows, id, event, change)? {
             changed.insert(id);
         }
@@ -141,23 +124,11 @@ fn fold(
         }
         Change::User(e) => e,
     };
-    let sequence = event.sequence as i64;
-    match rows.get(&user_id).map(|r| r.last_sequence) {
-        Some(last) if last >= sequence => return Ok(false), // seen already
-        Some(last) if last != sequence - 1 => {
-            return Err(ProjectionError::poison(
-                event,
-                format!("user {user_id} is at sequence {last}, event is {sequence}"),
-            ))
-        }
-        None if sequence != 1 => {
-            return Err(ProjectionError::poison(
-                event,
-                format!("user {user_id} has no row, event is sequence {sequence}"),
-            ))
-        }
-        _ => {}
+    let last = rows.get(&user_id).map(|r| r.last_sequence);
+    if !is_next(event, last, format_args!("user {user_id}"))? {
+        return Ok(false);
     }
+    let sequence = event.sequence as i64;
     let at = event.recorded_at;
     if let UserEvent::UserRegistered {
         email,
