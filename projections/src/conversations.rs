@@ -203,7 +203,8 @@ pub async fn clear(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConversationRow {
     pub id: Uuid,
     #[serde(skip)]
@@ -278,7 +279,8 @@ pub async fn count_live<'e>(db: impl PgExecutor<'e>, owner: Uuid) -> Result<i64,
     .await
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessageRow {
     pub id: Uuid,
     pub conversation_id: Uuid,

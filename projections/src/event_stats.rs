@@ -173,7 +173,8 @@ pub async fn clear(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 }
 
 /// Activity on one UTC day.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DailyActivity {
     pub day: NaiveDate,
     pub signups: i64,
@@ -194,7 +195,8 @@ pub async fn activity_since<'e>(
     .await
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventTypeCount {
     pub aggregate_type: String,
     pub event_type: String,

@@ -89,7 +89,8 @@ pub async fn clear(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UploadRow {
     pub id: Uuid,
     #[serde(skip)]

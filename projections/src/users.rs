@@ -303,7 +303,8 @@ pub async fn clear(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 }
 
 /// What anyone may learn about an email (`GET /api/v1/users/status`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EmailStatus {
     pub exists: bool,
     pub email_verified: bool,
@@ -335,7 +336,8 @@ pub async fn status_by_email<'e>(
 }
 
 /// A user as the read model holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserRow {
     pub id: Uuid,
     pub email: String,
