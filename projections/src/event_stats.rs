@@ -12,11 +12,12 @@ use aggregates::session::SessionEvent;
 use aggregates::user::UserEvent;
 use aggregates::Event;
 use chrono::{DateTime, NaiveDate, Utc};
+use eventstore::StoredEvent;
 use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::{Decoded, ProjectionError};
+use crate::ProjectionError;
 
 /// Apply events folded: the same rows as applying them one by one (every change is a sum,
 /// a maximum or a set), written with one statement per table.
@@ -25,7 +26,7 @@ use crate::{Decoded, ProjectionError};
 /// active on a day when they caused an event that day as themselves.
 pub async fn apply_all(
     conn: &mut PgConnection,
-    events: &[Decoded<'_>],
+    events: &[(&StoredEvent, Option<Event>)],
 ) -> Result<(), ProjectionError> {
     if events.is_empty() {
         return Ok(());
@@ -34,18 +35,14 @@ pub async fn apply_all(
     // day -> (sign-ups, sign-ins, newly active users)
     let mut activity: BTreeMap<NaiveDate, (i64, i64, i64)> = BTreeMap::new();
     let mut active: BTreeSet<(NaiveDate, Uuid)> = BTreeSet::new();
-    for Decoded {
-        stored: event,
-        event: decoded,
-    } in events
-    {
+    for (event, decoded) in events {
         let count = counts
             .entry((&event.aggregate_type, &event.event_type))
             .or_insert((0, event.recorded_at));
         count.0 += 1;
         count.1 = count.1.max(event.recorded_at);
         let day = event.recorded_at.date_naive();
-        let (signups, logins) = signups_and_logins(decoded);
+        let (signups, logins) = decoded.as_ref().map_or((0, 0), signups_and_logins);
         if signups + logins > 0 {
             let a = activity.entry(day).or_default();
             a.0 += signups;

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
+use aggregates::Event;
 use eventstore::crypto::KeyStore;
 use eventstore::StoredEvent;
 use sqlx::PgConnection;
@@ -144,9 +145,10 @@ impl ReadModel {
 
     /// Apply events in their order, inside the caller's transaction: the same rows as
     /// [`ReadModel::apply`] on each. Each event this read model wants is decoded once
-    /// ([`Decoded`]); one that decodes to no event is poison. Users, usage and event stats
-    /// fold the batch in memory and write it with one statement per table; the others
-    /// apply one event at a time.
+    /// ([`Decoded`]); one that decodes to no event is poison (event statistics, which
+    /// count events by their stored type, count it all the same). Users, usage and event
+    /// stats fold the batch in memory and write it with one statement per table; the
+    /// others apply one event at a time.
     pub async fn apply_all(
         self,
         conn: &mut PgConnection,
@@ -170,21 +172,39 @@ impl ReadModel {
             .filter(|e| self.wants(&e.aggregate_type))
             .map(storable)
             .collect();
-        let events = storable
-            .iter()
-            .map(|e| Decoded::new(e))
-            .collect::<Result<Vec<_>, _>>()?;
+        let decoded = || {
+            storable
+                .iter()
+                .map(|e| Decoded::new(e))
+                .collect::<Result<Vec<_>, _>>()
+        };
         match self {
-            ReadModel::Usage => usage::fold_into(conn, &events, &mut replay.usage).await,
-            ReadModel::EventStats => event_stats::apply_all(conn, &events).await,
-            ReadModel::Users => users::apply_all(conn, events).await,
-            ReadModel::Sessions | ReadModel::Conversations | ReadModel::Uploads => {
-                for event in &events {
-                    match self {
-                        ReadModel::Conversations => conversations::apply(conn, event).await?,
-                        ReadModel::Uploads => uploads::apply(conn, event).await?,
-                        _ => sessions::apply(conn, event).await?,
-                    }
+            ReadModel::EventStats => {
+                // counts what the log holds, whatever it is: an event no read model can
+                // decode is still counted (as neither a sign-up nor a sign-in)
+                let events: Vec<(&StoredEvent, Option<Event>)> = storable
+                    .iter()
+                    .map(|e| (&**e, Event::decode(&e.aggregate_type, &e.payload).ok()))
+                    .collect();
+                event_stats::apply_all(conn, &events).await
+            }
+            ReadModel::Usage => usage::fold_into(conn, &decoded()?, &mut replay.usage).await,
+            ReadModel::Users => users::apply_all(conn, decoded()?).await,
+            ReadModel::Sessions => {
+                for event in &decoded()? {
+                    sessions::apply(conn, event).await?;
+                }
+                Ok(())
+            }
+            ReadModel::Conversations => {
+                for event in &decoded()? {
+                    conversations::apply(conn, event).await?;
+                }
+                Ok(())
+            }
+            ReadModel::Uploads => {
+                for event in &decoded()? {
+                    uploads::apply(conn, event).await?;
                 }
                 Ok(())
             }

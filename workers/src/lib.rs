@@ -6,11 +6,14 @@
 //! - [`projector`]: JetStream → read models, one durable pull consumer per read model.
 //! - [`mailer`]: JetStream → mail (SMTP, or .eml files in development).
 //! - [`assistant`]: JetStream → the model → replies to user messages (docs/ASSISTANT.md).
+//! - [`durable`]: the durable-consumer skeleton the projector, the mailer and the
+//!   assistant share.
 //! - [`backoff`]: the retry delay every worker loop uses.
 
 pub mod assistant;
 pub mod backoff;
 pub mod bus;
+pub mod durable;
 pub mod mailer;
 pub mod projector;
 pub mod relay;

@@ -17,17 +17,16 @@
 use std::time::{Duration, Instant};
 
 use aggregates::StreamEnvelope;
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::Message;
 use eventstore::crypto::{CryptoError, KeyStore};
 use eventstore::StoredEvent;
-use futures::{FutureExt, StreamExt};
 use projections::{checkpoint, ProjectionError, ReadModel};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::durable::{self, ConsumerSpec, Pull, StreamWorker};
 use crate::EventBus;
 
 #[derive(Debug, Clone)]
@@ -138,32 +137,6 @@ impl Projector {
         format!("projection_{}", model.name())
     }
 
-    async fn consumer(&self) -> Result<(PullConsumer, u64), anyhow::Error> {
-        let mut stream = self
-            .bus
-            .jetstream
-            .get_stream(&self.bus.config.stream)
-            .await?;
-        let first_sequence = stream.info().await?.state.first_sequence;
-        let name = Self::consumer_name(self.model);
-        let consumer = stream
-            .get_or_create_consumer(
-                &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    description: Some(format!("Chronicle read model {}", self.model)),
-                    deliver_policy: DeliverPolicy::All,
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: self.config.ack_wait,
-                    filter_subject: self.bus.config.all_subjects(),
-                    max_ack_pending: (self.config.batch_size * 4) as i64,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        Ok((consumer, first_sequence))
-    }
-
     /// Apply a batch in one transaction with the checkpoint. `first_sequence` is the
     /// stream's first sequence, where a read model with no stream position starts.
     pub async fn apply_batch(
@@ -259,58 +232,7 @@ impl Projector {
             tracing::warn!(read_model = %self.model, error = %e, "Cannot reset the read model's state");
         }
         metrics::gauge!("chronicle_projection_failed", "read_model" => self.model.name()).set(0.0);
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        while !stop.is_cancelled() {
-            match self.consume(&stop).await {
-                Ok(()) => backoff.reset(),
-                Err(e) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(read_model = %self.model, error = %e, retry_in_ms = delay.as_millis() as u64, "Projector cannot consume");
-                    tokio::select! {
-                        _ = stop.cancelled() => {}
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
-        tracing::info!(read_model = %self.model, "Projector stopped");
-    }
-
-    async fn consume(&self, stop: &CancellationToken) -> Result<(), anyhow::Error> {
-        let (consumer, first_sequence) = self.consumer().await?;
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(self.config.batch_size)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await?;
-        tracing::info!(read_model = %self.model, "Projector is consuming");
-        loop {
-            let first = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                m = messages.next() => m,
-            };
-            let first = match first {
-                None => return Ok(()), // stream ended: make a new one
-                Some(Err(e)) => {
-                    tracing::debug!(read_model = %self.model, error = %e, "Consumer stream hiccup");
-                    continue;
-                }
-                Some(Ok(m)) => m,
-            };
-            // Take what is already buffered, up to a batch, without waiting.
-            let mut batch = vec![first];
-            while batch.len() < self.config.batch_size {
-                match messages.next().now_or_never() {
-                    Some(Some(Ok(m))) => batch.push(m),
-                    _ => break,
-                }
-            }
-            if !self.handle(batch, first_sequence, stop).await {
-                return Ok(());
-            }
-        }
+        durable::run(&self, &stop).await;
     }
 
     /// Apply a batch until it succeeds, the read model stops, or `stop`. Returns false
@@ -459,5 +381,43 @@ impl Projector {
                 }
             }
         }
+    }
+}
+
+impl StreamWorker for Projector {
+    fn label(&self) -> String {
+        format!("projector {}", self.model)
+    }
+
+    fn bus(&self) -> &EventBus {
+        &self.bus
+    }
+
+    fn spec(&self) -> ConsumerSpec {
+        ConsumerSpec {
+            name: Self::consumer_name(self.model),
+            description: format!("Chronicle read model {}", self.model),
+            filter_subject: self.bus.config.all_subjects(),
+            ack_wait: self.config.ack_wait,
+            max_ack_pending: (self.config.batch_size * 4) as i64,
+            batch: self.config.batch_size,
+        }
+    }
+
+    /// Batches: what has arrived, up to `batch_size`, applied in one transaction.
+    async fn consume(&self, mut pull: Pull<'_>) -> anyhow::Result<()> {
+        while let Some(first) = pull.next().await {
+            let mut batch = vec![first];
+            while batch.len() < self.config.batch_size {
+                match pull.ready() {
+                    Some(m) => batch.push(m),
+                    None => break,
+                }
+            }
+            if !self.handle(batch, pull.first_sequence, pull.stop()).await {
+                break;
+            }
+        }
+        Ok(())
     }
 }

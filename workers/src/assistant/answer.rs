@@ -21,21 +21,10 @@ use usecases::usage;
 
 use super::{Inner, EVENT_TYPE};
 use crate::backoff::Backoff;
+use crate::durable::Verdict;
 
 /// The reason recorded when the day's tokens are used up.
 pub const TOKENS_LIMIT_REACHED: &str = "tokens limit reached";
-
-/// What becomes of one message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Ack,
-    /// Deliver again after this delay.
-    Retry(Duration),
-    /// Cannot ever be read: tell JetStream not to deliver it again.
-    Term,
-    /// Neither: JetStream delivers it again after `ack_wait` (the assistant is stopping).
-    Leave,
-}
 
 /// A user message to answer.
 struct Question {

@@ -37,18 +37,14 @@ use std::time::Duration;
 use aggregates::conversation::Conversation;
 use aggregates::meter::Meter;
 use aggregates::plan::Plans;
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
-use async_nats::jetstream::{AckKind, Message};
 use eventstore::crypto::KeyStore;
 use eventstore::CommandBus;
-use futures::StreamExt;
 use llm::{LlmClient, LlmConfig, LlmError};
 use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use self::answer::Verdict;
-use crate::backoff::Backoff;
+use crate::durable::{self, ConsumerSpec, Pull, StreamWorker};
 use crate::EventBus;
 
 /// The durable consumer's name.
@@ -169,112 +165,67 @@ impl Assistant {
         self
     }
 
-    /// Run until `stop`: (re)connect with backoff, consume, repeat.
+    /// Run until `stop` (the shared durable-consumer skeleton: [`crate::durable`]).
     pub async fn run(self, stop: CancellationToken) {
         tracing::info!(model = %self.inner.client.model(), max_attempts = self.inner.max_attempts, "Assistant answers user messages");
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        while !stop.is_cancelled() {
-            match self.consume(&stop).await {
-                Ok(()) => backoff.reset(),
-                Err(e) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Assistant cannot consume");
-                    tokio::select! {
-                        _ = stop.cancelled() => {}
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
+        durable::run(&self, &stop).await;
+    }
+}
+
+impl StreamWorker for Assistant {
+    fn label(&self) -> String {
+        "assistant".to_owned()
+    }
+
+    fn bus(&self) -> &EventBus {
+        &self.bus
+    }
+
+    fn spec(&self) -> ConsumerSpec {
+        ConsumerSpec {
+            name: CONSUMER.to_owned(),
+            description: "Chronicle assistant".to_owned(),
+            // A new assistant reads the whole stream; the max-age rule keeps it from
+            // answering history.
+            filter_subject: self
+                .bus
+                .config
+                .subject(aggregates::conversation::AGGREGATE_TYPE, EVENT_TYPE),
+            ack_wait: self.ack_wait,
+            max_ack_pending: 64,
+            batch: 16,
         }
-        tracing::info!("Assistant stopped");
     }
 
-    async fn consumer(&self) -> Result<PullConsumer, anyhow::Error> {
-        let stream = self
-            .bus
-            .jetstream
-            .get_stream(&self.bus.config.stream)
-            .await?;
-        let consumer = stream
-            .get_or_create_consumer(
-                CONSUMER,
-                pull::Config {
-                    durable_name: Some(CONSUMER.to_owned()),
-                    description: Some("Chronicle assistant".to_owned()),
-                    // A new assistant reads the whole stream; the max-age rule keeps it
-                    // from answering history.
-                    deliver_policy: DeliverPolicy::All,
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: self.ack_wait,
-                    // single subject: nats-server 2.9 ignores `filter_subjects`
-                    filter_subject: self
-                        .bus
-                        .config
-                        .subject(aggregates::conversation::AGGREGATE_TYPE, EVENT_TYPE),
-                    max_ack_pending: 64,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        Ok(consumer)
-    }
-
-    async fn consume(&self, stop: &CancellationToken) -> Result<(), anyhow::Error> {
-        let consumer = self.consumer().await?;
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(16)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await?;
-        tracing::info!("Assistant is consuming");
+    /// Up to `tuning.concurrency` messages answered at once (a model call takes seconds).
+    async fn consume(&self, mut pull: Pull<'_>) -> anyhow::Result<()> {
+        let stop = pull.stop().clone();
         let mut in_flight = JoinSet::new();
-        let result = loop {
+        loop {
             if in_flight.len() >= self.inner.tuning.concurrency {
                 tokio::select! {
-                    _ = stop.cancelled() => break Ok(()),
+                    _ = stop.cancelled() => break,
                     _ = in_flight.join_next() => continue,
                 }
             }
             let next = tokio::select! {
-                _ = stop.cancelled() => break Ok(()),
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => continue,
-                m = messages.next() => m,
+                m = pull.next() => m,
             };
-            let message = match next {
-                None => break Ok(()), // the pull stream ended: make a new one
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "Assistant consumer stream hiccup");
-                    continue;
-                }
-                Some(Ok(m)) => m,
+            let Some(message) = next else {
+                break; // stopped, or the pull stream ended: make a new one
             };
             let inner = self.inner.clone();
             let stop = stop.clone();
             in_flight.spawn(async move {
                 let verdict = inner.handle(&message, &stop).await;
-                respond(&message, verdict).await;
+                verdict.answer(&message, "assistant").await;
             });
-        };
+        }
         // let the messages being answered finish (a stop cuts a model call short: the
         // message is left unacknowledged and comes back later)
         while in_flight.join_next().await.is_some() {}
-        result
-    }
-}
-
-async fn respond(message: &Message, verdict: Verdict) {
-    let answer = match verdict {
-        Verdict::Ack => message.ack().await,
-        Verdict::Retry(delay) => message.ack_with(AckKind::Nak(Some(delay))).await,
-        Verdict::Term => message.ack_with(AckKind::Term).await,
-        Verdict::Leave => return,
-    };
-    if let Err(e) = answer {
-        // the message comes back after ack_wait; the aggregate keeps it from being
-        // answered twice
-        tracing::debug!(error = %e, "Assistant cannot answer a message");
+        Ok(())
     }
 }
 

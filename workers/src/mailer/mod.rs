@@ -29,12 +29,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aggregates::StreamEnvelope;
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
-use async_nats::jetstream::{AckKind, Message};
+use async_nats::jetstream::Message;
 use eventstore::crypto::{KeyStore, ERASED};
 use eventstore::personal::open_values;
 use eventstore::secrets::Secrets;
-use futures::StreamExt;
 use lettre::message::Mailbox;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +42,7 @@ use self::deliveries::DeliveryStatus;
 use self::templates::{recipient_domain, Mail};
 use self::transport::{Handed, MessageError, Transport};
 use crate::backoff::Backoff;
+use crate::durable::{self, ConsumerSpec, Pull, StreamWorker, Verdict};
 use crate::EventBus;
 
 /// The durable consumer's name.
@@ -103,18 +102,6 @@ pub enum MailerError {
     From(String),
 }
 
-/// What becomes of one message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Ack,
-    /// Deliver again after this delay.
-    Retry(Duration),
-    /// Cannot ever be read: tell JetStream not to deliver it again.
-    Term,
-    /// Neither: JetStream delivers it again after `ack_wait` (the mailer is stopping).
-    Leave,
-}
-
 pub struct Mailer {
     pool: PgPool,
     bus: EventBus,
@@ -155,7 +142,7 @@ impl Mailer {
         self
     }
 
-    /// Run until `stop`: (re)connect with backoff, consume, repeat.
+    /// Run until `stop` (the shared durable-consumer skeleton: [`crate::durable`]).
     pub async fn run(self, stop: CancellationToken) {
         match &self.transport {
             Transport::Smtp(_) => tracing::info!("Mailer sends over SMTP"),
@@ -163,86 +150,7 @@ impl Mailer {
                 tracing::info!(dir = %dir.display(), "Mailer writes .eml files (no SMTP_URL)")
             }
         }
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        while !stop.is_cancelled() {
-            match self.consume(&stop).await {
-                Ok(()) => backoff.reset(),
-                Err(e) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Mailer cannot consume");
-                    tokio::select! {
-                        _ = stop.cancelled() => {}
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
-        tracing::info!("Mailer stopped");
-    }
-
-    async fn consumer(&self) -> Result<PullConsumer, anyhow::Error> {
-        let stream = self
-            .bus
-            .jetstream
-            .get_stream(&self.bus.config.stream)
-            .await?;
-        let consumer = stream
-            .get_or_create_consumer(
-                CONSUMER,
-                pull::Config {
-                    durable_name: Some(CONSUMER.to_owned()),
-                    description: Some("Chronicle mailer".to_owned()),
-                    // A new mailer reads the whole stream; the max-age rule keeps old
-                    // events from being mailed.
-                    deliver_policy: DeliverPolicy::All,
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: self.tuning.ack_wait,
-                    // single subject: nats-server 2.9 ignores `filter_subjects`
-                    filter_subject: self.bus.config.all_subjects(),
-                    max_ack_pending: 256,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        Ok(consumer)
-    }
-
-    async fn consume(&self, stop: &CancellationToken) -> Result<(), anyhow::Error> {
-        let consumer = self.consumer().await?;
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(32)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await?;
-        tracing::info!("Mailer is consuming");
-        loop {
-            let next = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                m = messages.next() => m,
-            };
-            let message = match next {
-                None => return Ok(()), // the pull stream ended: make a new one
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "Mailer consumer stream hiccup");
-                    continue;
-                }
-                Some(Ok(m)) => m,
-            };
-            let verdict = self.handle(&message, stop).await;
-            let answer = match verdict {
-                Verdict::Ack => message.ack().await,
-                Verdict::Retry(delay) => message.ack_with(AckKind::Nak(Some(delay))).await,
-                Verdict::Term => message.ack_with(AckKind::Term).await,
-                Verdict::Leave => return Ok(()),
-            };
-            if let Err(e) = answer {
-                // the message comes back after ack_wait; the delivery record keeps it from
-                // being sent twice
-                tracing::debug!(error = %e, "Mailer cannot answer a message");
-            }
-        }
+        durable::run(&self, &stop).await;
     }
 
     async fn handle(&self, message: &Message, stop: &CancellationToken) -> Verdict {
@@ -381,6 +289,41 @@ impl Mailer {
                 }
             }
         }
+    }
+}
+
+impl StreamWorker for Mailer {
+    fn label(&self) -> String {
+        "mailer".to_owned()
+    }
+
+    fn bus(&self) -> &EventBus {
+        &self.bus
+    }
+
+    fn spec(&self) -> ConsumerSpec {
+        ConsumerSpec {
+            name: CONSUMER.to_owned(),
+            description: "Chronicle mailer".to_owned(),
+            // A new mailer reads the whole stream; the max-age rule keeps old events from
+            // being mailed.
+            filter_subject: self.bus.config.all_subjects(),
+            ack_wait: self.tuning.ack_wait,
+            max_ack_pending: 256,
+            batch: 32,
+        }
+    }
+
+    /// One message at a time, each answered before the next.
+    async fn consume(&self, mut pull: Pull<'_>) -> anyhow::Result<()> {
+        while let Some(message) = pull.next().await {
+            let verdict = self.handle(&message, pull.stop()).await;
+            if verdict == Verdict::Leave {
+                return Ok(());
+            }
+            verdict.answer(&message, "mailer").await;
+        }
+        Ok(())
     }
 }
 

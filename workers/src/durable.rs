@@ -1,0 +1,182 @@
+//! The skeleton every stream worker shares (the projector, the mailer, the assistant): a
+//! durable JetStream pull consumer, created if missing and (re)connected with backoff for
+//! as long as the worker runs; its messages pulled with the stop and the pull stream's
+//! hiccups handled; and what a worker answers for a message ([`Verdict`]).
+//!
+//! A worker says what its consumer is ([`ConsumerSpec`]) and what it does with the messages
+//! of one pull ([`StreamWorker::consume`]); [`run`] does the rest.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::{AckKind, Message};
+use futures::{FutureExt, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::EventBus;
+
+/// A durable consumer: every one reads the whole stream from its start (the first time),
+/// acknowledges each message explicitly, and keeps its place across restarts.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    /// The durable name (one per worker kind: instances of it share the consumer).
+    pub name: String,
+    pub description: String,
+    /// One subject (a wildcard for all): nats-server 2.9 ignores `filter_subjects`.
+    pub filter_subject: String,
+    /// How long a delivered message is the worker's before JetStream delivers it again.
+    pub ack_wait: Duration,
+    /// How many delivered messages may wait for their answer at once.
+    pub max_ack_pending: i64,
+    /// How many messages one pull asks for.
+    pub batch: usize,
+}
+
+/// A worker fed by one durable consumer.
+pub trait StreamWorker: Sync {
+    /// Who this is in logs (`mailer`, `projector users`).
+    fn label(&self) -> String;
+    fn bus(&self) -> &EventBus;
+    fn spec(&self) -> ConsumerSpec;
+    /// Consume one pull until it ends or the worker stops (`Ok`: [`run`] pulls again if it
+    /// still runs), or fails (`Err`: [`run`] reconnects after a backoff).
+    fn consume(&self, pull: Pull<'_>) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Run `worker` until `stop`: connect, consume, and connect again after a backoff while
+/// NATS is away or the consumer cannot be had.
+pub async fn run(worker: &impl StreamWorker, stop: &CancellationToken) {
+    let label = worker.label();
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    while !stop.is_cancelled() {
+        match pull_from(worker, &label, stop).await {
+            Ok(()) => backoff.reset(),
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(worker = %label, error = %e, retry_in_ms = delay.as_millis() as u64, "Worker cannot consume");
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    tracing::info!(worker = %label, "Worker stopped");
+}
+
+async fn pull_from(
+    worker: &impl StreamWorker,
+    label: &str,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let bus = worker.bus();
+    let spec = worker.spec();
+    let mut stream = bus.jetstream.get_stream(&bus.config.stream).await?;
+    let first_sequence = stream.info().await?.state.first_sequence;
+    let consumer: PullConsumer = stream
+        .get_or_create_consumer(
+            &spec.name,
+            pull::Config {
+                durable_name: Some(spec.name.clone()),
+                description: Some(spec.description.clone()),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: spec.ack_wait,
+                filter_subject: spec.filter_subject.clone(),
+                max_ack_pending: spec.max_ack_pending,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(spec.batch)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await?;
+    tracing::info!(worker = %label, consumer = %spec.name, "Worker is consuming");
+    worker
+        .consume(Pull {
+            messages,
+            stop,
+            label,
+            first_sequence,
+        })
+        .await
+}
+
+/// The messages of one pull.
+pub struct Pull<'a> {
+    messages: pull::Stream,
+    stop: &'a CancellationToken,
+    label: &'a str,
+    /// The stream's first sequence when this pull began (where a reader with no position
+    /// starts).
+    pub first_sequence: u64,
+}
+
+impl Pull<'_> {
+    /// The next message. `None` once the worker stops or the pull stream ends (the
+    /// worker returns `Ok` and [`run`] pulls again). A hiccup of the pull stream (a
+    /// missed heartbeat, a slow server) is logged and skipped. Cancel-safe.
+    pub async fn next(&mut self) -> Option<Message> {
+        loop {
+            let next = tokio::select! {
+                _ = self.stop.cancelled() => return None,
+                m = self.messages.next() => m,
+            };
+            match next {
+                None => return None,
+                Some(Err(e)) => {
+                    tracing::debug!(worker = %self.label, error = %e, "Consumer stream hiccup")
+                }
+                Some(Ok(m)) => return Some(m),
+            }
+        }
+    }
+
+    /// A message that has arrived already, without waiting (to fill a batch).
+    pub fn ready(&mut self) -> Option<Message> {
+        match self.messages.next().now_or_never() {
+            Some(Some(Ok(m))) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub fn stop(&self) -> &CancellationToken {
+        self.stop
+    }
+}
+
+/// What a worker answers JetStream for one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Done: never deliver it again.
+    Ack,
+    /// Deliver it again after this delay.
+    Retry(Duration),
+    /// It cannot ever be read: never deliver it again.
+    Term,
+    /// No answer: JetStream delivers it again after `ack_wait` (the worker is stopping).
+    Leave,
+}
+
+impl Verdict {
+    /// Tell JetStream. A lost answer only means the message comes back after `ack_wait`;
+    /// the worker's own record (a delivery row, the aggregate) keeps its effect from
+    /// happening twice.
+    pub async fn answer(self, message: &Message, label: &str) {
+        let answer = match self {
+            Verdict::Ack => message.ack().await,
+            Verdict::Retry(delay) => message.ack_with(AckKind::Nak(Some(delay))).await,
+            Verdict::Term => message.ack_with(AckKind::Term).await,
+            Verdict::Leave => return,
+        };
+        if let Err(e) = answer {
+            tracing::debug!(worker = label, error = %e, "Worker cannot answer a message");
+        }
+    }
+}
