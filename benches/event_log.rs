@@ -166,11 +166,11 @@ fn main() {
         ];
         let lookup = |vars: &Vec<(String, String)>, k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let config = Config::from_lookup(|k| lookup(&vars, k)).expect("config");
-        database::ensure_database(&config.database_url).await.expect("db");
-        let pool = database::connect(&config.database_url, 8).await.expect("connect");
+        database::ensure_database(&config.database.url).await.expect("db");
+        let pool = database::connect(&config.database.url, 8).await.expect("connect");
         database::migrate(&pool).await.expect("migrate");
         projections::checkpoint::ensure_all(&pool).await.expect("checkpoints");
-        let keys = KeyStore::new(pool.clone(), config.master_keys.clone());
+        let keys = KeyStore::new(pool.clone(), config.keys.master.clone());
 
         let started = Instant::now();
         fill_log(&pool, n).await;
@@ -299,8 +299,8 @@ fn main() {
         let import_secs = t0.elapsed().as_secs_f64();
         println!("chronicle events import: {exported} events in {import_secs:.2} s = {:.0} events/s", exported as f64 / import_secs);
         let config_b = Config::from_lookup(|k| lookup(&vars_b, k)).expect("config b");
-        let pool_b = database::connect(&config_b.database_url, 8).await.expect("connect b");
-        let keys_b = KeyStore::new(pool_b.clone(), config_b.master_keys.clone());
+        let pool_b = database::connect(&config_b.database.url, 8).await.expect("connect b");
+        let keys_b = KeyStore::new(pool_b.clone(), config_b.keys.master.clone());
         let t0 = Instant::now();
         for model in ReadModel::ALL {
             projections::rebuild::rebuild(&pool_b, &keys_b, model, |_, _| {}).await.expect("rebuild b");

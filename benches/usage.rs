@@ -331,7 +331,7 @@ fn main() {
             ("DATA_DIR".into(), std::env::temp_dir().join(&stream).display().to_string()),
         ];
         let config = Config::from_lookup(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())).expect("config");
-        let master = config.master_keys.clone();
+        let master = config.keys.master.clone();
         let master_again = master.clone();
         let app = Application::build(config, Roles::only(&[Role::Api, Role::Relay, Role::Projector])).await.expect("app");
         let base = format!("http://{}", app.local_addr().expect("api"));

@@ -218,17 +218,17 @@ impl From<sqlx::Error> for CliError {
 /// The use cases' core on a database connection: nothing of HTTP or NATS.
 async fn state(config: &Config, stop: &CancellationToken) -> anyhow::Result<Core> {
     let pool =
-        database::connect_with_timeout(&config.database_url, 4, config.database_acquire_timeout)
+        database::connect_with_timeout(&config.database.url, 4, config.database.acquire_timeout)
             .await
             .context("DATABASE_URL: cannot connect")?;
     database::migrate(&pool).await?;
-    let keys = KeyStore::new(pool.clone(), config.master_keys.clone());
+    let keys = KeyStore::new(pool.clone(), config.keys.master.clone());
     let users = Arc::new(CommandBus::new(
         pool.clone(),
         keys.clone(),
-        crate::app::user_policy(config),
+        config.auth.user_policy.clone(),
     ));
-    let passwords = PasswordHasher::new(config.password_hash_concurrency);
+    let passwords = PasswordHasher::new(config.auth.password_hash_concurrency);
     Ok(crate::app::core(
         config,
         &pool,

@@ -12,11 +12,11 @@ use aggregates::email_probe::EmailProbe;
 use aggregates::meter::Meter;
 use aggregates::session::{Session, SessionPolicy};
 use aggregates::upload::Upload;
-use aggregates::user::{User, UserPolicy};
+use aggregates::user::User;
 use anyhow::Context;
 use api::auth::rate_limit::RateLimits;
 use api::auth::tokens::TokenKeys;
-use api::{ApiConfig, AppState};
+use api::AppState;
 use eventstore::crypto::KeyStore;
 use eventstore::passwords::PasswordHasher;
 use eventstore::secrets::{self, Secrets};
@@ -27,12 +27,10 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use usecases::{Clock, Core, CoreSettings, SystemClock};
+use usecases::{Clock, Core, SystemClock};
 use workers::assistant::{Assistant, AssistantConfig};
-use workers::mailer::{Mailer, MailerConfig};
-use workers::projector::ProjectorConfig;
-use workers::relay::RelayConfig;
-use workers::{BusConfig, EventBus, Projector, Relay};
+use workers::mailer::Mailer;
+use workers::{EventBus, Projector, Relay};
 
 use crate::config::Config;
 
@@ -152,40 +150,26 @@ impl Application {
         for warning in &config.warnings {
             tracing::warn!(setting.warning = %warning, "Weak setting: {warning}");
         }
-        database::ensure_database(&config.database_url).await?;
+        database::ensure_database(&config.database.url).await?;
         let pool = database::connect_with_timeout(
-            &config.database_url,
-            config.database_max_connections,
-            config.database_acquire_timeout,
+            &config.database.url,
+            config.database.max_connections,
+            config.database.acquire_timeout,
         )
         .await?;
         database::migrate(&pool).await?;
         checkpoint::ensure_all(&pool).await?;
 
-        let bus_config = BusConfig {
-            nats_url: config.nats_url.clone(),
-            stream: config.stream.clone(),
-            subject_prefix: config.subject_prefix.clone(),
-            duplicate_window: config.duplicate_window,
-        };
-        let bus = EventBus::connect(bus_config)
+        let bus = EventBus::connect(config.bus.clone())
             .await
-            .with_context(|| format!("NATS_URL={}: cannot connect", config.nats_url))?;
+            .with_context(|| format!("NATS_URL={}: cannot connect", config.bus.nats_url))?;
 
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let keys = KeyStore::new(pool.clone(), config.master_keys.clone());
+        let keys = KeyStore::new(pool.clone(), config.keys.master.clone());
 
         if roles.has(Role::Relay) {
-            let relay = Relay::new(
-                pool.clone(),
-                bus.clone(),
-                RelayConfig {
-                    batch_size: config.relay_batch_size,
-                    poll_interval: config.relay_poll_interval,
-                    ..RelayConfig::default()
-                },
-            );
+            let relay = Relay::new(pool.clone(), bus.clone(), config.relay.clone());
             tasks.spawn(relay.run(stop.clone()));
         }
         if roles.has(Role::Projector) {
@@ -198,30 +182,26 @@ impl Application {
                     pool.clone(),
                     bus.clone(),
                     model,
-                    ProjectorConfig {
-                        batch_size: config.projector_batch_size,
-                        max_attempts: config.projector_max_attempts,
-                        ..ProjectorConfig::default()
-                    },
+                    config.projector.clone(),
                     keys.clone(),
                 );
                 tasks.spawn(projector.run(stop.clone()));
             }
         }
 
-        let secrets = Secrets::new(config.secret_key.expose());
+        let secrets = Secrets::new(config.keys.secret.expose());
         let users = Arc::new(CommandBus::<User>::new(
             pool.clone(),
             keys.clone(),
-            user_policy(&config),
+            config.auth.user_policy.clone(),
         ));
-        if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
+        if let Some(admin) = &config.admin {
             crate::seed::admin(
                 &pool,
                 &users,
-                email,
-                password,
-                &config.plans.default,
+                &admin.email,
+                &admin.password,
+                &config.usage.plans.default,
                 clock.now(),
                 config.app_env == crate::config::AppEnv::Production,
             )
@@ -237,13 +217,7 @@ impl Application {
                 bus.clone(),
                 secrets.clone(),
                 keys.clone(),
-                MailerConfig {
-                    smtp_url: config.smtp_url.clone(),
-                    from: config.mail_from.clone(),
-                    public_url: config.public_url.clone(),
-                    frontend_url: config.frontend_url.clone(),
-                    data_dir: config.data_dir.clone(),
-                },
+                config.mailer.clone(),
             )
             .context("the mailer cannot start")?;
             tasks.spawn(mailer.run(stop.clone()));
@@ -257,9 +231,9 @@ impl Application {
         }
 
         let (listener, router) = if roles.has(Role::Api) {
-            let listener = TcpListener::bind(config.bind)
+            let listener = TcpListener::bind(config.http.bind)
                 .await
-                .with_context(|| format!("BIND={}: cannot listen", config.bind))?;
+                .with_context(|| format!("BIND={}: cannot listen", config.http.bind))?;
             let state = api_state(
                 &config,
                 &pool,
@@ -280,7 +254,7 @@ impl Application {
             router,
             pool,
             bus: Some(bus),
-            http: config.http,
+            http: config.http.limits,
             stop,
             tasks,
         })
@@ -358,12 +332,12 @@ pub fn core(
         keys: keys.clone(),
         meters: Arc::new(
             CommandBus::<Meter>::new(pool.clone(), keys.clone(), ())
-                .with_snapshots(config.meter_snapshot_every)
+                .with_snapshots(config.usage.meter_snapshot_every)
                 .with_cache(METER_CACHE)
                 .with_command_ids(aggregates::meter::command_event_id)
                 .with_max_attempts(20),
         ),
-        plans: Arc::new(config.plans.clone()),
+        plans: Arc::new(config.usage.plans.clone()),
         conversations: Arc::new(
             CommandBus::<Conversation>::new(pool.clone(), keys.clone(), ()).with_snapshots(100),
         ),
@@ -372,15 +346,12 @@ pub fn core(
         probes: Arc::new(CommandBus::<EmailProbe>::new(
             pool.clone(),
             keys.clone(),
-            user_policy(config),
+            config.auth.user_policy.clone(),
         )),
         passwords,
         clock,
         checkpoints: CheckpointWatch::spawn(pool.clone(), stop.clone()),
-        settings: CoreSettings {
-            read_your_writes_timeout: config.read_your_writes_timeout,
-            data_dir: config.data_dir.clone(),
-        },
+        settings: config.core.clone(),
     }
 }
 
@@ -395,55 +366,36 @@ pub async fn api_state(
     stop: &CancellationToken,
     nats: Option<async_nats::Client>,
 ) -> anyhow::Result<AppState> {
-    let passwords = PasswordHasher::new(config.password_hash_concurrency);
+    let passwords = PasswordHasher::new(config.auth.password_hash_concurrency);
     let dummy_hash = passwords
         .hash(secrets::random_token())
         .await
         .context("cannot hash the dummy password")?;
-    let limits = RateLimits::new(
-        config.rate_limit_auth_ip,
-        config.rate_limit_auth_account,
-        config.rate_limit_status_ip,
-    );
+    let rate = config.auth.rate_limits;
+    let limits = RateLimits::new(rate.auth_ip, rate.auth_account, rate.status_ip);
     limits.spawn_cleanup(stop.clone());
     let core = core(config, pool, keys, users, passwords, clock, stop);
     let state: AppState = api::state::Services {
         core,
         feed: ConversationFeed::spawn(pool.clone(), stop.clone()),
         llm: config
+            .assistant
             .llm
             .clone()
             .map(llm::LlmClient::new)
             .transpose()
             .context("LLM_BASE_URL: cannot make the model's HTTP client")?,
         dummy_hash: Arc::new(dummy_hash),
-        secrets: Secrets::new(config.secret_key.expose()),
+        secrets: Secrets::new(config.keys.secret.expose()),
         tokens: TokenKeys::new(
-            config.secret_key.expose(),
-            &config.jwt_issuer,
-            &config.jwt_audience,
+            config.keys.secret.expose(),
+            &config.auth.jwt_issuer,
+            &config.auth.jwt_audience,
         ),
         limits,
         nats,
         metrics: crate::telemetry::metrics_handle(),
-        config: Arc::new(ApiConfig {
-            read_your_writes_timeout: config.read_your_writes_timeout,
-            anonymous_answer_floor: config.anonymous_answer_floor,
-            body_limit: config.body_limit,
-            allowed_origins: config.allowed_origins.clone(),
-            status_endpoint_enabled: config.status_endpoint_enabled,
-            relay_name: RelayConfig::default().name,
-            ready_max_lag_events: config.ready_max_lag_events,
-            ready_max_lag: config.ready_max_lag,
-            app_env: format!("{:?}", config.app_env).to_lowercase(),
-            frontend_url: config.frontend_url.clone(),
-            access_token_ttl: config.access_token_ttl,
-            refresh_token_ttl: config.refresh_token_ttl,
-            cookie_secure: config.cookie_secure,
-            data_dir: config.data_dir.clone(),
-            avatar_max_bytes: config.avatar_max_bytes,
-            upload_max_bytes: config.upload_max_bytes,
-        }),
+        config: Arc::new(config.api.clone()),
     }
     .into();
     Ok(state)
@@ -459,7 +411,7 @@ async fn assistant(
     keys: &KeyStore,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Option<Assistant>> {
-    let Some(llm) = config.llm.clone() else {
+    let Some(llm) = config.assistant.llm.clone() else {
         if *roles == Roles::all() {
             tracing::info!("The assistant is off: set LLM_BASE_URL and LLM_API_KEY to turn it on");
         } else {
@@ -476,25 +428,14 @@ async fn assistant(
         keys.clone(),
         AssistantConfig {
             llm,
-            max_attempts: config.assistant_max_attempts,
-            plans: config.plans.clone(),
-            meter_snapshot_every: config.meter_snapshot_every,
+            max_attempts: config.assistant.max_attempts,
+            plans: config.usage.plans.clone(),
+            meter_snapshot_every: config.usage.meter_snapshot_every,
             clock,
         },
     )
     .context("LLM_BASE_URL: the assistant cannot start")?;
     Ok(Some(assistant))
-}
-
-/// The user rules' numbers from the configuration.
-pub fn user_policy(config: &Config) -> UserPolicy {
-    let secs = |d: std::time::Duration| chrono::Duration::seconds(d.as_secs() as i64);
-    UserPolicy {
-        max_login_failures: config.login_max_failures,
-        lock_base: secs(config.login_lock),
-        lock_max: secs(config.login_lock_max),
-        ..UserPolicy::default()
-    }
 }
 
 /// Cancel `stop` on SIGTERM or Ctrl-C.

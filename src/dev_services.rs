@@ -29,8 +29,8 @@ impl DevServices {
     /// Start what is missing (development only); a line on standard error for each.
     pub async fn start_missing(config: &Config) -> anyhow::Result<Self> {
         let mut started = Self::default();
-        let (pg_host, pg_port) = postgres_addr(&config.database_url)?;
-        let nats = nats_addr(&config.nats_url)?;
+        let (pg_host, pg_port) = postgres_addr(&config.database.url)?;
+        let nats = nats_addr(&config.bus.nats_url)?;
         let development = config.app_env == AppEnv::Development;
         // a Unix socket directory is left to PostgreSQL's own error
         let pg = if pg_host.contains(':') {

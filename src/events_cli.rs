@@ -108,12 +108,12 @@ pub struct FilterArgs {
 
 pub async fn run(config: Config, command: EventsCommand) -> anyhow::Result<()> {
     if matches!(command, EventsCommand::Import { .. }) {
-        database::ensure_database(&config.database_url).await?;
+        database::ensure_database(&config.database.url).await?;
     }
-    let pool = database::connect(&config.database_url, 4)
+    let pool = database::connect(&config.database.url, 4)
         .await
         .context("DATABASE_URL: cannot connect")?;
-    let keys = KeyStore::new(pool.clone(), config.master_keys.clone());
+    let keys = KeyStore::new(pool.clone(), config.keys.master.clone());
     match command {
         EventsCommand::Export {
             filter,
@@ -376,14 +376,14 @@ async fn tail(
     limit: Option<u64>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let client = async_nats::connect(&config.nats_url)
+    let client = async_nats::connect(&config.bus.nats_url)
         .await
-        .with_context(|| format!("NATS_URL={}: cannot connect", config.nats_url))?;
+        .with_context(|| format!("NATS_URL={}: cannot connect", config.bus.nats_url))?;
     let jetstream = async_nats::jetstream::new(client);
     let stream = jetstream
-        .get_stream(&config.stream)
+        .get_stream(&config.bus.stream)
         .await
-        .with_context(|| format!("CHRONICLE_STREAM={}: no such stream", config.stream))?;
+        .with_context(|| format!("CHRONICLE_STREAM={}: no such stream", config.bus.stream))?;
     let deliver_policy = match (from_start, since) {
         (true, _) => DeliverPolicy::All,
         (false, Some(t)) => DeliverPolicy::ByStartTime {
@@ -397,7 +397,7 @@ async fn tail(
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             deliver_policy,
-            filter_subject: format!("{}.events.>", config.subject_prefix),
+            filter_subject: format!("{}.events.>", config.bus.subject_prefix),
             ..Default::default()
         })
         .await

@@ -140,7 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { roles, bind } => {
             if let Some(bind) = bind {
-                config.bind = bind;
+                config.http.bind = bind;
             }
             serve(config, roles).await
         }
@@ -148,8 +148,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         // printed above, before the configuration (which it does not need) is read
         Command::Openapi => Ok(()),
         Command::Migrate => {
-            database::ensure_database(&config.database_url).await?;
-            let pool = database::connect(&config.database_url, 2).await?;
+            database::ensure_database(&config.database.url).await?;
+            let pool = database::connect(&config.database.url, 2).await?;
             database::migrate(&pool).await?;
             checkpoint::ensure_all(&pool).await?;
             println!("migrations applied");
@@ -166,30 +166,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
             KeysCommand::Rotate => {
-                let pool = database::connect(&config.database_url, 2)
+                let pool = database::connect(&config.database.url, 2)
                     .await
                     .context("DATABASE_URL: cannot connect")?;
-                let keys = KeyStore::new(pool.clone(), config.master_keys.clone());
+                let keys = KeyStore::new(pool.clone(), config.keys.master.clone());
                 let n = keys.rotate().await?;
                 println!(
                     "re-wrapped {n} user keys with master key {}",
-                    config.master_keys.current.id()
+                    config.keys.master.current.id()
                 );
                 Ok(())
             }
         },
         Command::Projections { command } => {
-            let pool = database::connect(&config.database_url, 2)
+            let pool = database::connect(&config.database.url, 2)
                 .await
                 .context("DATABASE_URL: cannot connect")?;
             match command {
                 ProjectionsCommand::Status => projections_status(&pool).await,
                 ProjectionsCommand::Rebuild { name } => {
-                    let keys = KeyStore::new(pool.clone(), config.master_keys.clone());
+                    let keys = KeyStore::new(pool.clone(), config.keys.master.clone());
                     rebuild(&pool, &keys, name).await
                 }
                 ProjectionsCommand::Verify { name, all, json } => {
-                    let keys = KeyStore::new(pool.clone(), config.master_keys.clone());
+                    let keys = KeyStore::new(pool.clone(), config.keys.master.clone());
                     let models: Vec<ReadModel> = match (name, all) {
                         (Some(m), _) => vec![m],
                         (None, _) => ReadModel::ALL.to_vec(),

@@ -1,5 +1,11 @@
 use std::collections::HashMap;
 
+use std::time::Duration;
+
+use aggregates::plan::Plans;
+
+use super::background::DEFAULT_PLANS;
+use super::keys::{dev_master_key, dev_secret};
 use super::*;
 
 fn config(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
@@ -43,7 +49,10 @@ fn without_plans_or_plans_file_the_built_in_plans_apply_and_an_unreadable_file_i
     let data_dir = tmp.display().to_string();
     let built_in = Config::from_lookup(|k| (k == "DATA_DIR").then(|| data_dir.clone()))
         .expect("no PLANS_FILE needed");
-    assert_eq!(built_in.plans, Plans::parse(DEFAULT_PLANS).expect("valid"));
+    assert_eq!(
+        built_in.usage.plans,
+        Plans::parse(DEFAULT_PLANS).expect("valid")
+    );
     let missing = Config::from_lookup(|k| match k {
         "DATA_DIR" => Some(data_dir.clone()),
         "PLANS_FILE" => Some("/nonexistent/plans.json".into()),
@@ -55,7 +64,7 @@ fn without_plans_or_plans_file_the_built_in_plans_apply_and_an_unreadable_file_i
 #[test]
 fn the_status_lookup_is_on_in_development_and_off_by_default_in_production() {
     let dev = config(&[]).expect("development needs no settings");
-    assert!(dev.status_endpoint_enabled);
+    assert!(dev.api.status_endpoint_enabled);
     let production = [
         ("APP_ENV", "production"),
         ("SECRET_KEY", "Zq3vX9pL2mN8rT4wY6bC1dF5gH7jK0sA"),
@@ -64,10 +73,10 @@ fn the_status_lookup_is_on_in_development_and_off_by_default_in_production() {
         ("MASTER_KEY", &"ab".repeat(32)),
     ];
     let prod = config(&production).expect("a valid production config");
-    assert!(!prod.status_endpoint_enabled);
+    assert!(!prod.api.status_endpoint_enabled);
     let mut asked = production.to_vec();
     asked.push(("USERS_STATUS_ENDPOINT", "true"));
-    assert!(config(&asked).expect("valid").status_endpoint_enabled);
+    assert!(config(&asked).expect("valid").api.status_endpoint_enabled);
 }
 
 #[test]
@@ -112,10 +121,11 @@ fn production_requires_a_secret_key_with_entropy_and_not_a_placeholder() {
 fn production_requires_secure_cookies() {
     let err = error_of(production(&[("COOKIE_SECURE", "false")]));
     assert!(err.contains("COOKIE_SECURE"), "{err}");
-    assert!(production(&[]).expect("valid").cookie_secure);
+    assert!(production(&[]).expect("valid").api.cookie_secure);
     assert!(
         !config(&[("COOKIE_SECURE", "false")])
             .expect("dev")
+            .api
             .cookie_secure
     );
 }
@@ -222,15 +232,15 @@ fn invalid_values_name_their_variable() {
 #[test]
 fn the_assistant_is_on_only_with_a_base_url_and_a_key_which_is_never_printed() {
     let off = config(&[("SECRET_KEY", &"k".repeat(32))]).expect("valid");
-    assert!(off.llm.is_none());
-    assert_eq!(off.assistant_max_attempts, 3);
+    assert!(off.assistant.llm.is_none());
+    assert_eq!(off.assistant.max_attempts, 3);
     let on = config(&[
         ("SECRET_KEY", &"k".repeat(32)),
         ("LLM_BASE_URL", "https://api.openai.com/v1/"),
         ("LLM_API_KEY", "sk-very-secret"),
     ])
     .expect("valid");
-    let llm = on.llm.clone().expect("on");
+    let llm = on.assistant.llm.clone().expect("on");
     assert_eq!(llm.base_url, "https://api.openai.com/v1");
     assert_eq!(llm.model, "gpt-4o-mini");
     assert_eq!(llm.timeout, Duration::from_secs(30));
@@ -279,8 +289,41 @@ fn processes_starting_together_on_a_fresh_data_dir_share_one_development_key() {
 #[test]
 fn defaults_point_at_the_local_services() {
     let c = config(&[("SECRET_KEY", &"k".repeat(32))]).expect("defaults are valid");
-    assert_eq!(c.nats_url, "nats://127.0.0.1:4222");
-    assert_eq!(c.stream, "CHRONICLE_EVENTS");
-    assert_eq!(c.subject_prefix, "chronicle");
-    assert_eq!(c.read_your_writes_timeout, Duration::from_secs(2));
+    assert_eq!(c.bus.nats_url, "nats://127.0.0.1:4222");
+    assert_eq!(c.bus.stream, "CHRONICLE_EVENTS");
+    assert_eq!(c.bus.subject_prefix, "chronicle");
+    assert_eq!(c.core.read_your_writes_timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn settings_are_grouped_by_the_part_that_reads_them_and_their_debug_form_holds_no_secret() {
+    let password = "Correct-Horse-Battery-Staple-42";
+    let master = "c4".repeat(32);
+    let c = config(&[
+        ("MASTER_KEY", master.as_str()),
+        ("ADMIN_EMAIL", "Root@Example.com"),
+        ("ADMIN_PASSWORD", password),
+        ("SECRET_KEY", STRONG_KEY),
+        ("FRONTEND_URL", "https://app.example.com/"),
+        ("PROJECTOR_BATCH_SIZE", "50"),
+        ("LOGIN_MAX_FAILURES", "7"),
+    ])
+    .expect("valid");
+    let admin = c.admin.as_ref().expect("an admin to seed");
+    assert_eq!(admin.email, "root@example.com");
+    assert_eq!(admin.password, password);
+    // one value parsed once reaches every part that reads it
+    assert_eq!(
+        c.api.frontend_url.as_deref(),
+        Some("https://app.example.com")
+    );
+    assert_eq!(c.mailer.frontend_url, c.api.frontend_url);
+    assert_eq!(c.mailer.public_url, c.http.public_url);
+    assert_eq!(c.core.data_dir, c.data_dir);
+    assert_eq!(c.projector.batch_size, 50);
+    assert_eq!(c.auth.user_policy.max_login_failures, 7);
+    let debug = format!("{c:?}");
+    assert!(!debug.contains(password), "the admin password is printed");
+    assert!(!debug.contains(STRONG_KEY), "the server secret is printed");
+    assert!(!debug.contains(&master), "the master key is printed");
 }

@@ -250,7 +250,7 @@ async fn rotating_the_master_key_rewraps_user_keys_without_touching_the_log() {
         .fetch_one(&app.pool)
         .await
         .expect("digest");
-    let old = app.env.config().master_keys.current;
+    let old = app.env.config().keys.master.current;
     let new = Key::random();
 
     let rotating = KeyStore::new(

@@ -113,13 +113,7 @@ impl TestEnv {
     }
 
     pub fn bus_config(&self) -> BusConfig {
-        let c = self.config();
-        BusConfig {
-            nats_url: c.nats_url,
-            stream: c.stream,
-            subject_prefix: c.subject_prefix,
-            duplicate_window: c.duplicate_window,
-        }
+        self.config().bus
     }
 
     pub async fn spawn(&self, roles: Roles) -> TestApp {
@@ -200,7 +194,7 @@ impl TestApp {
 
     /// The personal-data keys, as the app has them.
     pub fn keys(&self) -> eventstore::crypto::KeyStore {
-        eventstore::crypto::KeyStore::new(self.pool.clone(), self.env.config().master_keys)
+        eventstore::crypto::KeyStore::new(self.pool.clone(), self.env.config().keys.master)
     }
 
     /// A value read from the log as Chronicle's readers see it: opened when it is sealed
