@@ -7,14 +7,18 @@
 //! - this module: the aggregate's state, its rules ([`User::handle`]) and how events
 //!   change it ([`User::apply`]); given/when/then tests at the bottom.
 
+mod account;
 pub mod commands;
+mod credentials;
 pub mod events;
+mod registration;
 
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
+use self::registration::Registration;
 pub use commands::UserCommand;
 pub use events::{SecretMethod, UserEvent, LOGIN_FAILED_NO_PASSWORD, LOGIN_FAILED_WRONG_PASSWORD};
 
@@ -237,14 +241,17 @@ impl Aggregate for User {
     type Error = UserError;
     type Services = UserPolicy;
 
+    /// Each command's decision lives with its kind: joining in [`registration`], signing
+    /// in and passwords in [`credentials`], the account itself in [`account`].
     async fn handle(
         &mut self,
         command: Self::Command,
         policy: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
+        use UserCommand as C;
         match command {
-            UserCommand::RegisterUser {
+            C::RegisterUser {
                 user_id,
                 email,
                 password_hash,
@@ -256,334 +263,82 @@ impl Aggregate for User {
                 invitation,
                 now,
             } => {
-                if self.registered {
-                    return Err(UserError::AlreadyRegistered);
-                }
-                check_email(&email)?;
-                check_profile_field(&display_name, "display_name", 100)?;
-                let registered = UserEvent::UserRegistered {
+                let registration = Registration {
                     user_id,
-                    email: email.clone(),
-                    display_name,
+                    email,
                     password_hash,
+                    display_name,
                     role,
                     plan,
-                };
-                sink.write(registered, self).await;
-                if verified {
-                    let trusted = UserEvent::EmailVerified {
-                        method: SecretMethod::Trusted,
-                        verified_at: now,
-                    };
-                    sink.write(trusted, self).await;
-                } else if !invitation {
-                    let mail = UserEvent::EmailVerificationRequested {
-                        email: email.clone(),
-                        nonce: verification_nonce.clone(),
-                        requested_at: now,
-                    };
-                    sink.write(mail, self).await;
-                }
-                if invitation {
-                    let invite = UserEvent::PasswordResetRequested {
-                        email,
-                        nonce: verification_nonce,
-                        requested_at: now,
-                        invitation: true,
-                    };
-                    sink.write(invite, self).await;
-                }
-            }
-            UserCommand::RecordDuplicateRegistration => {
-                self.must_exist()?;
-                let email = self.email.clone();
-                sink.write(UserEvent::DuplicateRegistrationAttempted { email }, self)
-                    .await;
-            }
-            UserCommand::RequestEmailVerification { nonce, now } => {
-                self.must_exist()?;
-                if self.email_verified {
-                    return Err(UserError::AlreadyVerified);
-                }
-                let email = self.email.clone();
-                sink.write(
-                    UserEvent::EmailVerificationRequested {
-                        email,
-                        nonce,
-                        requested_at: now,
-                    },
-                    self,
-                )
-                .await;
-            }
-            UserCommand::VerifyEmail { nonce, method, now } => {
-                self.must_exist()?;
-                if self.email_verified {
-                    return Err(UserError::AlreadyVerified);
-                }
-                User::check_link(
-                    &self.verification,
-                    &nonce,
-                    policy.link_ttl,
-                    policy.max_code_attempts,
+                    verified,
+                    verification_nonce,
+                    invitation,
                     now,
-                )?;
-                sink.write(
-                    UserEvent::EmailVerified {
-                        method,
-                        verified_at: now,
-                    },
-                    self,
-                )
-                .await;
-            }
-            UserCommand::VerifyEmailCode { code_ok, now } => {
-                self.must_exist()?;
-                if self.email_verified {
-                    return Err(UserError::AlreadyVerified);
-                }
-                let failed = User::check_code(
-                    &self.verification,
-                    policy.code_ttl,
-                    policy.max_code_attempts,
-                    now,
-                )?;
-                let event = if code_ok {
-                    UserEvent::EmailVerified {
-                        method: SecretMethod::Code,
-                        verified_at: now,
-                    }
-                } else {
-                    UserEvent::EmailVerificationCodeRejected {
-                        attempts: failed + 1,
-                        exhausted: failed + 1 >= policy.max_code_attempts,
-                    }
                 };
-                sink.write(event, self).await;
+                self.register(registration, sink).await
             }
-            UserCommand::Login {
+            C::RecordDuplicateRegistration => self.record_duplicate_registration(sink).await,
+            C::RequestEmailVerification { nonce, now } => {
+                self.request_email_verification(nonce, now, sink).await
+            }
+            C::VerifyEmail { nonce, method, now } => {
+                self.verify_email(nonce, method, now, policy, sink).await
+            }
+            C::VerifyEmailCode { code_ok, now } => {
+                self.verify_email_code(code_ok, now, policy, sink).await
+            }
+            C::Login {
                 password_ok,
                 session_id,
                 now,
-            } => {
-                self.must_exist()?;
-                if let Some(until) = self.locked_until {
-                    if now < until {
-                        // During a lock even the right password gets this answer, and
-                        // attempts are not counted.
-                        return Err(UserError::Locked { until });
-                    }
-                }
-                if !password_ok {
-                    let (attempts, locked_until) =
-                        policy.failure(self.failed_logins, self.lockouts, now);
-                    let reason = if self.password_hash.is_some() {
-                        events::LOGIN_FAILED_WRONG_PASSWORD
-                    } else {
-                        events::LOGIN_FAILED_NO_PASSWORD
-                    };
-                    sink.write(
-                        UserEvent::LoginFailed {
-                            attempts,
-                            locked_until,
-                            reason: reason.to_owned(),
-                        },
-                        self,
-                    )
-                    .await;
-                    return Ok(());
-                }
-                if self.disabled {
-                    return Err(UserError::Disabled);
-                }
-                if !self.email_verified {
-                    return Err(UserError::EmailNotVerified);
-                }
-                // Success appends nothing unless there are failures to forget: a user's
-                // stream must not grow with every sign-in.
-                if self.failed_logins > 0 || self.lockouts > 0 || self.locked_until.is_some() {
-                    sink.write(
-                        UserEvent::FailedLoginsCleared {
-                            session_id,
-                            at: now,
-                        },
-                        self,
-                    )
-                    .await;
-                }
-            }
-            UserCommand::RequestPasswordReset {
+            } => self.login(password_ok, session_id, now, policy, sink).await,
+            C::RequestPasswordReset {
                 nonce,
                 now,
                 invitation,
             } => {
-                self.must_exist()?;
-                if self.disabled {
-                    return Err(UserError::Disabled);
-                }
-                let email = self.email.clone();
-                sink.write(
-                    UserEvent::PasswordResetRequested {
-                        email,
-                        nonce,
-                        requested_at: now,
-                        invitation,
-                    },
-                    self,
-                )
-                .await;
+                self.request_password_reset(nonce, now, invitation, sink)
+                    .await
             }
-            UserCommand::ResetPassword {
+            C::ResetPassword {
                 nonce,
                 password_hash,
                 now,
             } => {
-                self.must_exist()?;
-                let ttl = self.reset_ttl(policy, policy.link_ttl);
-                User::check_link(&self.reset, &nonce, ttl, policy.max_code_attempts, now)?;
-                self.write_reset(password_hash, SecretMethod::Link, now, sink)
-                    .await;
+                self.reset_password(nonce, password_hash, now, policy, sink)
+                    .await
             }
-            UserCommand::ResetPasswordWithCode {
+            C::ResetPasswordWithCode {
                 code_ok,
                 password_hash,
                 now,
             } => {
-                self.must_exist()?;
-                let ttl = self.reset_ttl(policy, policy.code_ttl);
-                let failed = User::check_code(&self.reset, ttl, policy.max_code_attempts, now)?;
-                if code_ok {
-                    self.write_reset(password_hash, SecretMethod::Code, now, sink)
-                        .await;
-                } else {
-                    sink.write(
-                        UserEvent::PasswordResetCodeRejected {
-                            attempts: failed + 1,
-                            exhausted: failed + 1 >= policy.max_code_attempts,
-                        },
-                        self,
-                    )
-                    .await;
-                }
+                self.reset_password_with_code(code_ok, password_hash, now, policy, sink)
+                    .await
             }
-            UserCommand::ChangePassword { password_hash } => {
-                self.must_exist()?;
-                let email = self.email.clone();
-                sink.write(
-                    UserEvent::PasswordChanged {
-                        email,
-                        password_hash,
-                    },
-                    self,
-                )
-                .await;
-            }
-            UserCommand::UpdateProfile {
+            C::ChangePassword { password_hash } => self.change_password(password_hash, sink).await,
+            C::UpdateProfile {
                 display_name,
                 locale,
                 timezone,
             } => {
-                self.must_exist()?;
-                check_profile_field(&display_name, "display_name", 100)?;
-                check_profile_field(&locale, "locale", 35)?;
-                check_profile_field(&timezone, "timezone", 64)?;
-                if display_name == self.display_name
-                    && locale == self.locale
-                    && timezone == self.timezone
-                {
-                    return Ok(()); // nothing changes: no event
-                }
-                sink.write(
-                    UserEvent::ProfileUpdated {
-                        display_name,
-                        locale,
-                        timezone,
-                    },
-                    self,
-                )
-                .await;
+                self.update_profile(display_name, locale, timezone, sink)
+                    .await
             }
-            UserCommand::ChangePlan { plan } => {
-                self.must_exist()?;
-                if plan != self.plan {
-                    let previous = self.plan.clone();
-                    sink.write(UserEvent::PlanChanged { plan, previous }, self)
-                        .await;
-                }
-            }
-            UserCommand::EraseUser { requested_by } => {
-                self.must_exist()?;
-                sink.write(UserEvent::UserErased { requested_by }, self)
-                    .await;
-            }
-            UserCommand::ChangeRole { role } => {
-                self.must_exist()?;
-                if role != ROLE_USER && role != ROLE_ADMIN {
-                    return Err(UserError::Invalid {
-                        field: "role",
-                        message: "must be user or admin",
-                    });
-                }
-                if role != self.role {
-                    let previous = self.role.clone();
-                    sink.write(UserEvent::RoleChanged { role, previous }, self)
-                        .await;
-                }
-            }
-            UserCommand::Deactivate { reason } => {
-                self.must_exist()?;
-                check_profile_field(&reason, "reason", 500)?;
-                if !self.disabled {
-                    sink.write(UserEvent::UserDeactivated { reason }, self)
-                        .await;
-                }
-            }
-            UserCommand::Reactivate => {
-                self.must_exist()?;
-                if self.disabled {
-                    sink.write(UserEvent::UserReactivated {}, self).await;
-                }
-            }
-            UserCommand::ChangeEmail { email, nonce, now } => {
-                self.must_exist()?;
-                check_email(&email)?;
-                if email != self.email {
-                    sink.write(
-                        UserEvent::EmailChanged {
-                            email: email.clone(),
-                        },
-                        self,
-                    )
-                    .await;
-                    sink.write(
-                        UserEvent::EmailVerificationRequested {
-                            email,
-                            nonce,
-                            requested_at: now,
-                        },
-                        self,
-                    )
-                    .await;
-                }
-            }
-            UserCommand::ChangeAvatar {
+            C::ChangeAvatar {
                 content_type,
                 sha256,
                 size,
-            } => {
-                self.must_exist()?;
-                sink.write(
-                    UserEvent::AvatarChanged {
-                        content_type,
-                        sha256,
-                        size,
-                    },
-                    self,
-                )
-                .await;
+            } => self.change_avatar(content_type, sha256, size, sink).await,
+            C::ChangeEmail { email, nonce, now } => {
+                self.change_email(email, nonce, now, sink).await
             }
+            C::ChangePlan { plan } => self.change_plan(plan, sink).await,
+            C::ChangeRole { role } => self.change_role(role, sink).await,
+            C::Deactivate { reason } => self.deactivate(reason, sink).await,
+            C::Reactivate => self.reactivate(sink).await,
+            C::EraseUser { requested_by } => self.erase(requested_by, sink).await,
         }
-        Ok(())
     }
 
     fn apply(&mut self, event: Self::Event) {
@@ -696,47 +451,6 @@ impl Aggregate for User {
                     ..User::default()
                 };
             }
-        }
-    }
-}
-
-impl User {
-    /// How long the pending reset's link or code works: an invitation's lives longer.
-    fn reset_ttl(&self, policy: &UserPolicy, usual: Duration) -> Duration {
-        match &self.reset {
-            Some(p) if p.invitation => policy.invitation_ttl,
-            _ => usual,
-        }
-    }
-
-    /// A reset also proves the mailbox is the owner's: an unverified account becomes
-    /// verified.
-    async fn write_reset(
-        &mut self,
-        password_hash: String,
-        method: SecretMethod,
-        now: DateTime<Utc>,
-        sink: &EventSink<Self>,
-    ) {
-        let email = self.email.clone();
-        sink.write(
-            UserEvent::PasswordReset {
-                email,
-                password_hash,
-                method,
-            },
-            self,
-        )
-        .await;
-        if !self.email_verified {
-            sink.write(
-                UserEvent::EmailVerified {
-                    method,
-                    verified_at: now,
-                },
-                self,
-            )
-            .await;
         }
     }
 }
