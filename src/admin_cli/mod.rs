@@ -10,20 +10,17 @@
 //! revoked already); 5 the read models did not catch up in time (the change itself is
 //! recorded).
 
-use std::io::{IsTerminal, Read};
 use std::sync::Arc;
 
 use aggregates::user::UserError;
 use aggregates::EventMetadata;
 use anyhow::Context;
 use api::views::AdminUser;
-use clap::{Args, Subcommand};
 use eventstore::crypto::KeyStore;
 use eventstore::log::HistoryFilter;
 use eventstore::passwords::PasswordHasher;
 use eventstore::{database, CommandBus};
 use projections::users::{UserFilter, UserSort};
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use usecases::accounts::{self as ops, NewUser};
 use usecases::{admin_guard, api_keys, audit, Core, Error, SystemClock};
@@ -31,137 +28,17 @@ use uuid::Uuid;
 
 use crate::Config;
 
+mod commands;
+mod terminal;
+
+pub use self::commands::{AdminCommand, ApiKeyCommand, Output};
+use self::terminal::{print_json, print_users, read_password_line, shorten, show_user};
+
 pub const EXIT_FAILURE: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_NOT_FOUND: i32 = 3;
 pub const EXIT_REFUSED: i32 = 4;
 pub const EXIT_NOT_CAUGHT_UP: i32 = 5;
-
-#[derive(Debug, Subcommand)]
-pub enum AdminCommand {
-    /// Create a user (with a password, or an invitation mail to choose one).
-    #[command(after_help = crate::env_help::ADMIN)]
-    CreateUser {
-        #[arg(long)]
-        email: String,
-        /// The password (visible to other local users in the process list: prefer
-        /// --password-stdin). Without either, the user gets an invitation mail.
-        #[arg(long, conflicts_with = "password_stdin")]
-        password: Option<String>,
-        /// Read the password from the first line of standard input.
-        #[arg(long)]
-        password_stdin: bool,
-        /// Create the account verified (no verification mail).
-        #[arg(long)]
-        verify: bool,
-        /// user or admin
-        #[arg(long, default_value = "user")]
-        role: String,
-        /// The plan (the configured default when absent).
-        #[arg(long)]
-        plan: Option<String>,
-        /// The display name.
-        #[arg(long)]
-        name: Option<String>,
-        #[command(flatten)]
-        out: Output,
-    },
-    /// Switch a user off: no sign-in, every session revoked.
-    #[command(after_help = crate::env_help::ADMIN)]
-    DeactivateUser {
-        #[arg(long)]
-        email: String,
-        #[arg(long)]
-        reason: Option<String>,
-        #[command(flatten)]
-        out: Output,
-    },
-    /// Switch a deactivated user back on.
-    #[command(after_help = crate::env_help::ADMIN)]
-    ReactivateUser {
-        #[arg(long)]
-        email: String,
-        #[command(flatten)]
-        out: Output,
-    },
-    /// List users, newest first.
-    #[command(after_help = crate::env_help::ADMIN)]
-    ListUsers {
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-        /// pending_verification, active, disabled or erased
-        #[arg(long)]
-        status: Option<String>,
-        /// user or admin
-        #[arg(long)]
-        role: Option<String>,
-        /// A part of the email or name.
-        #[arg(long)]
-        q: Option<String>,
-        #[command(flatten)]
-        out: Output,
-    },
-    /// Give a user the role user or admin.
-    #[command(after_help = crate::env_help::ADMIN)]
-    SetRole {
-        #[arg(long)]
-        email: String,
-        #[arg(long)]
-        role: String,
-        #[command(flatten)]
-        out: Output,
-    },
-    /// A user's audit trail as a timeline: who did what, when, from where.
-    #[command(after_help = crate::env_help::ADMIN)]
-    UserHistory {
-        #[arg(long)]
-        email: String,
-        /// At most this many entries (the latest ones).
-        #[arg(long, default_value_t = 200)]
-        limit: u32,
-        #[command(flatten)]
-        out: Output,
-    },
-    /// Admin API keys (for `X-Admin-Key`).
-    #[command(after_help = crate::env_help::ADMIN)]
-    ApiKey {
-        #[command(subcommand)]
-        command: ApiKeyCommand,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ApiKeyCommand {
-    /// Make a key; it is printed once and never stored (only its hash is).
-    #[command(after_help = crate::env_help::ADMIN)]
-    Create {
-        #[arg(long)]
-        name: String,
-        #[command(flatten)]
-        out: Output,
-    },
-    /// Every key, with when it was last used.
-    #[command(after_help = crate::env_help::ADMIN)]
-    List {
-        #[command(flatten)]
-        out: Output,
-    },
-    /// Revoke a key: it stops working at once.
-    #[command(after_help = crate::env_help::ADMIN)]
-    Revoke {
-        /// The key's id (from `list`).
-        id: Uuid,
-        #[command(flatten)]
-        out: Output,
-    },
-}
-
-#[derive(Debug, Clone, Copy, Args)]
-pub struct Output {
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
-}
 
 /// Run an admin command; the process's exit code.
 pub async fn run(config: Config, command: AdminCommand) -> i32 {
@@ -449,73 +326,4 @@ async fn settled(state: &Core, cursor: Option<aggregates::LogCursor>) {
              (is a projector running?)"
         );
     }
-}
-
-async fn show_user(state: &Core, id: Uuid, out: Output, done: &str) -> Result<(), CliError> {
-    let user = projections::users::by_id(&state.pool, id)
-        .await?
-        .map(AdminUser::from);
-    match (out.json, user) {
-        (true, Some(u)) => print_json(&u)?,
-        (true, None) => print_json(&serde_json::json!({ "id": id }))?,
-        (false, Some(u)) => {
-            println!("{done} {} ({})", u.profile.email, u.profile.id);
-            print_users(&[u]);
-        }
-        (false, None) => println!("{done} user {id}"),
-    }
-    Ok(())
-}
-
-fn print_users(users: &[AdminUser]) {
-    println!(
-        "{:<36}  {:<32} {:<6} {:<10} {:<21} {:<17} last login",
-        "id", "email", "role", "plan", "status", "created"
-    );
-    for u in users {
-        println!(
-            "{:<36}  {:<32} {:<6} {:<10} {:<21} {:<17} {}",
-            u.profile.id,
-            shorten(&u.profile.email, 32),
-            u.profile.role,
-            shorten(&u.profile.plan, 10),
-            u.profile.status,
-            u.profile.created_at.format("%Y-%m-%d %H:%M"),
-            u.profile
-                .last_login_at
-                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
-                .unwrap_or_else(|| "-".into())
-        );
-    }
-}
-
-fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| CliError::Other(e.into()))?;
-    println!("{text}");
-    Ok(())
-}
-
-fn shorten(v: &str, max: usize) -> String {
-    if v.chars().count() <= max {
-        v.to_owned()
-    } else {
-        let mut s: String = v.chars().take(max.saturating_sub(1)).collect();
-        s.push('…');
-        s
-    }
-}
-
-fn read_password_line() -> Result<String, CliError> {
-    if std::io::stdin().is_terminal() {
-        eprint!("Password: ");
-    }
-    let mut input = String::new();
-    std::io::stdin()
-        .read_to_string(&mut input)
-        .map_err(|e| CliError::Other(e.into()))?;
-    let line = input.lines().next().unwrap_or("").to_owned();
-    if line.is_empty() {
-        return Err(Error::invalid("password", "standard input held no password").into());
-    }
-    Ok(line)
 }
