@@ -29,6 +29,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use usecases::{Clock, Core, SystemClock};
 use workers::assistant::{Assistant, AssistantConfig};
+use workers::lease::{self, Leases};
 use workers::mailer::Mailer;
 use workers::{EventBus, Projector, Relay};
 
@@ -162,14 +163,19 @@ impl Application {
 
         let bus = EventBus::connect(config.bus.clone())
             .await
-            .with_context(|| format!("NATS_URL={}: cannot connect", config.bus.nats_url))?;
+            .with_context(|| format!("NATS_URL={}: cannot connect", config.bus.nats_url()))?;
 
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let keys = KeyStore::new(pool.clone(), config.keys.master.clone());
 
-        if roles.has(Role::Relay) {
-            let relay = Relay::new(pool.clone(), bus.clone(), config.relay.clone());
+        // one-at-a-time jobs (the relay, each read model's projector) go to whichever
+        // process holds their lease; the others stand by
+        let leases = (roles.has(Role::Relay) || roles.has(Role::Projector))
+            .then(|| Leases::spawn(&pool, lease::DEFAULT_POLL, stop.clone()));
+        if let (true, Some(leases)) = (roles.has(Role::Relay), &leases) {
+            let relay = Relay::new(pool.clone(), bus.clone(), config.relay.clone())
+                .with_lease(leases.lease(&Relay::lease_name(&config.relay.name)));
             tasks.spawn(relay.run(stop.clone()));
         }
         if roles.has(Role::Projector) {
@@ -185,6 +191,12 @@ impl Application {
                     config.projector.clone(),
                     keys.clone(),
                 );
+                let projector = match &leases {
+                    Some(leases) => {
+                        projector.with_lease(leases.lease(&Projector::lease_name(model)))
+                    }
+                    None => projector,
+                };
                 tasks.spawn(projector.run(stop.clone()));
             }
         }

@@ -30,7 +30,7 @@ impl DevServices {
     pub async fn start_missing(config: &Config) -> anyhow::Result<Self> {
         let mut started = Self::default();
         let (pg_host, pg_port) = postgres_addr(&config.database.url)?;
-        let nats = nats_addr(&config.bus.nats_url)?;
+        let nats = nats_addr(&config.bus.nats_url())?;
         let development = config.app_env == AppEnv::Development;
         // a Unix socket directory is left to PostgreSQL's own error
         let pg = if pg_host.contains(':') {

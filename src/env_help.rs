@@ -20,7 +20,8 @@ macro_rules! key_vars {
 /// Read by every command that reaches the stream.
 macro_rules! nats_vars {
     () => {
-        "  NATS_URL                  NATS with JetStream (default nats://127.0.0.1:4222)\n  \
+        "  NATS_URL                  NATS with JetStream, servers separated by commas (default nats://127.0.0.1:4222)\n  \
+         NATS_STREAM_REPLICAS      copies of the stream a JetStream cluster keeps (default 1; 3 on a cluster)\n  \
          CHRONICLE_STREAM          the stream (default CHRONICLE_EVENTS)\n  \
          CHRONICLE_SUBJECT_PREFIX  subjects <prefix>.events.<aggregate>.<event> (default chronicle)\n"
     };

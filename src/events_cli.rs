@@ -376,9 +376,9 @@ async fn tail(
     limit: Option<u64>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let client = async_nats::connect(&config.bus.nats_url)
+    let client = async_nats::connect(config.bus.servers.as_slice())
         .await
-        .with_context(|| format!("NATS_URL={}: cannot connect", config.bus.nats_url))?;
+        .with_context(|| format!("NATS_URL={}: cannot connect", config.bus.nats_url()))?;
     let jetstream = async_nats::jetstream::new(client);
     let stream = jetstream
         .get_stream(&config.bus.stream)

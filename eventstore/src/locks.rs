@@ -25,3 +25,36 @@ impl AdvisoryLock {
         let _ = self.0.close().await;
     }
 }
+
+/// How many in-process queues [`lock_queued`] spreads keys over.
+const STRIPES: usize = 64;
+
+static LOCAL: std::sync::LazyLock<Vec<tokio::sync::Mutex<()>>> =
+    std::sync::LazyLock::new(|| (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());
+
+/// [`lock`], with the waiters of one process queued in the process first: however many
+/// requests of one process want `key` at once, one of them holds a connection waiting on
+/// PostgreSQL, so a burst on one key cannot use up the pool.
+pub async fn lock_queued(pool: &PgPool, key: &str) -> Result<QueuedLock, sqlx::Error> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    let local = LOCAL[(h.finish() as usize) % STRIPES].lock().await;
+    let global = lock(pool, key).await?;
+    Ok(QueuedLock {
+        global,
+        _local: local,
+    })
+}
+
+/// A lock held in this process and across processes (see [`lock_queued`]).
+pub struct QueuedLock {
+    global: AdvisoryLock,
+    _local: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl QueuedLock {
+    pub async fn release(self) {
+        self.global.release().await;
+    }
+}

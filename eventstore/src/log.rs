@@ -493,3 +493,22 @@ pub async fn last_acted(
     .fetch_all(pool)
     .await
 }
+
+/// How many conversations `owner` has started and not deleted, from the log (committed
+/// events only: what a command deciding now must count).
+pub async fn live_conversations<'e>(
+    db: impl PgExecutor<'e>,
+    owner: Uuid,
+) -> Result<u64, sqlx::Error> {
+    let live: i64 = sqlx::query_scalar(
+        "select count(*) filter (where event_type = 'ConversationStarted') \
+              - count(*) filter (where event_type = 'ConversationDeleted') \
+         from events \
+         where subject_id = $1 and aggregate_type = 'conversation' \
+           and event_type in ('ConversationStarted', 'ConversationDeleted')",
+    )
+    .bind(owner)
+    .fetch_one(db)
+    .await?;
+    Ok(live.max(0) as u64)
+}

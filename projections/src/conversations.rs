@@ -270,15 +270,6 @@ pub async fn list<'e>(
     Ok((rows, total))
 }
 
-pub async fn count_live<'e>(db: impl PgExecutor<'e>, owner: Uuid) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "select count(*) from conversations where owner_id = $1 and deleted_at is null",
-    )
-    .bind(owner)
-    .fetch_one(db)
-    .await
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessageRow {

@@ -51,10 +51,41 @@ pub(super) fn bus<F: Fn(&str) -> Option<String>>(v: &Vars<F>) -> anyhow::Result<
     {
         bail!("CHRONICLE_SUBJECT_PREFIX={subject_prefix:?} is invalid: dot-separated NATS subject tokens");
     }
+    let servers = nats_servers(&v.string("NATS_URL", "nats://127.0.0.1:4222"))?;
+    let stream_replicas = v.positive("NATS_STREAM_REPLICAS", 1)?;
+    if stream_replicas > 5 {
+        bail!("NATS_STREAM_REPLICAS={stream_replicas} is invalid: JetStream keeps 1 to 5 copies (1, or 3 on a 3-node cluster)");
+    }
     Ok(BusConfig {
-        nats_url: v.string("NATS_URL", "nats://127.0.0.1:4222"),
+        servers,
+        stream_replicas: stream_replicas as usize,
         stream,
         subject_prefix,
         duplicate_window: v.secs("NATS_DUPLICATE_WINDOW_SECS", 600)?,
     })
+}
+
+/// `NATS_URL`: one server or a comma-separated list (the nodes of a cluster), each a
+/// `nats://[user[:password]@]host[:port]` address.
+fn nats_servers(list: &str) -> anyhow::Result<Vec<String>> {
+    let servers: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if servers.is_empty() {
+        bail!("NATS_URL names no server");
+    }
+    for server in &servers {
+        if let Err(e) = server.parse::<async_nats::ServerAddr>() {
+            // the address may hold a password: name its position, not its text
+            let at = servers.iter().position(|s| s == server).unwrap_or(0) + 1;
+            bail!(
+                "NATS_URL: server {at} of {} is not a NATS address ({e})",
+                servers.len()
+            );
+        }
+    }
+    Ok(servers)
 }

@@ -289,7 +289,8 @@ fn processes_starting_together_on_a_fresh_data_dir_share_one_development_key() {
 #[test]
 fn defaults_point_at_the_local_services() {
     let c = config(&[("SECRET_KEY", &"k".repeat(32))]).expect("defaults are valid");
-    assert_eq!(c.bus.nats_url, "nats://127.0.0.1:4222");
+    assert_eq!(c.bus.servers, ["nats://127.0.0.1:4222"]);
+    assert_eq!(c.bus.stream_replicas, 1);
     assert_eq!(c.bus.stream, "CHRONICLE_EVENTS");
     assert_eq!(c.bus.subject_prefix, "chronicle");
     assert_eq!(c.core.read_your_writes_timeout, Duration::from_secs(2));
@@ -326,4 +327,38 @@ fn settings_are_grouped_by_the_part_that_reads_them_and_their_debug_form_holds_n
     assert!(!debug.contains(password), "the admin password is printed");
     assert!(!debug.contains(STRONG_KEY), "the server secret is printed");
     assert!(!debug.contains(&master), "the master key is printed");
+}
+
+#[test]
+fn nats_url_takes_the_servers_of_a_cluster_and_replicas_are_bounded() {
+    let key = "k".repeat(32);
+    let c = config(&[
+        ("SECRET_KEY", &key),
+        (
+            "NATS_URL",
+            "nats://10.0.0.1:4222, nats://10.0.0.2:4222,nats://user:pw@10.0.0.3",
+        ),
+        ("NATS_STREAM_REPLICAS", "3"),
+    ])
+    .expect("a list of servers is valid");
+    assert_eq!(
+        c.bus.servers,
+        [
+            "nats://10.0.0.1:4222",
+            "nats://10.0.0.2:4222",
+            "nats://user:pw@10.0.0.3"
+        ]
+    );
+    assert_eq!(c.bus.stream_replicas, 3);
+    assert_eq!(c.bus.stream_config().num_replicas, 3);
+    for bad in [" , ", "nats://host:notaport"] {
+        let e = config(&[("SECRET_KEY", &key), ("NATS_URL", bad)])
+            .expect_err(&format!("NATS_URL={bad:?} is refused"));
+        assert!(e.to_string().contains("NATS_URL"), "{e}");
+    }
+    for bad in ["0", "6", "three"] {
+        let e = config(&[("SECRET_KEY", &key), ("NATS_STREAM_REPLICAS", bad)])
+            .expect_err(&format!("NATS_STREAM_REPLICAS={bad:?} is refused"));
+        assert!(e.to_string().contains("NATS_STREAM_REPLICAS"), "{e}");
+    }
 }

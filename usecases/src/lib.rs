@@ -17,6 +17,8 @@
 //! - [`error`]: [`Error`], one error type with the cause kept.
 //! - [`accounts`]: opening an account (the email claim and its release), an admin's changes
 //!   to a user (profile, plan, email, role, deactivation), ending sessions.
+//! - [`conversations`]: starting a conversation within the plan's `max_conversations`,
+//!   race-free across processes.
 //! - [`erasure`]: erasing a user — the event, the key, the email, the files.
 //! - [`admin_guard`]: "never remove the last active admin".
 //! - [`audit`]: a user's audit trail, who each actor is, secrets left out of what is shown.
@@ -31,6 +33,7 @@ pub mod admin_guard;
 pub mod api_keys;
 pub mod audit;
 pub mod clock;
+pub mod conversations;
 pub mod erasure;
 pub mod error;
 pub mod export;

@@ -36,7 +36,7 @@ impl Backoff {
     }
 }
 
-fn rand_below(n: u64) -> u64 {
+pub(crate) fn rand_below(n: u64) -> u64 {
     // Good enough to spread retries; not used for anything secret.
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -8,7 +8,12 @@ use async_nats::jetstream::{self, stream};
 /// that tests and several deployments can share one NATS server.
 #[derive(Debug, Clone)]
 pub struct BusConfig {
-    pub nats_url: String,
+    /// The NATS servers to reach (`NATS_URL`, a comma-separated list: the nodes of a
+    /// cluster). The client connects to one and fails over to the others.
+    pub servers: Vec<String>,
+    /// How many copies of the stream a JetStream cluster keeps (1, or 3 for a 3-node
+    /// cluster); applied when the stream is created or updated.
+    pub stream_replicas: usize,
     /// JetStream stream name (default `CHRONICLE_EVENTS`).
     pub stream: String,
     /// Subjects are `<prefix>.events.<aggregate>.<event>` (default prefix `chronicle`).
@@ -18,6 +23,11 @@ pub struct BusConfig {
 }
 
 impl BusConfig {
+    /// The servers as `NATS_URL` spells them (for messages).
+    pub fn nats_url(&self) -> String {
+        self.servers.join(",")
+    }
+
     /// The subject an event is published on. Tokens are made subject-safe.
     pub fn subject(&self, aggregate_type: &str, event_type: &str) -> String {
         format!(
@@ -41,6 +51,7 @@ impl BusConfig {
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
             duplicate_window: self.duplicate_window,
+            num_replicas: self.stream_replicas.max(1),
             ..Default::default()
         }
     }
@@ -77,7 +88,7 @@ impl EventBus {
             .event_callback(|event| async move {
                 tracing::info!(%event, "NATS connection event");
             })
-            .connect(config.nats_url.as_str())
+            .connect(config.servers.as_slice())
             .await?;
         let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(Duration::from_secs(5));
@@ -120,10 +131,12 @@ impl EventBus {
                 let info = existing.info().await?.clone();
                 if info.config.subjects != config.subjects
                     || info.config.duplicate_window != config.duplicate_window
+                    || info.config.num_replicas != config.num_replicas
                 {
                     let mut updated = info.config.clone();
                     updated.subjects = config.subjects.clone();
                     updated.duplicate_window = config.duplicate_window;
+                    updated.num_replicas = config.num_replicas;
                     return Ok(self.jetstream.update_stream(updated).await?);
                 }
                 Ok(info)
@@ -159,7 +172,8 @@ mod tests {
     #[test]
     fn subjects_are_prefixed_and_safe() {
         let c = BusConfig {
-            nats_url: String::new(),
+            servers: Vec::new(),
+            stream_replicas: 1,
             stream: "S".into(),
             subject_prefix: "chronicle".into(),
             duplicate_window: Duration::from_secs(120),

@@ -40,9 +40,18 @@ pub trait StreamWorker: Sync {
     fn label(&self) -> String;
     fn bus(&self) -> &EventBus;
     fn spec(&self) -> ConsumerSpec;
+    /// Where the consumer starts. `None` (the default): where the durable left off (the
+    /// stream's start the first time). `Some(sequence)`: the worker keeps its own position
+    /// (a projector's checkpoint), so the consumer is made afresh at that sequence each
+    /// time [`run`] connects; nothing the durable had delivered to another process is
+    /// waited for.
+    fn start_at(&self) -> impl Future<Output = anyhow::Result<Option<u64>>> + Send {
+        async { Ok(None) }
+    }
     /// Consume one pull until it ends or the worker stops (`Ok`: [`run`] pulls again if it
     /// still runs), or fails (`Err`: [`run`] reconnects after a backoff).
-    fn consume(&self, pull: Pull<'_>) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Messages of the pull the worker has not taken when it stops are handed back.
+    fn consume(&self, pull: &mut Pull<'_>) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
 /// Run `worker` until `stop`: connect, consume, and connect again after a backoff while
@@ -75,21 +84,30 @@ async fn pull_from(
     let spec = worker.spec();
     let mut stream = bus.jetstream.get_stream(&bus.config.stream).await?;
     let first_sequence = stream.info().await?.state.first_sequence;
-    let consumer: PullConsumer = stream
-        .get_or_create_consumer(
-            &spec.name,
-            pull::Config {
-                durable_name: Some(spec.name.clone()),
-                description: Some(spec.description.clone()),
-                deliver_policy: DeliverPolicy::All,
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: spec.ack_wait,
-                filter_subject: spec.filter_subject.clone(),
-                max_ack_pending: spec.max_ack_pending,
-                ..Default::default()
-            },
-        )
-        .await?;
+    let start_at = worker.start_at().await?;
+    let config = pull::Config {
+        durable_name: Some(spec.name.clone()),
+        description: Some(spec.description.clone()),
+        deliver_policy: match start_at {
+            Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+            None => DeliverPolicy::All,
+        },
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: spec.ack_wait,
+        filter_subject: spec.filter_subject.clone(),
+        max_ack_pending: spec.max_ack_pending,
+        ..Default::default()
+    };
+    let consumer: PullConsumer = match start_at {
+        None => stream.get_or_create_consumer(&spec.name, config).await?,
+        Some(_) => {
+            // made afresh: a start position cannot be changed on an existing consumer
+            if let Err(e) = stream.delete_consumer(&spec.name).await {
+                tracing::debug!(worker = %label, error = %e, "No consumer to replace");
+            }
+            stream.create_consumer(config).await?
+        }
+    };
     let messages = consumer
         .stream()
         .max_messages_per_batch(spec.batch)
@@ -97,15 +115,18 @@ async fn pull_from(
         .expires(Duration::from_secs(30))
         .messages()
         .await?;
-    tracing::info!(worker = %label, consumer = %spec.name, "Worker is consuming");
-    worker
-        .consume(Pull {
-            messages,
-            stop,
-            label,
-            first_sequence,
-        })
-        .await
+    tracing::info!(worker = %label, consumer = %spec.name, ?start_at, "Worker is consuming");
+    let mut pull = Pull {
+        messages,
+        stop,
+        label,
+        first_sequence,
+    };
+    let consumed = worker.consume(&mut pull).await;
+    if stop.is_cancelled() {
+        pull.hand_back().await;
+    }
+    consumed
 }
 
 /// The messages of one pull.
@@ -148,6 +169,21 @@ impl Pull<'_> {
 
     pub fn stop(&self) -> &CancellationToken {
         self.stop
+    }
+
+    /// Give back (NAK, for delivery at once) what has arrived and was not taken: the
+    /// consumer's other instances get it now rather than after `ack_wait`.
+    pub async fn hand_back(&mut self) {
+        let mut handed = 0;
+        while let Some(message) = self.ready() {
+            if let Err(e) = message.ack_with(AckKind::Nak(None)).await {
+                tracing::debug!(worker = %self.label, error = %e, "Cannot hand a message back");
+            }
+            handed += 1;
+        }
+        if handed > 0 {
+            tracing::info!(worker = %self.label, handed, "Stopping: messages handed back");
+        }
     }
 }
 

@@ -2,8 +2,11 @@
 //!
 //! # Layout
 //! - [`bus`]: the NATS connection, the stream's configuration and subjects.
-//! - [`relay`]: the event store → JetStream relay (one active, elected by an advisory lock).
-//! - [`projector`]: JetStream → read models, one durable pull consumer per read model.
+//! - [`lease`]: which process does a one-at-a-time job (PostgreSQL advisory locks on one
+//!   connection per process, hot standbys taking over within a poll).
+//! - [`relay`]: the event store → JetStream relay (one active, holding its lease).
+//! - [`projector`]: JetStream → read models, one durable pull consumer per read model, one
+//!   active projector per read model (holding its lease).
 //! - [`mailer`]: JetStream → mail (SMTP, or .eml files in development).
 //! - [`assistant`]: JetStream → the model → replies to user messages (docs/ASSISTANT.md).
 //! - [`durable`]: the durable-consumer skeleton the projector, the mailer and the
@@ -14,6 +17,7 @@ pub mod assistant;
 pub mod backoff;
 pub mod bus;
 pub mod durable;
+pub mod lease;
 pub mod mailer;
 pub mod projector;
 pub mod relay;

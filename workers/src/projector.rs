@@ -9,6 +9,14 @@
 //!   arrives ahead of one not yet applied (a redelivery can overtake) is not applied but
 //!   handed back, so a later event can never move the checkpoint past an earlier one.
 //!
+//! Several processes: one projector per read model is active, the one holding its
+//! [lease](crate::lease); the others stand by. The active one (re)makes the read model's
+//! consumer at its checkpoint's next stream sequence each time it takes over, so nothing
+//! the previous holder had been delivered waits for `ack_wait`, and one puller keeps the
+//! stream's order (two pullers on one durable interleave, and the in-order guard would hand
+//! back nearly everything). Read models spread over the processes: each takes the leases
+//! it can.
+//!
 //! Failures: PostgreSQL trouble is retried with backoff for as long as it lasts. An event
 //! that cannot be applied (bad payload, broken invariant) is retried a few times; then the
 //! read model stops and is marked failed (health and metrics show it, with the event id).
@@ -23,6 +31,7 @@ use eventstore::crypto::{CryptoError, KeyStore};
 use eventstore::StoredEvent;
 use projections::{checkpoint, ProjectionError, ReadModel};
 use sqlx::PgPool;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -113,6 +122,8 @@ pub struct Projector {
     config: ProjectorConfig,
     /// Opens events' sealed personal values before they are applied.
     keys: KeyStore,
+    /// Whether this process applies the read model (none: always, for one run alone).
+    lease: Option<watch::Receiver<bool>>,
 }
 
 impl Projector {
@@ -129,7 +140,19 @@ impl Projector {
             model,
             config,
             keys,
+            lease: None,
         }
+    }
+
+    /// Apply only while `lease` is held ([`Projector::lease_name`]).
+    pub fn with_lease(mut self, lease: watch::Receiver<bool>) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// The lease of `model`'s projector: one active per read model.
+    pub fn lease_name(model: ReadModel) -> String {
+        format!("chronicle-projector:{}", model.name())
     }
 
     /// The durable consumer's name for this read model.
@@ -232,7 +255,17 @@ impl Projector {
             tracing::warn!(read_model = %self.model, error = %e, "Cannot reset the read model's state");
         }
         metrics::gauge!("chronicle_projection_failed", "read_model" => self.model.name()).set(0.0);
-        durable::run(&self, &stop).await;
+        match self.lease.clone() {
+            Some(lease) => {
+                let label = self.label();
+                crate::lease::while_held(lease, &stop, &label, |held| {
+                    let this = &self;
+                    async move { durable::run(this, &held).await }
+                })
+                .await
+            }
+            None => durable::run(&self, &stop).await,
+        }
     }
 
     /// Apply a batch until it succeeds, the read model stops, or `stop`. Returns false
@@ -404,8 +437,16 @@ impl StreamWorker for Projector {
         }
     }
 
+    /// The consumer is made afresh after the checkpoint each time the projector connects.
+    async fn start_at(&self) -> anyhow::Result<Option<u64>> {
+        let checkpoint = checkpoint::load(&self.pool, self.model).await?;
+        Ok(Some(checkpoint.map_or(1, |cp| {
+            cp.stream_sequence.saturating_add(1).max(1)
+        })))
+    }
+
     /// Batches: what has arrived, up to `batch_size`, applied in one transaction.
-    async fn consume(&self, mut pull: Pull<'_>) -> anyhow::Result<()> {
+    async fn consume(&self, pull: &mut Pull<'_>) -> anyhow::Result<()> {
         while let Some(first) = pull.next().await {
             let mut batch = vec![first];
             while batch.len() < self.config.batch_size {

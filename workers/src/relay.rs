@@ -1,22 +1,22 @@
 //! The relay: event store → JetStream.
 //!
-//! One relay is active at a time: it holds a PostgreSQL advisory lock on a dedicated
-//! connection; others wait for it. It wakes on LISTEN/NOTIFY (`chronicle_events`) and on a
+//! One relay is active at a time: the one holding its [lease](crate::lease) (standbys
+//! take over within a poll of the holder's death). It wakes on LISTEN/NOTIFY (`chronicle_events`) and on a
 //! timer, reads the next batch of the log in global order (only finished transactions, so
 //! it can never skip a slow one), publishes each event with `Nats-Msg-Id` = the event id,
 //! awaits every ack, and only then moves its checkpoint. A crash between publish and
 //! checkpoint republishes on restart; JetStream drops the duplicates within its duplicate
 //! window, and projections skip anything at or before their own checkpoint anyway.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aggregates::LogCursor;
 use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
 use eventstore::{log, relay_checkpoint, StoredEvent};
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgListener;
-use sqlx::{PgPool, Postgres};
+use sqlx::PgPool;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -61,11 +61,29 @@ pub struct Relay {
     pool: PgPool,
     bus: EventBus,
     config: RelayConfig,
+    /// Whether this process is the active relay (none: always, for a relay run alone).
+    lease: Option<watch::Receiver<bool>>,
 }
 
 impl Relay {
     pub fn new(pool: PgPool, bus: EventBus, config: RelayConfig) -> Self {
-        Self { pool, bus, config }
+        Self {
+            pool,
+            bus,
+            config,
+            lease: None,
+        }
+    }
+
+    /// Relay only while `lease` is held ([`Relay::lease_name`]).
+    pub fn with_lease(mut self, lease: watch::Receiver<bool>) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// The lease of the relay named `name`: one active per checkpoint.
+    pub fn lease_name(name: &str) -> String {
+        format!("chronicle-relay:{name}")
     }
 
     pub async fn checkpoint(&self) -> Result<LogCursor, sqlx::Error> {
@@ -150,86 +168,47 @@ impl Relay {
             .map_err(|e| e.to_string())
     }
 
-    /// Run until `stop`: wait to be the active relay, then relay for as long as the lock
-    /// is held.
+    /// Run until `stop`: relay while this process holds the lease (always, without one).
     pub async fn run(self, stop: CancellationToken) {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let label = format!("relay {}", self.config.name);
+        match self.lease.clone() {
+            Some(lease) => {
+                let this = &self;
+                crate::lease::while_held(lease, &stop, &label, |held| async move {
+                    tracing::info!(relay = %this.config.name, "Relay is active");
+                    this.relay_until(&held).await;
+                })
+                .await
+            }
+            None => self.relay_until(&stop).await,
+        }
+        tracing::info!("Relay stopped");
+    }
+
+    /// Relay until `stop`, starting over after a backoff when PostgreSQL fails.
+    async fn relay_until(&self, stop: &CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         while !stop.is_cancelled() {
-            let lock = match self.acquire_leadership(&stop).await {
-                Some(lock) => lock,
-                None => break,
-            };
-            tracing::info!(relay = %self.config.name, "Relay is active");
-            if let Err(e) = self.relay_while_leader(lock, &stop).await {
-                tracing::warn!(error = %e, "Relay lost its footing; electing again");
+            if let Err(e) = self.relay(stop).await {
+                tracing::warn!(error = %e, "Relay lost its footing; starting over");
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tokio::time::sleep(backoff.next_delay()) => {}
                 }
             }
         }
-        tracing::info!("Relay stopped");
     }
 
-    /// Block until this process holds the relay's advisory lock (on a connection of its
-    /// own, which must stay open while relaying).
-    async fn acquire_leadership(
-        &self,
-        stop: &CancellationToken,
-    ) -> Option<PoolConnection<Postgres>> {
-        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
-        let mut said_standby = false;
-        loop {
-            if stop.is_cancelled() {
-                return None;
-            }
-            let attempt = async {
-                let mut conn = self.pool.acquire().await?;
-                let got: bool =
-                    sqlx::query_scalar("select pg_try_advisory_lock(hashtextextended($1, 0))")
-                        .bind(format!("chronicle-relay:{}", self.config.name))
-                        .fetch_one(&mut *conn)
-                        .await?;
-                Ok::<_, sqlx::Error>(got.then_some(conn))
-            };
-            match attempt.await {
-                Ok(Some(conn)) => return Some(conn),
-                Ok(None) => {
-                    if !said_standby {
-                        tracing::info!("Another relay is active; standing by");
-                        said_standby = true;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "Relay cannot reach PostgreSQL"),
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return None,
-                _ = tokio::time::sleep(backoff.next_delay()) => {}
-            }
-        }
-    }
-
-    async fn relay_while_leader(
-        &self,
-        mut lock: PoolConnection<Postgres>,
-        stop: &CancellationToken,
-    ) -> Result<(), RelayError> {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    async fn relay(&self, stop: &CancellationToken) -> Result<(), RelayError> {
+        // A publish that fails is retried soon: after a stream leader's loss JetStream
+        // answers again within about a second, and read-your-writes waits on us.
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
         self.ensure_stream(stop).await;
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen("chronicle_events").await?;
-        let mut last_lock_check = Instant::now();
         loop {
             if stop.is_cancelled() {
-                let _ = sqlx::query("select pg_advisory_unlock_all()")
-                    .execute(&mut *lock)
-                    .await;
                 return Ok(());
-            }
-            if last_lock_check.elapsed() > Duration::from_secs(5) {
-                // The lock lives as long as its connection; if that is gone, so is the lock.
-                sqlx::query("select 1").execute(&mut *lock).await?;
-                last_lock_check = Instant::now();
             }
             match self.step().await {
                 Ok(report) => {

@@ -198,7 +198,7 @@ impl StreamWorker for Assistant {
     }
 
     /// Up to `tuning.concurrency` messages answered at once (a model call takes seconds).
-    async fn consume(&self, mut pull: Pull<'_>) -> anyhow::Result<()> {
+    async fn consume(&self, pull: &mut Pull<'_>) -> anyhow::Result<()> {
         let stop = pull.stop().clone();
         let mut in_flight = JoinSet::new();
         loop {

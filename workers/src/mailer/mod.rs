@@ -315,7 +315,7 @@ impl StreamWorker for Mailer {
     }
 
     /// One message at a time, each answered before the next.
-    async fn consume(&self, mut pull: Pull<'_>) -> anyhow::Result<()> {
+    async fn consume(&self, pull: &mut Pull<'_>) -> anyhow::Result<()> {
         while let Some(message) = pull.next().await {
             let verdict = self.handle(&message, pull.stop()).await;
             if verdict == Verdict::Leave {

@@ -22,7 +22,6 @@ use crate::extract::{AppJson, AppQuery, RequestMeta};
 use crate::routes::read_your_writes::settle;
 use crate::views::profile;
 use crate::{ApiError, AppState};
-use usecases::usage::limit_reached;
 
 pub mod messages;
 
@@ -161,25 +160,22 @@ pub async fn create(
     AppJson(req): AppJson<TitleRequest>,
 ) -> Result<Reply<ConversationRow>, ApiError> {
     let me = profile(&state, auth.user_id).await?;
-    if let Some(plan) = usecases::usage::plan_named(&state.plans, &me.plan) {
-        let live = conversations::count_live(&state.pool, auth.user_id).await?;
-        if live as u64 >= plan.max_conversations {
-            let (limit, used) = (plan.max_conversations, live as u64);
-            return Err(limit_reached(&plan, "conversations", limit, used, None).into());
-        }
-    }
+    let plan = usecases::usage::plan_named(&state.plans, &me.plan);
     let id = Uuid::now_v7();
-    let outcome = state
-        .conversations
-        .execute(
-            &id.to_string(),
-            ConversationCommand::StartConversation {
-                owner_id: auth.user_id,
-                title: req.title.trim().to_owned(),
-            },
-            &as_owner(meta, &auth),
-        )
-        .await
+    let metadata = as_owner(meta, &auth);
+    let aggregate_id = id.to_string();
+    let outcome =
+        usecases::conversations::start_within_plan(&state, auth.user_id, plan.as_ref(), || {
+            state.conversations.execute(
+                &aggregate_id,
+                ConversationCommand::StartConversation {
+                    owner_id: auth.user_id,
+                    title: req.title.trim().to_owned(),
+                },
+                &metadata,
+            )
+        })
+        .await?
         .map_err(conversation_error)?;
     let lagging = settle(&state, outcome.cursor, &[ReadModel::Conversations]).await;
     // Created either way: a read model that has not caught up yet (named in
