@@ -384,7 +384,13 @@ pub async fn api_state(
         .await
         .context("cannot hash the dummy password")?;
     let rate = config.auth.rate_limits;
-    let limits = RateLimits::new(rate.auth_ip, rate.auth_account, rate.status_ip);
+    let limits = RateLimits::new(
+        pool.clone(),
+        Secrets::new(config.keys.secret.expose()),
+        rate.auth_ip,
+        rate.auth_account,
+        rate.status_ip,
+    );
     limits.spawn_cleanup(stop.clone());
     let core = core(config, pool, keys, users, passwords, clock, stop);
     let state: AppState = api::state::Services {

@@ -17,6 +17,8 @@
 //! - [`encrypting_repository`]: postgres-es's repository with sealing on the way in and
 //!   opening and upcasting on the way out; the command bus loads and seals through it.
 //! - [`passwords`]: argon2id hashing on a pool of its own threads, at a lower priority.
+//! - [`rate_limits`]: rate limits shared by every process (a GCRA whose state is in
+//!   PostgreSQL).
 //! - [`relay_checkpoint`]: where the relay has got to in the log.
 //! - [`secrets`]: HMAC-derived one-time links and codes, refresh-token hashes.
 //! - [`unavailable`]: telling "PostgreSQL is away for a moment" (503, retry) from a bad
@@ -33,6 +35,7 @@ pub mod locks;
 pub mod log;
 pub mod passwords;
 pub mod personal;
+pub mod rate_limits;
 pub mod relay_checkpoint;
 pub mod secrets;
 pub mod unavailable;

@@ -129,6 +129,16 @@ impl Secrets {
         hex::encode(self.mac(&["refresh", token]).finalize().into_bytes())
     }
 
+    /// The key a rate limit counts `value` (an address, an IP) under in the shared store:
+    /// a keyed hash, so the store holds no address and nobody without the key can test one.
+    pub fn rate_limit_key(&self, limit: &str, value: &str) -> String {
+        let mac = self
+            .mac(&["rate-limit", limit, value])
+            .finalize()
+            .into_bytes();
+        format!("{limit}:{}", hex::encode(&mac[..16]))
+    }
+
     /// The `email_probe` aggregate of a normalised address with no account: a keyed hash,
     /// so the log never holds the address and nobody without the key can test one.
     pub fn email_probe_id(&self, email: &str) -> Uuid {

@@ -35,4 +35,5 @@ mod slow_clients;
 mod smtp_sink;
 mod startup;
 mod test_command;
+mod two_instances;
 mod versioning;

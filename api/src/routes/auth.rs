@@ -119,7 +119,10 @@ async fn register_account(
     req: RegisterRequest,
 ) -> Result<Reply<Notice>, ApiError> {
     let email = checked_email(&req.email)?;
-    state.limits.check_auth(client_ip(&meta), Some(&email))?;
+    state
+        .limits
+        .check_auth(client_ip(&meta), Some(&email))
+        .await?;
     let display_name = req.display_name.map(|n| n.trim().to_owned());
     if let Some(name) = &display_name {
         if name.is_empty() || name.chars().count() > DISPLAY_NAME_MAX {
@@ -339,7 +342,10 @@ async fn mail_or_probe(
     command: impl FnOnce(Uuid) -> UserCommand,
 ) -> Result<Reply<Notice>, ApiError> {
     let email = checked_email(email)?;
-    state.limits.check_auth(client_ip(meta), Some(&email))?;
+    state
+        .limits
+        .check_auth(client_ip(meta), Some(&email))
+        .await?;
     let mut mailed = false;
     if let Some(owner) = email_claims::owner(&state.pool, &email).await? {
         match state
@@ -419,7 +425,10 @@ pub async fn verify_email(
         (Some(token), None, None) => verify_with_token(&state, &meta, &token).await?,
         (None, Some(email), Some(code)) => {
             let email = checked_email(&email)?;
-            state.limits.check_auth(client_ip(&meta), Some(&email))?;
+            state
+                .limits
+                .check_auth(client_ip(&meta), Some(&email))
+                .await?;
             let user_id = email_claims::owner(&state.pool, &email)
                 .await?
                 .ok_or(ApiError::LinkInvalid)?;

@@ -106,7 +106,10 @@ pub async fn reset_password(
         }
         (None, Some(email), Some(_)) => {
             let email = checked_email(email)?;
-            state.limits.check_auth(client_ip(&meta), Some(&email))?;
+            state
+                .limits
+                .check_auth(client_ip(&meta), Some(&email))
+                .await?;
             let user_id: Uuid = email_claims::owner(&state.pool, &email)
                 .await?
                 .ok_or(ApiError::LinkInvalid)?;
@@ -167,7 +170,7 @@ pub async fn reset_password(
         return Err(ApiError::LinkInvalid);
     }
     // the owner proved control of the address: earlier attempts no longer count
-    state.limits.forgive_account(&user.email);
+    state.limits.forgive_account(&user.email).await;
     let revoked = revoke_sessions(&state, user_id, REVOKED_PASSWORD_RESET, None, &meta).await?;
     let lagging = settle(
         &state,

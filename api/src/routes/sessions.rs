@@ -140,7 +140,10 @@ async fn sign_in(
     req: LoginRequest,
 ) -> Result<Response, ApiError> {
     let email = checked_email(&req.email)?;
-    state.limits.check_auth(client_ip(&meta), Some(&email))?;
+    state
+        .limits
+        .check_auth(client_ip(&meta), Some(&email))
+        .await?;
     let Some(user_id) = email_claims::owner(&state.pool, &email).await? else {
         // as slow as a real check, and counted (and locked) like an account's failure
         let _ = state
@@ -268,7 +271,7 @@ pub async fn refresh(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    state.limits.check_auth(client_ip(&meta), None)?;
+    state.limits.check_auth(client_ip(&meta), None).await?;
     let token = if body.iter().all(u8::is_ascii_whitespace) {
         cookies::get_as_set(&headers, cookies::REFRESH, state.config.cookie_secure)
             .ok_or(ApiError::Unauthorized)?
