@@ -16,6 +16,7 @@ pub(super) fn relay<F: Fn(&str) -> Option<String>>(v: &Vars<F>) -> anyhow::Resul
     Ok(RelayConfig {
         batch_size: v.positive("RELAY_BATCH_SIZE", 500)? as i64,
         poll_interval: v.millis("RELAY_POLL_INTERVAL_MS", 500)?,
+        ack_timeout: v.millis("RELAY_ACK_TIMEOUT_MS", 1000)?,
         ..RelayConfig::default()
     })
 }

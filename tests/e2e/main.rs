@@ -30,6 +30,7 @@ mod operations;
 mod pipeline;
 mod privacy;
 mod resilience;
+mod scale_out;
 mod secrets_sealed;
 mod slow_clients;
 mod smtp_sink;

@@ -96,6 +96,11 @@ async fn pull_from(
         ack_wait: spec.ack_wait,
         filter_subject: spec.filter_subject.clone(),
         max_ack_pending: spec.max_ack_pending,
+        // A consumer made afresh at the worker's own position keeps nothing worth a copy:
+        // one replica in memory is made at once (no Raft group to elect) and, should its
+        // node die, is made again on another.
+        num_replicas: usize::from(start_at.is_some()),
+        memory_storage: start_at.is_some(),
         ..Default::default()
     };
     let consumer: PullConsumer = match start_at {
@@ -121,12 +126,21 @@ async fn pull_from(
         stop,
         label,
         first_sequence,
+        missed_heartbeats: 0,
+        broken: None,
     };
     let consumed = worker.consume(&mut pull).await;
     if stop.is_cancelled() {
         pull.hand_back().await;
     }
-    consumed
+    match pull.broken.take() {
+        // the consumer is gone (its node died, another process made it afresh) or silent:
+        // connect again, which makes it anew where needed
+        Some(reason) if consumed.is_ok() && !stop.is_cancelled() => {
+            Err(anyhow::anyhow!("the consumer stopped answering: {reason}"))
+        }
+        _ => consumed,
+    }
 }
 
 /// The messages of one pull.
@@ -137,13 +151,19 @@ pub struct Pull<'a> {
     /// The stream's first sequence when this pull began (where a reader with no position
     /// starts).
     pub first_sequence: u64,
+    /// Idle heartbeats missed in a row.
+    missed_heartbeats: u32,
+    /// Why the pull cannot go on (the worker then connects again).
+    broken: Option<String>,
 }
 
 impl Pull<'_> {
     /// The next message. `None` once the worker stops or the pull stream ends (the
-    /// worker returns `Ok` and [`run`] pulls again). A hiccup of the pull stream (a
-    /// missed heartbeat, a slow server) is logged and skipped. Cancel-safe.
+    /// worker returns `Ok` and [`run`] pulls again, connecting anew when the consumer is
+    /// gone: deleted, its node lost, or two idle heartbeats missed in a row). A single
+    /// hiccup (one missed heartbeat, a slow server) is logged and skipped. Cancel-safe.
     pub async fn next(&mut self) -> Option<Message> {
+        use async_nats::jetstream::consumer::pull::MessagesErrorKind as Kind;
         loop {
             let next = tokio::select! {
                 _ = self.stop.cancelled() => return None,
@@ -152,9 +172,25 @@ impl Pull<'_> {
             match next {
                 None => return None,
                 Some(Err(e)) => {
+                    let gone = match e.kind() {
+                        Kind::ConsumerDeleted | Kind::NoResponders => true,
+                        Kind::MissingHeartbeat => {
+                            self.missed_heartbeats += 1;
+                            self.missed_heartbeats >= 2
+                        }
+                        _ => false,
+                    };
+                    if gone {
+                        tracing::info!(worker = %self.label, error = %e, "The consumer is gone; connecting again");
+                        self.broken = Some(e.to_string());
+                        return None;
+                    }
                     tracing::debug!(worker = %self.label, error = %e, "Consumer stream hiccup")
                 }
-                Some(Ok(m)) => return Some(m),
+                Some(Ok(m)) => {
+                    self.missed_heartbeats = 0;
+                    return Some(m);
+                }
             }
         }
     }

@@ -29,6 +29,10 @@ pub struct RelayConfig {
     pub batch_size: i64,
     /// The fallback wake-up when no NOTIFY arrives.
     pub poll_interval: Duration,
+    /// How long a publish waits for JetStream's ack before the batch is published again
+    /// (under the same message ids). Short, so that after a stream leader's loss the relay
+    /// asks the new leader soon instead of waiting on the old one.
+    pub ack_timeout: Duration,
 }
 
 impl Default for RelayConfig {
@@ -37,6 +41,7 @@ impl Default for RelayConfig {
             name: "default".into(),
             batch_size: 500,
             poll_interval: Duration::from_millis(500),
+            ack_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -66,7 +71,8 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(pool: PgPool, bus: EventBus, config: RelayConfig) -> Self {
+    pub fn new(pool: PgPool, mut bus: EventBus, config: RelayConfig) -> Self {
+        bus.jetstream.set_timeout(config.ack_timeout);
         Self {
             pool,
             bus,
