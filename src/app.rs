@@ -131,6 +131,7 @@ pub struct Application {
     pool: PgPool,
     bus: Option<EventBus>,
     http: crate::server::HttpLimits,
+    proxies: crate::server::TrustedProxies,
     stop: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -267,6 +268,7 @@ impl Application {
             pool,
             bus: Some(bus),
             http: config.http.limits,
+            proxies: config.http.trusted_proxies.clone(),
             stop,
             tasks,
         })
@@ -310,7 +312,14 @@ impl Application {
                     "chronicle: ready. API {base}/api/v1  docs {base}/docs  console {base}/admin  (Ctrl-C stops)"
                 );
             }
-            crate::server::serve(listener, router, self.http, stop.clone()).await;
+            crate::server::serve(
+                listener,
+                router,
+                self.http,
+                self.proxies.clone(),
+                stop.clone(),
+            )
+            .await;
         } else {
             stop.cancelled().await;
         }

@@ -30,7 +30,12 @@ impl DevServices {
     pub async fn start_missing(config: &Config) -> anyhow::Result<Self> {
         let mut started = Self::default();
         let (pg_host, pg_port) = postgres_addr(&config.database.url)?;
-        let nats = nats_addr(&config.bus.nats_url())?;
+        let nats_servers = config
+            .bus
+            .servers
+            .iter()
+            .map(|s| nats_addr(s))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let development = config.app_env == AppEnv::Development;
         // a Unix socket directory is left to PostgreSQL's own error
         let pg = if pg_host.contains(':') {
@@ -45,12 +50,22 @@ impl DevServices {
             let child = start_postgres(&config.data_dir, pg_port).await?;
             started.children.push(("PostgreSQL", child, "-INT"));
         }
-        if !reachable(&nats).await {
-            if !development || !is_loopback(&nats) {
-                bail!("NATS is not reachable at {nats} (NATS_URL)");
+        // a cluster is reachable while any of its nodes is
+        let mut any_reachable = false;
+        for server in &nats_servers {
+            if reachable(server).await {
+                any_reachable = true;
+                break;
             }
-            let child = start_nats(&config.data_dir, nats).await?;
-            started.children.push(("NATS", child, "-TERM"));
+        }
+        if !any_reachable {
+            match nats_servers.as_slice() {
+                [one] if development && is_loopback(one) => {
+                    let child = start_nats(&config.data_dir, one.clone()).await?;
+                    started.children.push(("NATS", child, "-TERM"));
+                }
+                servers => bail!("NATS is not reachable at {} (NATS_URL)", servers.join(", ")),
+            }
         }
         Ok(started)
     }
@@ -85,7 +100,8 @@ fn postgres_addr(url: &str) -> anyhow::Result<(String, u16)> {
     Ok((options.get_host().to_string(), options.get_port()))
 }
 
-/// The first server of NATS_URL (`nats://[user[:pass]@]host[:port][,...]`).
+/// The address of a NATS server (`nats://[user[:pass]@]host[:port]`; of the first, for a
+/// list).
 fn nats_addr(url: &str) -> anyhow::Result<String> {
     let first = url.split(',').next().unwrap_or_default().trim();
     let rest = first.split_once("://").map_or(first, |(_, r)| r);

@@ -15,6 +15,10 @@
 //!   [`HttpLimits::header_read_timeout`] (a slowloris client trickling headers is cut off).
 //! - **A keep-alive timeout**: a connection idle between requests is closed after
 //!   [`HttpLimits::keep_alive_timeout`].
+//! - **The client's address behind a proxy** ([`TrustedProxies`]): when the peer is one of
+//!   `TRUSTED_PROXIES` (a load balancer), the client is the last address in
+//!   `X-Forwarded-For` that is not a trusted proxy; from anyone else the header is ignored
+//!   (a client cannot choose its address for rate limits and the audit trail).
 //! - **A body read timeout**: a request body must have arrived within
 //!   [`HttpLimits::body_read_timeout`] of its head; otherwise the answer is 408 (envelope)
 //!   and the connection is closed.
@@ -49,6 +53,41 @@ const REFUSAL_TIME: Duration = Duration::from_secs(1);
 /// Descriptors kept for everything but HTTP connections, besides the database pool: NATS,
 /// the LISTEN connections, the listener, files (uploads, avatars, mail), the runtime.
 const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// The proxies (load balancers) whose `X-Forwarded-For` names the client
+/// (`TRUSTED_PROXIES`: addresses or CIDR ranges).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Arc<[ipnet::IpNet]>);
+
+impl TrustedProxies {
+    fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Who sent a request that arrived from `peer`: `peer` itself unless it is a trusted
+    /// proxy, else the nearest address in `X-Forwarded-For` (read from the right, past the
+    /// trusted proxies) that is not one; `peer` when the header says nothing usable.
+    pub fn client(&self, peer: SocketAddr, headers: &axum::http::HeaderMap) -> SocketAddr {
+        if !self.trusts(peer.ip()) {
+            return peer;
+        }
+        let hops = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        for hop in hops.into_iter().rev() {
+            match hop.parse::<std::net::IpAddr>() {
+                Ok(ip) if self.trusts(ip) => continue,
+                Ok(ip) => return SocketAddr::new(ip, peer.port()),
+                Err(_) => break, // garbage: trust nothing further left
+            }
+        }
+        peer
+    }
+}
 
 /// The server's limits (`HTTP_*` settings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +125,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
+    proxies: TrustedProxies,
     stop: CancellationToken,
 ) {
     let router = router.layer(axum::middleware::from_fn(move |req, next| {
@@ -121,6 +161,7 @@ pub async fn serve(
                     peer,
                     router.clone(),
                     limits,
+                    proxies.clone(),
                     stop.clone(),
                     permit,
                 ));
@@ -189,6 +230,7 @@ async fn serve_connection(
     peer: SocketAddr,
     router: Router,
     limits: HttpLimits,
+    proxies: TrustedProxies,
     stop: CancellationToken,
     _permit: OwnedSemaphorePermit,
 ) {
@@ -199,7 +241,8 @@ async fn serve_connection(
     });
     let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         // what into_make_service_with_connect_info gave the extractors before
-        req.extensions_mut().insert(ConnectInfo(peer));
+        let client = proxies.client(peer, req.headers());
+        req.extensions_mut().insert(ConnectInfo(client));
         router.clone().oneshot(req.map(Body::new))
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -483,6 +526,56 @@ impl hyper::rt::Sleep for HeadDeadline {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_behind_a_trusted_proxy_is_the_last_untrusted_forwarded_address() {
+        let proxies = TrustedProxies(
+            ["10.0.0.0/8", "192.168.1.5/32"]
+                .map(|n| n.parse::<ipnet::IpNet>().expect("a net"))
+                .to_vec()
+                .into(),
+        );
+        let peer = |ip: &str| SocketAddr::new(ip.parse().expect("an ip"), 4000);
+        let forwarded = |v: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(
+                "x-forwarded-for",
+                HeaderValue::from_str(v).expect("a value"),
+            );
+            h
+        };
+        // from the load balancer: the client it names, past other trusted hops
+        assert_eq!(
+            proxies.client(peer("10.1.2.3"), &forwarded("203.0.113.9")),
+            peer("203.0.113.9")
+        );
+        assert_eq!(
+            proxies.client(
+                peer("10.1.2.3"),
+                &forwarded("198.51.100.1, 203.0.113.9, 192.168.1.5")
+            ),
+            peer("203.0.113.9"),
+            "what the client itself wrote to the left is not believed"
+        );
+        // from anyone else the header is ignored
+        assert_eq!(
+            proxies.client(peer("203.0.113.50"), &forwarded("1.2.3.4")),
+            peer("203.0.113.50")
+        );
+        // nothing usable: the proxy itself
+        assert_eq!(
+            proxies.client(peer("10.1.2.3"), &forwarded("not-an-ip")),
+            peer("10.1.2.3")
+        );
+        assert_eq!(
+            proxies.client(peer("10.1.2.3"), &axum::http::HeaderMap::new()),
+            peer("10.1.2.3")
+        );
+        assert_eq!(
+            TrustedProxies::default().client(peer("10.1.2.3"), &forwarded("203.0.113.9")),
+            peer("10.1.2.3")
+        );
+    }
 
     #[test]
     fn the_default_limit_leaves_room_for_the_pool_and_everything_else() {

@@ -7,7 +7,14 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 /// The migrations in the workspace's `migrations/` folder, embedded in the binary.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+///
+/// Migrations a newer release applied are ignored, not refused (`ignore_missing`): during a
+/// rolling upgrade the processes of the release before keep starting against the migrated
+/// database. That is safe because migrations only add (docs/DEPLOYMENT.md, "Upgrading").
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("../migrations")
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
@@ -123,5 +130,9 @@ mod tests {
     #[test]
     fn the_migrator_locks_so_that_processes_starting_together_take_turns() {
         assert!(MIGRATOR.locking);
+        assert!(
+            MIGRATOR.ignore_missing,
+            "a process of the release before must start on a database a newer one migrated"
+        );
     }
 }

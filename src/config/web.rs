@@ -11,7 +11,7 @@ use usecases::CoreSettings;
 
 use super::stores::DatabaseSettings;
 use super::{AppEnv, Env, Vars};
-use crate::server::{self, HttpLimits};
+use crate::server::{self, HttpLimits, TrustedProxies};
 
 /// Where and how the HTTP server listens.
 #[derive(Debug, Clone)]
@@ -21,6 +21,8 @@ pub struct HttpSettings {
     pub public_url: String,
     /// The server's timeouts and connection limit.
     pub limits: HttpLimits,
+    /// The load balancers whose `X-Forwarded-For` names the client (`TRUSTED_PROXIES`).
+    pub trusted_proxies: TrustedProxies,
 }
 
 pub(super) fn http<F: Fn(&str) -> Option<String>>(
@@ -43,6 +45,21 @@ pub(super) fn http<F: Fn(&str) -> Option<String>>(
             "PUBLIC_URL={public_url} is not https: links in mails travel in the clear (ALLOW_INSECURE_PUBLIC_URL=true)"
         ));
     }
+    let mut proxies = vec![];
+    for entry in v.string("TRUSTED_PROXIES", "").split(',').map(str::trim) {
+        if entry.is_empty() {
+            continue;
+        }
+        let net = entry
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "TRUSTED_PROXIES: {entry:?} is not an IP address or a CIDR range (10.0.0.0/8)"
+                )
+            })?;
+        proxies.push(net);
+    }
     let default_connections =
         server::default_max_connections(server::open_files_limit(), database.max_connections);
     Ok(HttpSettings {
@@ -55,6 +72,7 @@ pub(super) fn http<F: Fn(&str) -> Option<String>>(
             max_connections: v.positive("HTTP_MAX_CONNECTIONS", default_connections as u64)?
                 as usize,
         },
+        trusted_proxies: TrustedProxies(proxies.into()),
     })
 }
 

@@ -134,3 +134,25 @@ async fn processes_that_disagree_about_the_stream_all_set_it_up_at_the_same_time
     assert_eq!(subjects, vec![env.bus_config().all_subjects()]);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_process_of_the_release_before_starts_on_a_database_a_newer_release_migrated() {
+    let env = TestEnv::new();
+    let app = env
+        .spawn(chronicle::Roles::only(&[chronicle::Role::Api]))
+        .await;
+    // a rolling upgrade: a newer release applied a migration this binary does not know
+    sqlx::query(
+        "insert into _sqlx_migrations (version, description, success, checksum, execution_time) \
+         values (99999999, 'from a newer release', true, '\\x00', 0)",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("a newer release's migration");
+    app.stop().await;
+    let again = env
+        .spawn(chronicle::Roles::only(&[chronicle::Role::Api]))
+        .await;
+    assert_eq!(again.get_json("/health/live").await.0, 200);
+    again.finish().await;
+}

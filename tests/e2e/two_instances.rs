@@ -75,6 +75,40 @@ async fn the_auth_rate_limits_hold_for_two_instances_together() {
 }
 
 #[tokio::test]
+async fn behind_a_trusted_load_balancer_the_forwarded_client_is_the_one_limited() {
+    let login_from = |app: &TestApp, forwarded: &str| {
+        let request = reqwest::Client::new()
+            .post(app.url("/api/v1/auth/login"))
+            .header("x-forwarded-for", forwarded)
+            .json(&json!({"email": "someone@example.com", "password": "not-the-password-1"}));
+        async move { request.send().await.expect("sent").status().as_u16() }
+    };
+    let env = TestEnv::new()
+        .set("RATE_LIMIT_AUTH_IP_PER_MINUTE", "2")
+        .set("TRUSTED_PROXIES", "127.0.0.0/8");
+    let (a, b) = pair(&env).await;
+    let mut statuses = vec![];
+    for app in [&a, &b, &a] {
+        statuses.push(login_from(app, "203.0.113.1").await);
+    }
+    // another client behind the same balancer has its own allowance
+    statuses.push(login_from(&b, "203.0.113.2").await);
+    assert_eq!(statuses, [401, 401, 429, 401]);
+    b.stop().await;
+    a.finish().await;
+
+    // not behind a trusted proxy: the header is the client's own word, and ignored
+    let env = TestEnv::new().set("RATE_LIMIT_AUTH_IP_PER_MINUTE", "2");
+    let app = env.spawn(Roles::only(&[Role::Api])).await;
+    let mut statuses = vec![];
+    for forwarded in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+        statuses.push(login_from(&app, forwarded).await);
+    }
+    assert_eq!(statuses, [401, 401, 429]);
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn thirty_concurrent_starts_on_two_instances_with_room_for_twenty_start_twenty() {
     let env = TestEnv::new().set("PLANS", PLANS);
     let (a, b) = pair(&env).await;
