@@ -193,9 +193,9 @@ impl Application {
                     keys.clone(),
                 );
                 let projector = match &leases {
-                    Some(leases) => {
-                        projector.with_lease(leases.lease(&Projector::lease_name(model)))
-                    }
+                    Some(leases) => projector.with_lease(
+                        leases.lease_in(Projector::LEASE_GROUP, &Projector::lease_name(model)),
+                    ),
                     None => projector,
                 };
                 tasks.spawn(projector.run(stop.clone()));

@@ -4,9 +4,9 @@
 //! the active relay, one projector and the stream's leader are SIGKILLed in turn; then no
 //! event is lost or applied twice and `chronicle projections verify --all` passes.
 //!
-//! The times it measures (printed as `scale-out: ...`; BENCHMARKS.md has them) are checked
-//! against bounds a loaded 2-core CI machine keeps; the goals are tighter and the measured
-//! figures meet them on an idle machine.
+//! Each time it measures runs from the fault until the part is past an event committed
+//! after it (printed as `scale-out [..]: ...`; BENCHMARKS.md has them), and is checked
+//! against a bound a loaded 2-core CI machine keeps.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -278,6 +278,14 @@ async fn relay_checkpoint(pool: &PgPool) -> LogCursor {
         .expect("relay checkpoint")
 }
 
+/// The log's last committed event: a reader past it has read an event committed after.
+async fn head(pool: &PgPool) -> LogCursor {
+    eventstore::log::last_committed(pool)
+        .await
+        .expect("the log's head")
+        .unwrap_or_default()
+}
+
 async fn model_cursor(pool: &PgPool, model: ReadModel) -> LogCursor {
     projections::checkpoint::load(pool, model)
         .await
@@ -370,6 +378,17 @@ fn push(v: &std::sync::Mutex<Vec<u16>>, status: u16) {
     if let Ok(mut v) = v.lock() {
         v.push(status);
     }
+}
+
+/// How many read models each projector process applies.
+async fn spread(pool: &PgPool) -> BTreeMap<String, usize> {
+    let mut spread = BTreeMap::new();
+    for model in ReadModel::ALL {
+        if let Some(h) = holder(pool, &Projector::lease_name(model)).await {
+            *spread.entry(h).or_insert(0) += 1;
+        }
+    }
+    spread
 }
 
 /// The name of the node leading `stream`.
@@ -495,15 +514,20 @@ async fn two_of_everything_on_a_nats_cluster_survive_the_active_relay_a_projecto
         together,
         rate(events_between, together)
     );
-    let spread: BTreeMap<String, usize> = {
-        let mut spread = BTreeMap::new();
-        for model in ReadModel::ALL {
-            if let Some(h) = holder(&pool, &Projector::lease_name(model)).await {
-                *spread.entry(h).or_insert(0) += 1;
+    // the read models spread over the two, half each
+    let half = ReadModel::ALL.len().div_ceil(2);
+    let spread = eventually(
+        "the read models spread over both projectors",
+        Duration::from_secs(30),
+        || {
+            let pool = pool.clone();
+            async move {
+                let spread = spread(&pool).await;
+                (spread.len() == 2 && spread.values().all(|n| *n == half)).then_some(spread)
             }
-        }
-        spread
-    };
+        },
+    )
+    .await;
     say!(began, "read models per projector process: {spread:?}");
 
     // under load, the faults
@@ -524,7 +548,7 @@ async fn two_of_everything_on_a_nats_cluster_survive_the_active_relay_a_projecto
 
     // 1. the active relay
     let active = holder(&pool, &relay_lease).await.expect("an active relay");
-    let at_kill = relay_checkpoint(&pool).await;
+    let at_kill = head(&pool).await;
     let killed = Instant::now();
     relays
         .iter_mut()
@@ -564,24 +588,21 @@ async fn two_of_everything_on_a_nats_cluster_survive_the_active_relay_a_projecto
         }
         held
     };
-    let mut at_kill = vec![];
-    for model in &held_by_victim {
-        at_kill.push(model_cursor(&pool, *model).await);
-    }
+    let at_kill = head(&pool).await;
     let killed = Instant::now();
     projectors
         .iter_mut()
         .filter(|p| p.name == victim)
         .for_each(Process::kill);
     let mut stalls = vec![];
-    for (model, before) in held_by_victim.iter().zip(at_kill) {
+    for model in &held_by_victim {
         if !model.wants("user") {
             continue; // the load appends user events only: nothing new to apply
         }
         let stall = time_until("a read model moves again", killed, || {
             let pool = pool.clone();
             let model = *model;
-            async move { model_cursor(&pool, model).await > before }
+            async move { model_cursor(&pool, model).await > at_kill }
         })
         .await;
         stalls.push((model.name(), stall));
@@ -611,7 +632,7 @@ async fn two_of_everything_on_a_nats_cluster_survive_the_active_relay_a_projecto
         .await
         .expect("NATS");
     let leader = stream_leader(&bus, &env.stream).await;
-    let at_kill = relay_checkpoint(&pool).await;
+    let at_kill = head(&pool).await;
     let killed = Instant::now();
     nats.kill(&leader);
     let leader_failover = time_until("publishing resumes after the leader's loss", killed, || {
@@ -629,7 +650,7 @@ async fn two_of_everything_on_a_nats_cluster_survive_the_active_relay_a_projecto
     nats.restart(&leader).await;
     say!(began, "{leader} is back in the cluster");
     let leader = stream_leader(&bus, &env.stream).await;
-    let at_stop = relay_checkpoint(&pool).await;
+    let at_stop = head(&pool).await;
     let stopped = Instant::now();
     nats.lame_duck(&leader);
     let planned_failover = time_until(
@@ -750,7 +771,9 @@ async fn two_of_everything_on_a_nats_cluster_survive_the_active_relay_a_projecto
     say!(began, "every read model verified against the log");
 
     // the times, with room for a loaded 2-core machine (the goals: relay 1 s, a stalled
-    // read model 2 s, publishing after a leader's loss 2 s)
+    // read model 2 s, publishing after a leader's loss 2 s; a SIGKILLed leader is replaced
+    // by NATS's own Raft election, which nats-server 2.9 starts 2 to 5 s after the leader
+    // falls silent, so that one is bounded by NATS, not by Chronicle)
     assert!(
         relay_failover < Duration::from_secs(3),
         "relay failover {relay_failover:?}"
@@ -762,8 +785,12 @@ async fn two_of_everything_on_a_nats_cluster_survive_the_active_relay_a_projecto
         );
     }
     assert!(
-        leader_failover < Duration::from_secs(6),
-        "publishing resumed {leader_failover:?} after the stream leader's loss"
+        leader_failover < Duration::from_secs(12),
+        "publishing resumed {leader_failover:?} after the stream leader's death"
+    );
+    assert!(
+        planned_failover < Duration::from_secs(3),
+        "publishing resumed {planned_failover:?} after the stream leader's planned stop"
     );
 
     drop(projectors);

@@ -17,6 +17,14 @@
 //! the same message ids; a projector's batches lock its checkpoint row and skip what is
 //! applied).
 //!
+//! **Groups** spread leases over processes: the read models' projectors are one group. A
+//! process in a group holds a member lock of its own (the two-key form of advisory locks,
+//! the group's hash and a random number), so every process can count the group's live
+//! members in `pg_locks`. With `M` leases and `P` members, a process takes leases only
+//! while it holds fewer than its fair share `ceil(M / P)`, and gives back (unlocks) what it
+//! holds beyond it: a second projector process started beside a first ends up with half
+//! the read models within a few polls, and when one dies the other takes its share back.
+//!
 //! Each lease is a [`watch::Receiver<bool>`] (true: held); [`while_held`] runs a job while
 //! it is true and stops it when it turns false.
 
@@ -39,6 +47,8 @@ const STATEMENT_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Wanted {
     name: String,
+    /// The group whose leases are spread over its members, if any.
+    group: Option<String>,
     held: watch::Sender<bool>,
 }
 
@@ -48,6 +58,8 @@ pub struct Leases {
     wanted: Arc<Mutex<Vec<Wanted>>>,
     /// Tells the loop a lease was added (so it is tried at once).
     added: Arc<tokio::sync::Notify>,
+    /// This process's member number in its groups.
+    member: i32,
 }
 
 impl Leases {
@@ -57,6 +69,7 @@ impl Leases {
         let leases = Self {
             wanted: Arc::default(),
             added: Arc::default(),
+            member: rand_below(i32::MAX as u64) as i32 ^ std::process::id() as i32,
         };
         let options = (*pool.connect_options()).clone();
         tokio::spawn(leases.clone().keep(options, poll, stop));
@@ -65,10 +78,20 @@ impl Leases {
 
     /// The lease on `name` (tried from the next poll on).
     pub fn lease(&self, name: &str) -> watch::Receiver<bool> {
+        self.want(name, None)
+    }
+
+    /// The lease on `name`, one of `group`'s: spread over the processes in the group.
+    pub fn lease_in(&self, group: &str, name: &str) -> watch::Receiver<bool> {
+        self.want(name, Some(group))
+    }
+
+    fn want(&self, name: &str, group: Option<&str>) -> watch::Receiver<bool> {
         let (held, receiver) = watch::channel(false);
         if let Ok(mut wanted) = self.wanted.lock() {
             wanted.push(Wanted {
                 name: name.to_string(),
+                group: group.map(str::to_string),
                 held,
             });
         }
@@ -86,14 +109,13 @@ impl Leases {
         }
     }
 
-    /// The names of the leases not held.
-    fn missing(&self) -> Vec<String> {
+    /// (name, group, held) of every lease wanted.
+    fn snapshot(&self) -> Vec<(String, Option<String>, bool)> {
         self.wanted
             .lock()
             .map(|w| {
                 w.iter()
-                    .filter(|w| !*w.held.borrow())
-                    .map(|w| w.name.clone())
+                    .map(|w| (w.name.clone(), w.group.clone(), *w.held.borrow()))
                     .collect()
             })
             .unwrap_or_default()
@@ -158,34 +180,45 @@ impl Leases {
         poll: Duration,
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
+        let mut joined: Vec<String> = vec![];
         loop {
-            let missing = self.missing();
-            if missing.is_empty() {
-                tokio::time::timeout(
-                    STATEMENT_TIMEOUT,
-                    sqlx::query("select 1").execute(&mut *conn),
-                )
-                .await??;
-            } else {
-                let got: Vec<(String, bool)> = tokio::time::timeout(
-                    STATEMENT_TIMEOUT,
-                    sqlx::query_as(
-                        "select name, pg_try_advisory_lock(hashtextextended(name, 0)) \
-                         from unnest($1::text[]) as name",
+            let wanted = self.snapshot();
+            let (to_try, to_give_back) = self.plan(conn, &wanted, &mut joined).await?;
+            if !to_give_back.is_empty() {
+                let released: Vec<String> = bounded(
+                    sqlx::query_scalar(
+                        "select name from unnest($1::text[]) as name \
+                         where pg_advisory_unlock(hashtextextended(name, 0))",
                     )
-                    .bind(&missing)
+                    .bind(&to_give_back)
                     .fetch_all(&mut *conn),
                 )
-                .await??;
-                let won: Vec<&str> = got
-                    .iter()
-                    .filter(|(_, won)| *won)
-                    .map(|(name, _)| name.as_str())
-                    .collect();
+                .await?;
+                for name in &released {
+                    tracing::info!(lease = %name, "Lease given back: another process takes its share");
+                }
+                self.set(|w| *w.held.borrow() && !released.contains(&w.name));
+            }
+            if to_try.is_empty() {
+                bounded(sqlx::query("select 1").execute(&mut *conn)).await?;
+            }
+            for (names, room) in to_try {
+                // tried in order until `room` are taken: the LIMIT stops the scan, so no
+                // lock is taken beyond it
+                let won: Vec<String> = bounded(
+                    sqlx::query_scalar(
+                        "select name from unnest($1::text[]) as name \
+                         where pg_try_advisory_lock(hashtextextended(name, 0)) limit $2",
+                    )
+                    .bind(&names)
+                    .bind(room as i64)
+                    .fetch_all(&mut *conn),
+                )
+                .await?;
                 for name in &won {
                     tracing::info!(lease = %name, "Lease taken: this process is active");
                 }
-                self.set(|w| *w.held.borrow() || won.contains(&w.name.as_str()));
+                self.set(|w| *w.held.borrow() || won.contains(&w.name));
             }
             let quarter = (poll.as_millis() as u64 / 4).max(1);
             let wait = poll - Duration::from_millis(quarter)
@@ -197,6 +230,88 @@ impl Leases {
             }
         }
     }
+
+    /// Which leases to try now (lists, each with how many of it to take at most) and which
+    /// to give back: every missing lease of no group; in a group, as many missing ones as
+    /// bring this process up to its fair share, or the ones it holds beyond it.
+    async fn plan(
+        &self,
+        conn: &mut PgConnection,
+        wanted: &[(String, Option<String>, bool)],
+        joined: &mut Vec<String>,
+    ) -> anyhow::Result<(Vec<(Vec<String>, usize)>, Vec<String>)> {
+        let alone: Vec<String> = wanted
+            .iter()
+            .filter(|(_, group, held)| group.is_none() && !held)
+            .map(|(name, _, _)| name.clone())
+            .collect();
+        let mut to_try = vec![];
+        if !alone.is_empty() {
+            to_try.push((alone.clone(), alone.len()));
+        }
+        let mut to_give_back = vec![];
+        let mut groups: Vec<&String> = wanted.iter().filter_map(|(_, g, _)| g.as_ref()).collect();
+        groups.sort();
+        groups.dedup();
+        for group in groups {
+            if !joined.contains(group) {
+                bounded(
+                    sqlx::query("select pg_advisory_lock(hashtext($1), $2)")
+                        .bind(group)
+                        .bind(self.member)
+                        .execute(&mut *conn),
+                )
+                .await?;
+                joined.push(group.clone());
+            }
+            let members: i64 = bounded(
+                sqlx::query_scalar(
+                    "select count(*) from pg_locks \
+                     where locktype = 'advisory' and objsubid = 2 and granted \
+                       and database = (select oid from pg_database where datname = current_database()) \
+                       and classid = (hashtext($1)::bigint & 4294967295)::oid",
+                )
+                .bind(group)
+                .fetch_one(&mut *conn),
+            )
+            .await?;
+            let mine: Vec<&(String, Option<String>, bool)> = wanted
+                .iter()
+                .filter(|(_, g, _)| g.as_ref() == Some(group))
+                .collect();
+            let fair = mine.len().div_ceil(members.max(1) as usize);
+            let (held, missing): (Vec<_>, Vec<_>) =
+                mine.into_iter().partition(|(_, _, held)| *held);
+            if held.len() > fair {
+                // give back the last ones, so that who keeps what stays predictable
+                let mut names: Vec<String> = held.iter().map(|(n, _, _)| n.clone()).collect();
+                names.sort();
+                to_give_back.extend(names.split_off(fair));
+            } else {
+                // start at a different lease in each process, so two that start together
+                // rarely reach for the same ones
+                let room = fair - held.len();
+                let offset = self.member.unsigned_abs() as usize % missing.len().max(1);
+                let mut names: Vec<String> = missing.iter().map(|(n, _, _)| n.clone()).collect();
+                names.rotate_left(offset);
+                if room > 0 && !names.is_empty() {
+                    to_try.push((names, room));
+                }
+            }
+        }
+        Ok((to_try, to_give_back))
+    }
+}
+
+/// A lease statement, bounded by [`STATEMENT_TIMEOUT`]: one that takes longer counts as a
+/// lost connection.
+async fn bounded<T, E: Into<anyhow::Error>>(
+    statement: impl Future<Output = Result<T, E>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(STATEMENT_TIMEOUT, statement)
+        .await
+        .map_err(|_| anyhow::anyhow!("PostgreSQL did not answer within {STATEMENT_TIMEOUT:?}"))?
+        .map_err(Into::into)
 }
 
 /// Run `job` whenever `lease` is held, until `stop`. The job gets a token that is

@@ -14,8 +14,8 @@
 //! consumer at its checkpoint's next stream sequence each time it takes over, so nothing
 //! the previous holder had been delivered waits for `ack_wait`, and one puller keeps the
 //! stream's order (two pullers on one durable interleave, and the in-order guard would hand
-//! back nearly everything). Read models spread over the processes: each takes the leases
-//! it can.
+//! back nearly everything). Read models spread over the processes: each takes its fair
+//! share of the leases (a lease group) and gives back what it holds beyond it.
 //!
 //! Failures: PostgreSQL trouble is retried with backoff for as long as it lasts. An event
 //! that cannot be applied (bad payload, broken invariant) is retried a few times; then the
@@ -149,6 +149,9 @@ impl Projector {
         self.lease = Some(lease);
         self
     }
+
+    /// The group of the projectors' leases: spread over the projector processes.
+    pub const LEASE_GROUP: &'static str = "chronicle-projectors";
 
     /// The lease of `model`'s projector: one active per read model.
     pub fn lease_name(model: ReadModel) -> String {
