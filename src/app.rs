@@ -149,6 +149,8 @@ impl Application {
         roles: Roles,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
+        // the recorder first: what the workers count from their first moment is kept
+        let _ = crate::telemetry::metrics_handle();
         for warning in &config.warnings {
             tracing::warn!(setting.warning = %warning, "Weak setting: {warning}");
         }
@@ -261,6 +263,12 @@ impl Application {
         } else {
             (None, None)
         };
+        if let Some(addr) = config.http.metrics_bind {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("METRICS_BIND={addr}: cannot listen"))?;
+            tasks.spawn(crate::telemetry::serve_metrics(listener, stop.clone()));
+        }
         tracing::info!(roles = ?roles.0, "Chronicle built");
         Ok(Self {
             listener,

@@ -43,6 +43,40 @@ pub fn init_logs_to(stderr: bool) {
     };
 }
 
+/// Serve `/metrics` (this process's Prometheus text) and `/health/live` on `listener`
+/// until `stop` (`METRICS_BIND`: processes without the API have no other place to show
+/// their relay, projector, lease and worker counters).
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use axum::routing::get;
+    let handle = metrics_handle();
+    let router = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let handle = handle.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        handle.render(),
+                    )
+                }
+            }),
+        )
+        .route("/health/live", get(|| async { "ok" }));
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+    {
+        tracing::warn!(error = %e, "The metrics listener stopped");
+    }
+}
+
 /// The process-wide Prometheus recorder (installed on first use).
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

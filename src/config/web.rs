@@ -23,6 +23,10 @@ pub struct HttpSettings {
     pub limits: HttpLimits,
     /// The load balancers whose `X-Forwarded-For` names the client (`TRUSTED_PROXIES`).
     pub trusted_proxies: TrustedProxies,
+    /// Where a process serves `/metrics` and `/health/live` on their own (`METRICS_BIND`):
+    /// for processes without the API (a relay, a projector), whose counters would else be
+    /// seen nowhere.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 pub(super) fn http<F: Fn(&str) -> Option<String>>(
@@ -73,6 +77,10 @@ pub(super) fn http<F: Fn(&str) -> Option<String>>(
                 as usize,
         },
         trusted_proxies: TrustedProxies(proxies.into()),
+        metrics_bind: match v.raw("METRICS_BIND") {
+            None => None,
+            Some(_) => Some(v.parse("METRICS_BIND", SocketAddr::from(([127, 0, 0, 1], 9090)))?),
+        },
     })
 }
 

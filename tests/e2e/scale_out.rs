@@ -198,6 +198,8 @@ impl Drop for NatsCluster {
 struct Process {
     name: String,
     child: Option<Child>,
+    /// Where it serves `/metrics` (METRICS_BIND).
+    metrics_port: u16,
 }
 
 impl Process {
@@ -258,10 +260,13 @@ impl Deployment {
         if let Some(port) = bind {
             command.env("BIND", format!("127.0.0.1:{port}"));
         }
+        let metrics_port = free_port();
+        command.env("METRICS_BIND", format!("127.0.0.1:{metrics_port}"));
         let child = command.spawn().expect("chronicle starts");
         Process {
             name: name.to_owned(),
             child: Some(child),
+            metrics_port,
         }
     }
 }
@@ -514,6 +519,28 @@ async fn two_of_everything_on_a_nats_cluster_survive_the_active_relay_a_projecto
     })
     .await;
     say!(began, "a relay is active");
+    // a process without the API shows its counters on METRICS_BIND: which relay is active
+    for relay in &relays {
+        let active = holder(&pool, &relay_lease).await.as_deref() == Some(relay.name.as_str());
+        let want = format!(
+            "chronicle_lease_held{{lease=\"{relay_lease}\"}} {}",
+            u8::from(active)
+        );
+        let url = format!("http://127.0.0.1:{}/metrics", relay.metrics_port);
+        let text = eventually(
+            "a relay's metrics show its lease",
+            Duration::from_secs(30),
+            || {
+                let (client, url, want) = (client.clone(), url.clone(), want.clone());
+                async move {
+                    let text = client.get(url).send().await.ok()?.text().await.ok()?;
+                    text.contains(&want).then_some(text)
+                }
+            },
+        )
+        .await;
+        assert!(text.contains("# TYPE chronicle_lease_held gauge"), "{text}");
+    }
 
     // projector throughput: a backlog written while the projector processes (running and
     // caught up) are paused, then caught up by one process, and by two. The backlog is
@@ -702,6 +729,9 @@ async fn two_of_everything_on_a_nats_cluster_survive_the_active_relay_a_projecto
         "lame duck mode of the stream leader ({leader}): publishing again in {planned_failover:?}"
     );
     progressing(pool.clone()).await;
+    // the maintenance ends: the node is stopped and started again
+    nats.kill(&leader);
+    nats.restart(&leader).await;
 
     // the load ends; everything arrives
     load.stop.store(true, Ordering::Relaxed);
@@ -740,14 +770,23 @@ async fn two_of_everything_on_a_nats_cluster_survive_the_active_relay_a_projecto
         .expect("event ids")
         .into_iter()
         .collect();
-    let mut stream = bus.jetstream.get_stream(&env.stream).await.expect("stream");
-    let state = stream.info().await.expect("info").state.clone();
+    let (stream, state) = eventually("the stream's state", Duration::from_secs(30), || {
+        let (bus, name) = (bus.clone(), env.stream.clone());
+        async move {
+            let mut stream = bus.jetstream.get_stream(&name).await.ok()?;
+            let state = stream.info().await.ok()?.state.clone();
+            Some((stream, state))
+        }
+    })
+    .await;
     let mut on_stream = HashSet::new();
     for sequence in state.first_sequence..=state.last_sequence {
-        let message = stream
-            .get_raw_message(sequence)
-            .await
-            .expect("a stream message");
+        // a node in lame duck mode drops its clients: ask again through another
+        let message = eventually("a stream message", Duration::from_secs(30), || {
+            let stream = stream.clone();
+            async move { stream.get_raw_message(sequence).await.ok() }
+        })
+        .await;
         let envelope: aggregates::StreamEnvelope =
             serde_json::from_slice(&message.payload).expect("an envelope");
         assert!(

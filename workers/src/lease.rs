@@ -88,6 +88,7 @@ impl Leases {
 
     fn want(&self, name: &str, group: Option<&str>) -> watch::Receiver<bool> {
         let (held, receiver) = watch::channel(false);
+        metrics::gauge!("chronicle_lease_held", "lease" => name.to_string()).set(0.0);
         if let Ok(mut wanted) = self.wanted.lock() {
             wanted.push(Wanted {
                 name: name.to_string(),
@@ -103,8 +104,12 @@ impl Leases {
         if let Ok(wanted) = self.wanted.lock() {
             for w in wanted.iter() {
                 let now = f(w);
-                w.held
-                    .send_if_modified(|held| std::mem::replace(held, now) != now);
+                if w.held
+                    .send_if_modified(|held| std::mem::replace(held, now) != now)
+                {
+                    metrics::gauge!("chronicle_lease_held", "lease" => w.name.clone())
+                        .set(if now { 1.0 } else { 0.0 });
+                }
             }
         }
     }
