@@ -34,6 +34,7 @@ pub const SERVE: &str = concat!(
     key_vars!(),
     "  BIND           where the API listens (default 127.0.0.1:8080; --bind overrides)\n",
     "  TRUSTED_PROXIES  load balancers whose X-Forwarded-For names the client (CIDRs; default none)\n",
+    "  METRICS_BIND   where a process without the API serves /metrics (default: nowhere)\n",
     "  SECRET_KEY     signs tokens (development: generated into DATA_DIR)\n",
     "  SMTP_URL       where mail goes (unset: .eml files under DATA_DIR/mail)\n",
     "  PLANS, PLANS_FILE  plans as JSON, or a file of them (default: the built-in plans.json)\n",
