@@ -61,6 +61,7 @@ pub struct TrustedProxies(pub Arc<[ipnet::IpNet]>);
 
 impl TrustedProxies {
     fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical(); // an IPv4 peer on an IPv6 listener: ::ffff:a.b.c.d
         self.0.iter().any(|net| net.contains(&ip))
     }
 
@@ -79,7 +80,12 @@ impl TrustedProxies {
             .map(str::trim)
             .collect::<Vec<_>>();
         for hop in hops.into_iter().rev() {
-            match hop.parse::<std::net::IpAddr>() {
+            // an address, or one with its port (`1.2.3.4:5678`, `[2001:db8::1]:443`)
+            let ip = hop
+                .parse::<std::net::IpAddr>()
+                .or_else(|_| hop.parse::<SocketAddr>().map(|a| a.ip()))
+                .map(|ip| ip.to_canonical());
+            match ip {
                 Ok(ip) if self.trusts(ip) => continue,
                 Ok(ip) => return SocketAddr::new(ip, peer.port()),
                 Err(_) => break, // garbage: trust nothing further left
@@ -574,6 +580,15 @@ mod tests {
         assert_eq!(
             TrustedProxies::default().client(peer("10.1.2.3"), &forwarded("203.0.113.9")),
             peer("10.1.2.3")
+        );
+        // an IPv4 balancer seen on an IPv6 listener, hops written with their ports
+        assert_eq!(
+            proxies.client(peer("::ffff:10.1.2.3"), &forwarded("203.0.113.9:5678")),
+            peer("203.0.113.9")
+        );
+        assert_eq!(
+            proxies.client(peer("10.1.2.3"), &forwarded("[2001:db8::7]:443")),
+            peer("2001:db8::7")
         );
     }
 

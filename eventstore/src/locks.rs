@@ -26,8 +26,9 @@ impl AdvisoryLock {
     }
 }
 
-/// How many in-process queues [`lock_queued`] spreads keys over.
-const STRIPES: usize = 64;
+/// How many in-process queues [`lock_queued`] spreads keys over: also the most
+/// connections a process holds outside its pool for such locks.
+const STRIPES: usize = 8;
 
 static LOCAL: std::sync::LazyLock<Vec<tokio::sync::Mutex<()>>> =
     std::sync::LazyLock::new(|| (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());

@@ -116,7 +116,9 @@ async fn pull_from(
     let messages = consumer
         .stream()
         .max_messages_per_batch(spec.batch)
-        .heartbeat(Duration::from_secs(5))
+        // two missed in a row end the pull: a consumer lost with its node is made again
+        // within about 2 s
+        .heartbeat(Duration::from_secs(1))
         .expires(Duration::from_secs(30))
         .messages()
         .await?;
@@ -173,7 +175,9 @@ impl Pull<'_> {
                 None => return None,
                 Some(Err(e)) => {
                     let gone = match e.kind() {
-                        Kind::ConsumerDeleted | Kind::NoResponders => true,
+                        Kind::ConsumerDeleted | Kind::NoResponders | Kind::RequestLimitExceeded => {
+                            true
+                        }
                         Kind::MissingHeartbeat => {
                             self.missed_heartbeats += 1;
                             self.missed_heartbeats >= 2
@@ -195,10 +199,22 @@ impl Pull<'_> {
         }
     }
 
-    /// A message that has arrived already, without waiting (to fill a batch).
+    /// A message that has arrived already, without waiting (to fill a batch). An error
+    /// that ends the pull (the consumer gone) is kept, so that [`run`] connects again
+    /// after a backoff rather than at once.
     pub fn ready(&mut self) -> Option<Message> {
         match self.messages.next().now_or_never() {
             Some(Some(Ok(m))) => Some(m),
+            Some(Some(Err(e))) => {
+                use async_nats::jetstream::consumer::pull::MessagesErrorKind as Kind;
+                if matches!(
+                    e.kind(),
+                    Kind::ConsumerDeleted | Kind::NoResponders | Kind::RequestLimitExceeded
+                ) {
+                    self.broken = Some(e.to_string());
+                }
+                None
+            }
             _ => None,
         }
     }

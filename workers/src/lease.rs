@@ -58,8 +58,6 @@ pub struct Leases {
     wanted: Arc<Mutex<Vec<Wanted>>>,
     /// Tells the loop a lease was added (so it is tried at once).
     added: Arc<tokio::sync::Notify>,
-    /// This process's member number in its groups.
-    member: i32,
 }
 
 impl Leases {
@@ -69,7 +67,6 @@ impl Leases {
         let leases = Self {
             wanted: Arc::default(),
             added: Arc::default(),
-            member: rand_below(i32::MAX as u64) as i32 ^ std::process::id() as i32,
         };
         let options = (*pool.connect_options()).clone();
         tokio::spawn(leases.clone().keep(options, poll, stop));
@@ -185,10 +182,13 @@ impl Leases {
         poll: Duration,
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
+        // groups joined on this connection, under a member number drawn for it (a session
+        // of ours that PostgreSQL has not noticed is dead yet may still hold the last one)
         let mut joined: Vec<String> = vec![];
+        let mut member = fresh_member();
         loop {
             let wanted = self.snapshot();
-            let (to_try, to_give_back) = self.plan(conn, &wanted, &mut joined).await?;
+            let (to_try, to_give_back) = self.plan(conn, &wanted, &mut joined, &mut member).await?;
             if !to_give_back.is_empty() {
                 let released: Vec<String> = bounded(
                     sqlx::query_scalar(
@@ -244,6 +244,7 @@ impl Leases {
         conn: &mut PgConnection,
         wanted: &[(String, Option<String>, bool)],
         joined: &mut Vec<String>,
+        member: &mut i32,
     ) -> anyhow::Result<(Vec<(Vec<String>, usize)>, Vec<String>)> {
         let alone: Vec<String> = wanted
             .iter()
@@ -260,13 +261,19 @@ impl Leases {
         groups.dedup();
         for group in groups {
             if !joined.contains(group) {
-                bounded(
-                    sqlx::query("select pg_advisory_lock(hashtext($1), $2)")
+                // never waits: a number taken (by another process, or by a dead session
+                // of this one) is drawn again next poll
+                let got: bool = bounded(
+                    sqlx::query_scalar("select pg_try_advisory_lock(hashtext($1), $2)")
                         .bind(group)
-                        .bind(self.member)
-                        .execute(&mut *conn),
+                        .bind(*member)
+                        .fetch_one(&mut *conn),
                 )
                 .await?;
+                if !got {
+                    *member = fresh_member();
+                    continue; // not a member yet: take none of the group's leases
+                }
                 joined.push(group.clone());
             }
             let members: i64 = bounded(
@@ -296,7 +303,7 @@ impl Leases {
                 // start at a different lease in each process, so two that start together
                 // rarely reach for the same ones
                 let room = fair - held.len();
-                let offset = self.member.unsigned_abs() as usize % missing.len().max(1);
+                let offset = member.unsigned_abs() as usize % missing.len().max(1);
                 let mut names: Vec<String> = missing.iter().map(|(n, _, _)| n.clone()).collect();
                 names.rotate_left(offset);
                 if room > 0 && !names.is_empty() {
@@ -306,6 +313,11 @@ impl Leases {
         }
         Ok((to_try, to_give_back))
     }
+}
+
+/// A member number for a process's groups.
+fn fresh_member() -> i32 {
+    (rand_below(i32::MAX as u64) as i32) ^ (std::process::id() as i32)
 }
 
 /// A lease statement, bounded by [`STATEMENT_TIMEOUT`]: one that takes longer counts as a
