@@ -525,3 +525,58 @@ async fn reading_the_log_by_type_moves_past_other_types_in_log_order() {
     assert_eq!(steps, [(100, 3), (1001, 3)]);
     app.finish().await;
 }
+
+#[tokio::test]
+async fn an_active_relay_that_cannot_reach_nats_steps_aside_and_the_standby_relays() {
+    use workers::lease::{Leases, DEFAULT_POLL};
+    use workers::{BusConfig, EventBus};
+    let env = TestEnv::new();
+    let app = env.spawn(Roles::only(&[Role::Api])).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let relay = |bus: EventBus| {
+        let leases = Leases::spawn(&app.pool, DEFAULT_POLL, stop.clone());
+        let lease = leases.lease(&Relay::lease_name("default"));
+        let relay =
+            Relay::new(app.pool.clone(), bus, RelayConfig::default()).with_lease(lease.clone());
+        (relay, lease)
+    };
+    // the first relay's NATS is a port nobody listens on; it takes the lease first
+    let cut_off = EventBus::connect(BusConfig {
+        servers: vec![format!("nats://127.0.0.1:{}", crate::support::free_port())],
+        ..env.bus_config()
+    })
+    .await
+    .expect("a client that keeps trying");
+    let (first, first_lease) = relay(cut_off);
+    tokio::spawn(first.run(stop.clone()));
+    eventually(
+        "the first relay holds the lease",
+        Duration::from_secs(30),
+        || {
+            let held = first_lease.is_held();
+            async move { held.then_some(()) }
+        },
+    )
+    .await;
+    let (second, second_lease) = relay(app.bus.clone());
+    tokio::spawn(second.run(stop.clone()));
+    assert_eq!(app.register("relayed@example.com").await.status(), 202);
+    // past the first relay's patience (15 s without progress), the standby publishes
+    eventually(
+        "the standby relays the log",
+        Duration::from_secs(60),
+        || async {
+            let relayed = app.bus.jetstream.get_stream(&env.stream).await.is_ok()
+                && app
+                    .stream_envelopes()
+                    .await
+                    .iter()
+                    .any(|(_, e)| e.event_type == "UserRegistered");
+            relayed.then_some(())
+        },
+    )
+    .await;
+    assert!(second_lease.is_held() && !first_lease.is_held());
+    stop.cancel();
+    app.finish().await;
+}

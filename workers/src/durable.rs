@@ -15,6 +15,7 @@ use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::lease::JobEnd;
 use crate::EventBus;
 
 /// A durable consumer: every one reads the whole stream from its start (the first time),
@@ -55,14 +56,29 @@ pub trait StreamWorker: Sync {
 }
 
 /// Run `worker` until `stop`: connect, consume, and connect again after a backoff while
-/// NATS is away or the consumer cannot be had.
-pub async fn run(worker: &impl StreamWorker, stop: &CancellationToken) {
+/// NATS is away or the consumer cannot be had. With `stuck_after`, end
+/// [`JobEnd::Stuck`] once connecting has failed for that long (a worker run under a lease,
+/// whose standby may reach NATS).
+pub async fn run(
+    worker: &impl StreamWorker,
+    stop: &CancellationToken,
+    stuck_after: Option<Duration>,
+) -> JobEnd {
     let label = worker.label();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut failing_since: Option<std::time::Instant> = None;
     while !stop.is_cancelled() {
         match pull_from(worker, &label, stop).await {
-            Ok(()) => backoff.reset(),
+            Ok(()) => {
+                failing_since = None;
+                backoff.reset();
+            }
             Err(e) => {
+                let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                if stuck_after.is_some_and(|limit| since.elapsed() > limit) {
+                    tracing::warn!(worker = %label, error = %e, "Worker cannot consume from this process");
+                    return JobEnd::Stuck;
+                }
                 let delay = backoff.next_delay();
                 tracing::warn!(worker = %label, error = %e, retry_in_ms = delay.as_millis() as u64, "Worker cannot consume");
                 tokio::select! {
@@ -73,6 +89,7 @@ pub async fn run(worker: &impl StreamWorker, stop: &CancellationToken) {
         }
     }
     tracing::info!(worker = %label, "Worker stopped");
+    JobEnd::Stopped
 }
 
 async fn pull_from(

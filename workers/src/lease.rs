@@ -25,8 +25,12 @@
 //! holds beyond it: a second projector process started beside a first ends up with half
 //! the read models within a few polls, and when one dies the other takes its share back.
 //!
-//! Each lease is a [`watch::Receiver<bool>`] (true: held); [`while_held`] runs a job while
-//! it is true and stops it when it turns false.
+//! A [`Lease`] says whether it is held; [`while_held`] runs a job while it is and stops the
+//! job when it is lost. A lease shows that its process lives and reaches PostgreSQL, not
+//! that its job works: a job that cannot make progress for [`STUCK_AFTER`] (a relay whose
+//! NATS is away while PostgreSQL is not) ends with [`JobEnd::Stuck`], and its process
+//! **steps aside**: it gives the lease back and does not take it again for [`STEP_ASIDE`],
+//! so a standby that may be better placed takes over.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -42,8 +46,54 @@ use crate::backoff::{rand_below, Backoff};
 /// How often a process looks at its leases.
 pub const DEFAULT_POLL: Duration = Duration::from_millis(250);
 
+/// How long a job may fail without progress before it ends as [`JobEnd::Stuck`].
+/// Longer than a NATS stream leader's election (4–9 s), so an election is waited out.
+pub const STUCK_AFTER: Duration = Duration::from_secs(15);
+
+/// How long a process that stepped aside leaves the lease to others.
+pub const STEP_ASIDE: Duration = Duration::from_secs(30);
+
+/// How a job run under a lease ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEnd {
+    /// Asked to stop (the lease lost, the process stopping), or gave up on an error it
+    /// expects to get past here: started again while the lease is held.
+    Stopped,
+    /// It could not make progress for [`STUCK_AFTER`]: another process should try.
+    Stuck,
+}
+
+/// One lease of this process.
+#[derive(Clone)]
+pub struct Lease {
+    name: String,
+    held: watch::Receiver<bool>,
+    leases: Leases,
+}
+
+impl Lease {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn is_held(&self) -> bool {
+        *self.held.borrow()
+    }
+
+    /// Give the lease back and leave it to others for `pause`.
+    pub fn step_aside(&self, pause: Duration) {
+        if let Ok(mut paused) = self.leases.paused.lock() {
+            paused.insert(self.name.clone(), std::time::Instant::now() + pause);
+        }
+        self.leases.added.notify_one();
+    }
+}
+
 /// The longest a lease statement may take before the connection counts as lost.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A lease as the loop sees it at a tick: (name, group, held).
+type Seen = (String, Option<String>, bool);
 
 struct Wanted {
     name: String,
@@ -56,8 +106,10 @@ struct Wanted {
 #[derive(Clone)]
 pub struct Leases {
     wanted: Arc<Mutex<Vec<Wanted>>>,
-    /// Tells the loop a lease was added (so it is tried at once).
+    /// Tells the loop a lease was added or stepped away from (so it acts at once).
     added: Arc<tokio::sync::Notify>,
+    /// Leases this process stepped aside from, and until when.
+    paused: Arc<Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
 
 impl Leases {
@@ -67,6 +119,7 @@ impl Leases {
         let leases = Self {
             wanted: Arc::default(),
             added: Arc::default(),
+            paused: Arc::default(),
         };
         let options = (*pool.connect_options()).clone();
         tokio::spawn(leases.clone().keep(options, poll, stop));
@@ -74,16 +127,16 @@ impl Leases {
     }
 
     /// The lease on `name` (tried from the next poll on).
-    pub fn lease(&self, name: &str) -> watch::Receiver<bool> {
+    pub fn lease(&self, name: &str) -> Lease {
         self.want(name, None)
     }
 
     /// The lease on `name`, one of `group`'s: spread over the processes in the group.
-    pub fn lease_in(&self, group: &str, name: &str) -> watch::Receiver<bool> {
+    pub fn lease_in(&self, group: &str, name: &str) -> Lease {
         self.want(name, Some(group))
     }
 
-    fn want(&self, name: &str, group: Option<&str>) -> watch::Receiver<bool> {
+    fn want(&self, name: &str, group: Option<&str>) -> Lease {
         let (held, receiver) = watch::channel(false);
         metrics::gauge!("chronicle_lease_held", "lease" => name.to_string()).set(0.0);
         if let Ok(mut wanted) = self.wanted.lock() {
@@ -94,7 +147,11 @@ impl Leases {
             });
         }
         self.added.notify_one();
-        receiver
+        Lease {
+            name: name.to_string(),
+            held: receiver,
+            leases: self.clone(),
+        }
     }
 
     fn set(&self, f: impl Fn(&Wanted) -> bool) {
@@ -111,16 +168,27 @@ impl Leases {
         }
     }
 
-    /// (name, group, held) of every lease wanted.
-    fn snapshot(&self) -> Vec<(String, Option<String>, bool)> {
-        self.wanted
+    /// (name, group, held) of every lease wanted, and those stepped aside from for now.
+    fn snapshot(&self) -> (Vec<Seen>, Vec<String>) {
+        let wanted = self
+            .wanted
             .lock()
             .map(|w| {
                 w.iter()
                     .map(|w| (w.name.clone(), w.group.clone(), *w.held.borrow()))
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let now = std::time::Instant::now();
+        let paused = self
+            .paused
+            .lock()
+            .map(|mut p| {
+                p.retain(|_, until| *until > now);
+                p.keys().cloned().collect()
+            })
+            .unwrap_or_default();
+        (wanted, paused)
     }
 
     async fn keep(self, options: PgConnectOptions, poll: Duration, stop: CancellationToken) {
@@ -187,8 +255,21 @@ impl Leases {
         let mut joined: Vec<String> = vec![];
         let mut member = fresh_member();
         loop {
-            let wanted = self.snapshot();
-            let (to_try, to_give_back) = self.plan(conn, &wanted, &mut joined, &mut member).await?;
+            let (wanted, paused) = self.snapshot();
+            // a lease stepped aside from counts as held (it is not tried) until given back
+            let as_planned: Vec<Seen> = wanted
+                .iter()
+                .map(|(n, g, held)| (n.clone(), g.clone(), *held || paused.contains(n)))
+                .collect();
+            let (to_try, mut to_give_back) = self
+                .plan(conn, &as_planned, &mut joined, &mut member)
+                .await?;
+            for (name, _, held) in &wanted {
+                if *held && paused.contains(name) && !to_give_back.contains(name) {
+                    tracing::warn!(lease = %name, "Stepping aside: the job cannot work here; another process may take it");
+                    to_give_back.push(name.clone());
+                }
+            }
             if !to_give_back.is_empty() {
                 let released: Vec<String> = bounded(
                     sqlx::query_scalar(
@@ -242,7 +323,7 @@ impl Leases {
     async fn plan(
         &self,
         conn: &mut PgConnection,
-        wanted: &[(String, Option<String>, bool)],
+        wanted: &[Seen],
         joined: &mut Vec<String>,
         member: &mut i32,
     ) -> anyhow::Result<(Vec<(Vec<String>, usize)>, Vec<String>)> {
@@ -287,7 +368,7 @@ impl Leases {
                 .fetch_one(&mut *conn),
             )
             .await?;
-            let mine: Vec<&(String, Option<String>, bool)> = wanted
+            let mine: Vec<&Seen> = wanted
                 .iter()
                 .filter(|(_, g, _)| g.as_ref() == Some(group))
                 .collect();
@@ -333,17 +414,15 @@ async fn bounded<T, E: Into<anyhow::Error>>(
 
 /// Run `job` whenever `lease` is held, until `stop`. The job gets a token that is
 /// cancelled when the lease is lost (or at `stop`) and must return soon after; a job that
-/// returns on its own while the lease is still held (an error it could not get past) is
-/// started again after a backoff.
-pub async fn while_held<F, Fut>(
-    mut lease: watch::Receiver<bool>,
-    stop: &CancellationToken,
-    label: &str,
-    mut job: F,
-) where
+/// returns on its own while the lease is still held is started again after a backoff, and
+/// one that ends [`JobEnd::Stuck`] makes this process step aside for [`STEP_ASIDE`].
+pub async fn while_held<F, Fut>(lease: Lease, stop: &CancellationToken, label: &str, mut job: F)
+where
     F: FnMut(CancellationToken) -> Fut,
-    Fut: Future<Output = ()>,
+    Fut: Future<Output = JobEnd>,
 {
+    let handle = lease.clone();
+    let mut lease = lease.held;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut said_standby = false;
     while !stop.is_cancelled() {
@@ -366,7 +445,12 @@ pub async fn while_held<F, Fut>(
         tokio::pin!(run);
         let finished_alone = loop {
             tokio::select! {
-                _ = &mut run => break !held.is_cancelled(),
+                end = &mut run => {
+                    if end == JobEnd::Stuck && !held.is_cancelled() {
+                        handle.step_aside(STEP_ASIDE);
+                    }
+                    break !held.is_cancelled();
+                }
                 changed = lease.changed(), if !held.is_cancelled() => {
                     if changed.is_err() || !*lease.borrow() {
                         tracing::info!(job = label, "Lease lost: stopping");

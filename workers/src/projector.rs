@@ -24,6 +24,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::lease::{Lease, STUCK_AFTER};
 use aggregates::StreamEnvelope;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::Message;
@@ -31,7 +32,6 @@ use eventstore::crypto::{CryptoError, KeyStore};
 use eventstore::StoredEvent;
 use projections::{checkpoint, ProjectionError, ReadModel};
 use sqlx::PgPool;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -123,7 +123,7 @@ pub struct Projector {
     /// Opens events' sealed personal values before they are applied.
     keys: KeyStore,
     /// Whether this process applies the read model (none: always, for one run alone).
-    lease: Option<watch::Receiver<bool>>,
+    lease: Option<Lease>,
 }
 
 impl Projector {
@@ -145,7 +145,7 @@ impl Projector {
     }
 
     /// Apply only while `lease` is held ([`Projector::lease_name`]).
-    pub fn with_lease(mut self, lease: watch::Receiver<bool>) -> Self {
+    pub fn with_lease(mut self, lease: Lease) -> Self {
         self.lease = Some(lease);
         self
     }
@@ -263,11 +263,13 @@ impl Projector {
                 let label = self.label();
                 crate::lease::while_held(lease, &stop, &label, |held| {
                     let this = &self;
-                    async move { durable::run(this, &held).await }
+                    async move { durable::run(this, &held, Some(STUCK_AFTER)).await }
                 })
                 .await
             }
-            None => durable::run(&self, &stop).await,
+            None => {
+                durable::run(&self, &stop, None).await;
+            }
         }
     }
 

@@ -10,13 +10,13 @@
 
 use std::time::Duration;
 
+use crate::lease::{JobEnd, Lease, STUCK_AFTER};
 use aggregates::LogCursor;
 use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
 use eventstore::{log, relay_checkpoint, StoredEvent};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -52,6 +52,8 @@ pub enum RelayError {
     Database(#[from] sqlx::Error),
     #[error("publishing to JetStream: {0}")]
     Publish(String),
+    #[error("no progress for {0:?}: {1}")]
+    Stuck(Duration, String),
 }
 
 /// What one step did.
@@ -67,7 +69,7 @@ pub struct Relay {
     bus: EventBus,
     config: RelayConfig,
     /// Whether this process is the active relay (none: always, for a relay run alone).
-    lease: Option<watch::Receiver<bool>>,
+    lease: Option<Lease>,
 }
 
 impl Relay {
@@ -82,7 +84,7 @@ impl Relay {
     }
 
     /// Relay only while `lease` is held ([`Relay::lease_name`]).
-    pub fn with_lease(mut self, lease: watch::Receiver<bool>) -> Self {
+    pub fn with_lease(mut self, lease: Lease) -> Self {
         self.lease = Some(lease);
         self
     }
@@ -182,42 +184,60 @@ impl Relay {
                 let this = &self;
                 crate::lease::while_held(lease, &stop, &label, |held| async move {
                     tracing::info!(relay = %this.config.name, "Relay is active");
-                    this.relay_until(&held).await;
+                    this.relay_until(&held, Some(STUCK_AFTER)).await
                 })
                 .await
             }
-            None => self.relay_until(&stop).await,
+            None => {
+                self.relay_until(&stop, None).await;
+            }
         }
         tracing::info!("Relay stopped");
     }
 
-    /// Relay until `stop`, starting over after a backoff when PostgreSQL fails.
-    async fn relay_until(&self, stop: &CancellationToken) {
+    /// Relay until `stop`, starting over after a backoff when PostgreSQL fails; with
+    /// `stuck_after`, end [`JobEnd::Stuck`] when NATS refuses every publish for that long
+    /// (a standby may reach it).
+    async fn relay_until(&self, stop: &CancellationToken, stuck_after: Option<Duration>) -> JobEnd {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         while !stop.is_cancelled() {
-            if let Err(e) = self.relay(stop).await {
-                tracing::warn!(error = %e, "Relay lost its footing; starting over");
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+            match self.relay(stop, stuck_after).await {
+                Ok(()) => {}
+                Err(e @ RelayError::Stuck(..)) => {
+                    tracing::warn!(error = %e, "Relay cannot publish from this process");
+                    return JobEnd::Stuck;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Relay lost its footing; starting over");
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
                 }
             }
         }
+        JobEnd::Stopped
     }
 
-    async fn relay(&self, stop: &CancellationToken) -> Result<(), RelayError> {
+    async fn relay(
+        &self,
+        stop: &CancellationToken,
+        stuck_after: Option<Duration>,
+    ) -> Result<(), RelayError> {
         // A publish that fails is retried soon: after a stream leader's loss JetStream
         // answers again within about a second, and read-your-writes waits on us.
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
-        self.ensure_stream(stop).await;
+        self.ensure_stream(stop, stuck_after).await?;
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen("chronicle_events").await?;
+        let mut failing_since: Option<std::time::Instant> = None;
         loop {
             if stop.is_cancelled() {
                 return Ok(());
             }
             match self.step().await {
                 Ok(report) => {
+                    failing_since = None;
                     backoff.reset();
                     if report.published as i64 >= self.config.batch_size {
                         continue; // more is waiting
@@ -226,6 +246,10 @@ impl Relay {
                 Err(RelayError::Database(e)) => return Err(RelayError::Database(e)),
                 Err(e) => {
                     metrics::counter!("chronicle_relay_errors_total").increment(1);
+                    let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                    if let Some(limit) = stuck_after.filter(|l| since.elapsed() > *l) {
+                        return Err(RelayError::Stuck(limit, e.to_string()));
+                    }
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Relay could not publish");
                     tokio::select! {
@@ -244,17 +268,25 @@ impl Relay {
     }
 
     /// Create or update the stream, retrying while NATS is away (commands keep working
-    /// meanwhile; the relay catches up).
-    async fn ensure_stream(&self, stop: &CancellationToken) {
+    /// meanwhile; the relay catches up), for at most `stuck_after` when set.
+    async fn ensure_stream(
+        &self,
+        stop: &CancellationToken,
+        stuck_after: Option<Duration>,
+    ) -> Result<(), RelayError> {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let since = std::time::Instant::now();
         loop {
             match self.bus.ensure_stream().await {
-                Ok(_) => return,
+                Ok(_) => return Ok(()),
                 Err(e) => {
+                    if let Some(limit) = stuck_after.filter(|l| since.elapsed() > *l) {
+                        return Err(RelayError::Stuck(limit, e.to_string()));
+                    }
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Cannot set up the JetStream stream");
                     tokio::select! {
-                        _ = stop.cancelled() => return,
+                        _ = stop.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }

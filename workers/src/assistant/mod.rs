@@ -168,7 +168,7 @@ impl Assistant {
     /// Run until `stop` (the shared durable-consumer skeleton: [`crate::durable`]).
     pub async fn run(self, stop: CancellationToken) {
         tracing::info!(model = %self.inner.client.model(), max_attempts = self.inner.max_attempts, "Assistant answers user messages");
-        durable::run(&self, &stop).await;
+        durable::run(&self, &stop, None).await;
     }
 }
 

@@ -150,7 +150,7 @@ impl Mailer {
                 tracing::info!(dir = %dir.display(), "Mailer writes .eml files (no SMTP_URL)")
             }
         }
-        durable::run(&self, &stop).await;
+        durable::run(&self, &stop, None).await;
     }
 
     async fn handle(&self, message: &Message, stop: &CancellationToken) -> Verdict {
