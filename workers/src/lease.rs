@@ -22,7 +22,8 @@
 //! the group's hash and a random number), so every process can count the group's live
 //! members in `pg_locks`. With `M` leases and `P` members, a process takes leases only
 //! while it holds fewer than its fair share `ceil(M / P)`, and gives back (unlocks) what it
-//! holds beyond it: a second projector process started beside a first ends up with half
+//! holds beyond it (while members want different numbers of leases, as in a roll that adds
+//! one, the share is all a process wants and nothing is given back): a second projector process started beside a first ends up with half
 //! the read models within a few polls, and when one dies the other takes its share back.
 //!
 //! A [`Lease`] says whether it is held; [`while_held`] runs a job while it is and stops the
@@ -252,7 +253,7 @@ impl Leases {
     ) -> anyhow::Result<()> {
         // groups joined on this connection, under a member number drawn for it (a session
         // of ours that PostgreSQL has not noticed is dead yet may still hold the last one)
-        let mut joined: Vec<String> = vec![];
+        let mut joined: Vec<(String, i32)> = vec![];
         let mut member = fresh_member();
         loop {
             let (wanted, paused) = self.snapshot();
@@ -324,7 +325,7 @@ impl Leases {
         &self,
         conn: &mut PgConnection,
         wanted: &[Seen],
-        joined: &mut Vec<String>,
+        joined: &mut Vec<(String, i32)>,
         member: &mut i32,
     ) -> anyhow::Result<(Vec<(Vec<String>, usize)>, Vec<String>)> {
         let alone: Vec<String> = wanted
@@ -341,13 +342,35 @@ impl Leases {
         groups.sort();
         groups.dedup();
         for group in groups {
-            if !joined.contains(group) {
+            let mine: Vec<&Seen> = wanted
+                .iter()
+                .filter(|(_, g, _)| g.as_ref() == Some(group))
+                .collect();
+            // the member lock's second key: how many of the group's leases this process
+            // wants (high bits) and its member number (low 24 bits), so that every member
+            // sees whether all want the same leases
+            let key = member_key(mine.len(), *member);
+            let at = joined.iter().position(|(g, _)| g == group);
+            if at.is_some_and(|at| joined[at].1 != key) {
+                // it wants another number of leases now: join again under the new key
+                if let Some(at) = at {
+                    let (_, old) = joined.remove(at);
+                    bounded(
+                        sqlx::query("select pg_advisory_unlock(hashtext($1), $2)")
+                            .bind(group)
+                            .bind(old)
+                            .execute(&mut *conn),
+                    )
+                    .await?;
+                }
+            }
+            if !joined.iter().any(|(g, _)| g == group) {
                 // never waits: a number taken (by another process, or by a dead session
                 // of this one) is drawn again next poll
                 let got: bool = bounded(
                     sqlx::query_scalar("select pg_try_advisory_lock(hashtext($1), $2)")
                         .bind(group)
-                        .bind(*member)
+                        .bind(key)
                         .fetch_one(&mut *conn),
                 )
                 .await?;
@@ -355,24 +378,20 @@ impl Leases {
                     *member = fresh_member();
                     continue; // not a member yet: take none of the group's leases
                 }
-                joined.push(group.clone());
+                joined.push((group.clone(), key));
             }
-            let members: i64 = bounded(
+            let members: Vec<i64> = bounded(
                 sqlx::query_scalar(
-                    "select count(*) from pg_locks \
+                    "select objid::bigint from pg_locks \
                      where locktype = 'advisory' and objsubid = 2 and granted \
                        and database = (select oid from pg_database where datname = current_database()) \
                        and classid = (hashtext($1)::bigint & 4294967295)::oid",
                 )
                 .bind(group)
-                .fetch_one(&mut *conn),
+                .fetch_all(&mut *conn),
             )
             .await?;
-            let mine: Vec<&Seen> = wanted
-                .iter()
-                .filter(|(_, g, _)| g.as_ref() == Some(group))
-                .collect();
-            let fair = mine.len().div_ceil(members.max(1) as usize);
+            let fair = fair_share(mine.len(), &members);
             let (held, missing): (Vec<_>, Vec<_>) =
                 mine.into_iter().partition(|(_, _, held)| *held);
             if held.len() > fair {
@@ -398,7 +417,28 @@ impl Leases {
 
 /// A member number for a process's groups.
 fn fresh_member() -> i32 {
-    (rand_below(i32::MAX as u64) as i32) ^ (std::process::id() as i32)
+    (rand_below(1 << 24) as i32 ^ std::process::id() as i32) & 0x00FF_FFFF
+}
+
+/// A member lock's second key: `wanted` (up to 127) in the high bits, `member` below.
+fn member_key(wanted: usize, member: i32) -> i32 {
+    ((wanted.min(127) as i32) << 24) | (member & 0x00FF_FFFF)
+}
+
+/// How many of `wanted` leases a process may hold, given the member keys of the group's
+/// live members (its own among them): `ceil(wanted / members)` when every member wants as
+/// many leases; all it wants when they differ (a roll that adds a lease), because a share
+/// counted from different numbers could leave a lease that only some want with nobody.
+fn fair_share(wanted: usize, members: &[i64]) -> usize {
+    let wants = |key: &i64| (key >> 24) & 0x7F;
+    let all_alike = members
+        .first()
+        .is_none_or(|first| members.iter().all(|k| wants(k) == wants(first)));
+    if all_alike {
+        wanted.div_ceil(members.len().max(1))
+    } else {
+        wanted
+    }
 }
 
 /// A lease statement, bounded by [`STATEMENT_TIMEOUT`]: one that takes longer counts as a
@@ -467,5 +507,30 @@ where
         } else {
             backoff.reset();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_are_fair_when_members_want_alike_and_whole_when_they_do_not() {
+        let key = |wanted, member| i64::from(member_key(wanted, member) as u32);
+        assert_eq!(fair_share(6, &[key(6, 1)]), 6);
+        assert_eq!(fair_share(6, &[key(6, 1), key(6, 2)]), 3);
+        assert_eq!(
+            fair_share(6, &[key(6, 1), key(6, 2), key(6, 3), key(6, 4)]),
+            2
+        );
+        assert_eq!(
+            fair_share(7, &[key(6, 1), key(7, 2)]),
+            7,
+            "a roll adding a lease"
+        );
+        assert_eq!(fair_share(6, &[]), 6);
+        // the member number never reaches the count's bits
+        assert_eq!(member_key(6, -1) >> 24, 6);
+        assert!(fresh_member() < 1 << 24 && fresh_member() >= 0);
     }
 }
