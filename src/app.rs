@@ -176,12 +176,12 @@ impl Application {
         // process holds their lease; the others stand by
         let leases = (roles.has(Role::Relay) || roles.has(Role::Projector))
             .then(|| Leases::spawn(&pool, lease::DEFAULT_POLL, stop.clone()));
-        if let (true, Some(leases)) = (roles.has(Role::Relay), &leases) {
+        if let Some(leases) = leases.as_ref().filter(|_| roles.has(Role::Relay)) {
             let relay = Relay::new(pool.clone(), bus.clone(), config.relay.clone())
                 .with_lease(leases.lease(&Relay::lease_name(&config.relay.name)));
             tasks.spawn(relay.run(stop.clone()));
         }
-        if roles.has(Role::Projector) {
+        if let Some(leases) = leases.as_ref().filter(|_| roles.has(Role::Projector)) {
             if !roles.has(Role::Relay) {
                 // the stream must exist before consumers can be made
                 let _ = bus.ensure_stream().await;
@@ -193,13 +193,8 @@ impl Application {
                     model,
                     config.projector.clone(),
                     keys.clone(),
-                );
-                let projector = match &leases {
-                    Some(leases) => projector.with_lease(
-                        leases.lease_in(Projector::LEASE_GROUP, &Projector::lease_name(model)),
-                    ),
-                    None => projector,
-                };
+                )
+                .with_lease(leases.lease_in(Projector::LEASE_GROUP, &Projector::lease_name(model)));
                 tasks.spawn(projector.run(stop.clone()));
             }
         }
@@ -401,9 +396,10 @@ pub async fn api_state(
         .await
         .context("cannot hash the dummy password")?;
     let rate = config.auth.rate_limits;
+    let secrets = Secrets::new(config.keys.secret.expose());
     let limits = RateLimits::new(
         pool.clone(),
-        Secrets::new(config.keys.secret.expose()),
+        secrets.clone(),
         rate.auth_ip,
         rate.auth_account,
         rate.status_ip,
@@ -421,7 +417,7 @@ pub async fn api_state(
             .transpose()
             .context("LLM_BASE_URL: cannot make the model's HTTP client")?,
         dummy_hash: Arc::new(dummy_hash),
-        secrets: Secrets::new(config.keys.secret.expose()),
+        secrets,
         tokens: TokenKeys::new(
             config.keys.secret.expose(),
             &config.auth.jwt_issuer,

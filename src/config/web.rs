@@ -77,10 +77,10 @@ pub(super) fn http<F: Fn(&str) -> Option<String>>(
                 as usize,
         },
         trusted_proxies: TrustedProxies(proxies.into()),
-        metrics_bind: match v.raw("METRICS_BIND") {
-            None => None,
-            Some(_) => Some(v.parse("METRICS_BIND", SocketAddr::from(([127, 0, 0, 1], 9090)))?),
-        },
+        metrics_bind: v
+            .raw("METRICS_BIND")
+            .map(|_| v.parse("METRICS_BIND", SocketAddr::from(([127, 0, 0, 1], 9090))))
+            .transpose()?,
     })
 }
 

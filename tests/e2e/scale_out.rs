@@ -366,6 +366,17 @@ where
     }
 }
 
+/// How long after `since` the relay has published past `at` (an event committed after
+/// the fault).
+async fn publishing_again(pool: &PgPool, what: &str, since: Instant, at: LogCursor) -> Duration {
+    time_until(
+        what,
+        since,
+        || async move { relay_checkpoint(pool).await > at },
+    )
+    .await
+}
+
 /// Registrations sent round robin to the API instances by `workers` concurrent clients.
 #[derive(Default)]
 struct Load {
@@ -621,11 +632,8 @@ async fn two_of_everything_on_a_nats_cluster_survive_the_active_relay_a_projecto
         async move { holder(&pool, &lease).await.is_some_and(|h| h != active) }
     })
     .await;
-    let relay_failover = time_until("the standby relay publishes", killed, || {
-        let pool = pool.clone();
-        async move { relay_checkpoint(&pool).await > at_kill }
-    })
-    .await;
+    let relay_failover =
+        publishing_again(&pool, "the standby relay publishes", killed, at_kill).await;
     say!(
         began,
         "SIGKILL of the active relay ({active}): lease taken over in {takeover:?}, publishing again in {relay_failover:?}"
@@ -697,10 +705,12 @@ async fn two_of_everything_on_a_nats_cluster_survive_the_active_relay_a_projecto
     let at_kill = head(&pool).await;
     let killed = Instant::now();
     nats.kill(&leader);
-    let leader_failover = time_until("publishing resumes after the leader's loss", killed, || {
-        let pool = pool.clone();
-        async move { relay_checkpoint(&pool).await > at_kill }
-    })
+    let leader_failover = publishing_again(
+        &pool,
+        "publishing resumes after the leader's loss",
+        killed,
+        at_kill,
+    )
     .await;
     say!(
         began,
@@ -715,13 +725,11 @@ async fn two_of_everything_on_a_nats_cluster_survive_the_active_relay_a_projecto
     let at_stop = head(&pool).await;
     let stopped = Instant::now();
     nats.lame_duck(&leader);
-    let planned_failover = time_until(
+    let planned_failover = publishing_again(
+        &pool,
         "publishing resumes after a planned leader stop",
         stopped,
-        || {
-            let pool = pool.clone();
-            async move { relay_checkpoint(&pool).await > at_stop }
-        },
+        at_stop,
     )
     .await;
     say!(

@@ -9,13 +9,14 @@
 use std::future::Future;
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::pull::MessagesErrorKind as Kind;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{AckKind, Message};
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::lease::JobEnd;
+use crate::lease::{JobEnd, Patience};
 use crate::EventBus;
 
 /// A durable consumer: every one reads the whole stream from its start (the first time),
@@ -66,16 +67,15 @@ pub async fn run(
 ) -> JobEnd {
     let label = worker.label();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    let mut failing_since: Option<std::time::Instant> = None;
+    let mut patience = Patience::new(stuck_after);
     while !stop.is_cancelled() {
         match pull_from(worker, &label, stop).await {
             Ok(()) => {
-                failing_since = None;
+                patience.progressed();
                 backoff.reset();
             }
             Err(e) => {
-                let since = *failing_since.get_or_insert_with(std::time::Instant::now);
-                if stuck_after.is_some_and(|limit| since.elapsed() > limit) {
+                if patience.exhausted() {
                     tracing::warn!(worker = %label, error = %e, "Worker cannot consume from this process");
                     return JobEnd::Stuck;
                 }
@@ -182,7 +182,6 @@ impl Pull<'_> {
     /// gone: deleted, its node lost, or two idle heartbeats missed in a row). A single
     /// hiccup (one missed heartbeat, a slow server) is logged and skipped. Cancel-safe.
     pub async fn next(&mut self) -> Option<Message> {
-        use async_nats::jetstream::consumer::pull::MessagesErrorKind as Kind;
         loop {
             let next = tokio::select! {
                 _ = self.stop.cancelled() => return None,
@@ -192,14 +191,11 @@ impl Pull<'_> {
                 None => return None,
                 Some(Err(e)) => {
                     let gone = match e.kind() {
-                        Kind::ConsumerDeleted | Kind::NoResponders | Kind::RequestLimitExceeded => {
-                            true
-                        }
                         Kind::MissingHeartbeat => {
                             self.missed_heartbeats += 1;
                             self.missed_heartbeats >= 2
                         }
-                        _ => false,
+                        kind => ends_the_pull(kind),
                     };
                     if gone {
                         tracing::info!(worker = %self.label, error = %e, "The consumer is gone; connecting again");
@@ -223,11 +219,7 @@ impl Pull<'_> {
         match self.messages.next().now_or_never() {
             Some(Some(Ok(m))) => Some(m),
             Some(Some(Err(e))) => {
-                use async_nats::jetstream::consumer::pull::MessagesErrorKind as Kind;
-                if matches!(
-                    e.kind(),
-                    Kind::ConsumerDeleted | Kind::NoResponders | Kind::RequestLimitExceeded
-                ) {
+                if ends_the_pull(e.kind()) {
                     self.broken = Some(e.to_string());
                 }
                 None
@@ -254,6 +246,15 @@ impl Pull<'_> {
             tracing::info!(worker = %self.label, handed, "Stopping: messages handed back");
         }
     }
+}
+
+/// Whether an error of the pull stream means its consumer is gone (deleted, its node
+/// lost, or the pull refused), so the worker must connect again.
+fn ends_the_pull(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::ConsumerDeleted | Kind::NoResponders | Kind::RequestLimitExceeded
+    )
 }
 
 /// What a worker answers JetStream for one message.

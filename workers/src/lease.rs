@@ -64,6 +64,34 @@ pub enum JobEnd {
     Stuck,
 }
 
+/// How long a job has failed without progress, against its limit (`None`: no limit).
+#[derive(Debug, Clone)]
+pub struct Patience {
+    limit: Option<Duration>,
+    failing_since: Option<std::time::Instant>,
+}
+
+impl Patience {
+    pub fn new(limit: Option<Duration>) -> Self {
+        Self {
+            limit,
+            failing_since: None,
+        }
+    }
+
+    pub fn progressed(&mut self) {
+        self.failing_since = None;
+    }
+
+    /// Count a failure: whether the job has now failed for longer than its limit.
+    pub fn exhausted(&mut self) -> bool {
+        let since = *self
+            .failing_since
+            .get_or_insert_with(std::time::Instant::now);
+        self.limit.is_some_and(|limit| since.elapsed() > limit)
+    }
+}
+
 /// One lease of this process.
 #[derive(Clone)]
 pub struct Lease {
@@ -73,10 +101,6 @@ pub struct Lease {
 }
 
 impl Lease {
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     pub fn is_held(&self) -> bool {
         *self.held.borrow()
     }
@@ -197,17 +221,12 @@ impl Leases {
         while !stop.is_cancelled() {
             let connected = tokio::select! {
                 _ = stop.cancelled() => break,
-                c = tokio::time::timeout(STATEMENT_TIMEOUT, PgConnection::connect_with(&options)) => c,
+                c = bounded(PgConnection::connect_with(&options)) => c,
             };
             let mut conn = match connected {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => {
+                Ok(conn) => conn,
+                Err(e) => {
                     tracing::warn!(error = %e, "Leases: cannot reach PostgreSQL");
-                    self.pause(&mut backoff, &stop).await;
-                    continue;
-                }
-                Err(_) => {
-                    tracing::warn!("Leases: PostgreSQL does not answer");
                     self.pause(&mut backoff, &stop).await;
                     continue;
                 }
@@ -217,12 +236,9 @@ impl Leases {
                 Ok(()) => {
                     // stopping: give every lease back at once rather than when the
                     // connection closes
-                    let _ = tokio::time::timeout(
-                        STATEMENT_TIMEOUT,
-                        sqlx::query("select pg_advisory_unlock_all()").execute(&mut conn),
-                    )
-                    .await;
-                    self.set(|_| false);
+                    let _ =
+                        bounded(sqlx::query("select pg_advisory_unlock_all()").execute(&mut conn))
+                            .await;
                     let _ = conn.close().await;
                     break;
                 }

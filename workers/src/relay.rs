@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use crate::lease::{JobEnd, Lease, STUCK_AFTER};
+use crate::lease::{JobEnd, Lease, Patience, STUCK_AFTER};
 use aggregates::LogCursor;
 use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
@@ -230,14 +230,14 @@ impl Relay {
         self.ensure_stream(stop, stuck_after).await?;
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen("chronicle_events").await?;
-        let mut failing_since: Option<std::time::Instant> = None;
+        let mut patience = Patience::new(stuck_after);
         loop {
             if stop.is_cancelled() {
                 return Ok(());
             }
             match self.step().await {
                 Ok(report) => {
-                    failing_since = None;
+                    patience.progressed();
                     backoff.reset();
                     if report.published as i64 >= self.config.batch_size {
                         continue; // more is waiting
@@ -246,9 +246,11 @@ impl Relay {
                 Err(RelayError::Database(e)) => return Err(RelayError::Database(e)),
                 Err(e) => {
                     metrics::counter!("chronicle_relay_errors_total").increment(1);
-                    let since = *failing_since.get_or_insert_with(std::time::Instant::now);
-                    if let Some(limit) = stuck_after.filter(|l| since.elapsed() > *l) {
-                        return Err(RelayError::Stuck(limit, e.to_string()));
+                    if patience.exhausted() {
+                        return Err(RelayError::Stuck(
+                            stuck_after.unwrap_or_default(),
+                            e.to_string(),
+                        ));
                     }
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Relay could not publish");
@@ -275,13 +277,16 @@ impl Relay {
         stuck_after: Option<Duration>,
     ) -> Result<(), RelayError> {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        let since = std::time::Instant::now();
+        let mut patience = Patience::new(stuck_after);
         loop {
             match self.bus.ensure_stream().await {
                 Ok(_) => return Ok(()),
                 Err(e) => {
-                    if let Some(limit) = stuck_after.filter(|l| since.elapsed() > *l) {
-                        return Err(RelayError::Stuck(limit, e.to_string()));
+                    if patience.exhausted() {
+                        return Err(RelayError::Stuck(
+                            stuck_after.unwrap_or_default(),
+                            e.to_string(),
+                        ));
                     }
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Cannot set up the JetStream stream");
