@@ -168,47 +168,71 @@ pub async fn read_after_of_types(
     limit: i64,
     aggregate_types: &[&str],
 ) -> Result<(Vec<StoredEvent>, Option<LogCursor>, i64), sqlx::Error> {
-    let last = sqlx::query(
-        "select transaction_id::text as transaction_id, position, n from ( \
-             select transaction_id, position, count(*) over () as n, \
-             row_number() over (order by transaction_id, position) as i from ( \
-                 select transaction_id, position from events \
-                 where (transaction_id, position) > ($1::text::xid8, $2) \
-                 and transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-                 order by transaction_id, position limit $3) scanned \
-         ) counted where i = n",
+    let rows = scan_after(conn, after, limit, Some(aggregate_types)).await?;
+    let scanned = Scanned::decode(&rows, Some(aggregate_types))?;
+    Ok((scanned.events, scanned.last, scanned.count))
+}
+
+/// The next `limit` rows of the log after `after` (in log order, from finished
+/// transactions only), not decoded yet ([`Scanned::decode`]). With `aggregate_types`, the
+/// rows of other types come without their payload and metadata: one ordered index scan
+/// moves past them without turning their JSON into text. A reader that reads ahead on a
+/// connection of its own (a rebuild) leaves the decoding to the task that applies them.
+pub async fn scan_after<'e>(
+    db: impl PgExecutor<'e>,
+    after: LogCursor,
+    limit: i64,
+    aggregate_types: Option<&[&str]>,
+) -> Result<Vec<PgRow>, sqlx::Error> {
+    sqlx::query(
+        "select transaction_id::text as transaction_id, position, event_id, aggregate_type, \
+         aggregate_id, sequence, event_type, event_version, recorded_at, \
+         case when $4::text[] is null or aggregate_type = any($4) then payload end as payload, \
+         case when $4::text[] is null or aggregate_type = any($4) then metadata end as metadata \
+         from events where (transaction_id, position) > ($1::text::xid8, $2) \
+         and transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         order by events.transaction_id, position limit $3",
     )
     .bind(xid8_param(&after))
     .bind(position_param(&after))
     .bind(limit)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(last) = last else {
-        return Ok((Vec::new(), None, 0));
-    };
-    let scanned: i64 = last.try_get("n")?;
-    let last = cursor_from_row(&last)?;
-    // Every transaction up to `last` finished before the first query (it was readable),
-    // so this range holds the same events now.
-    let sql = format!(
-        "{SELECT_EVENT} where (transaction_id, position) > ($1::text::xid8, $2) \
-         and (transaction_id, position) <= ($3::text::xid8, $4) \
-         and aggregate_type = any($5) \
-         order by events.transaction_id, position"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(xid8_param(&after))
-        .bind(position_param(&after))
-        .bind(xid8_param(&last))
-        .bind(position_param(&last))
-        .bind(aggregate_types)
-        .fetch_all(&mut *conn)
-        .await?;
-    let events = rows
-        .iter()
-        .map(StoredEvent::from_row)
-        .collect::<Result<_, _>>()?;
-    Ok((events, Some(last), scanned))
+    .bind(aggregate_types)
+    .fetch_all(db)
+    .await
+}
+
+/// Rows of [`scan_after`], decoded.
+#[derive(Debug, Default)]
+pub struct Scanned {
+    /// The events of the types asked for, in log order.
+    pub events: Vec<StoredEvent>,
+    /// The cursor of the last row, whatever its type (`None`: no rows).
+    pub last: Option<LogCursor>,
+    /// How many rows there were.
+    pub count: i64,
+}
+
+impl Scanned {
+    pub fn decode(rows: &[PgRow], aggregate_types: Option<&[&str]>) -> Result<Self, sqlx::Error> {
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows {
+            let wanted = match aggregate_types {
+                None => true,
+                Some(types) => {
+                    let kind: &str = row.try_get("aggregate_type")?;
+                    types.contains(&kind)
+                }
+            };
+            if wanted {
+                events.push(StoredEvent::from_row(row)?);
+            }
+        }
+        Ok(Self {
+            events,
+            last: rows.last().map(cursor_from_row).transpose()?,
+            count: rows.len() as i64,
+        })
+    }
 }
 
 /// The cursor of the last event a reader of the global order can see now (the head of the

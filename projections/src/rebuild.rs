@@ -21,6 +21,7 @@
 use aggregates::LogCursor;
 use eventstore::crypto::KeyStore;
 use serde::Serialize;
+use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use crate::read_model::Replay;
@@ -204,6 +205,53 @@ async fn drop_shadow(conn: &mut PgConnection, model: ReadModel) {
     .await;
 }
 
+/// How many scanned batches the reader may hold ahead of the replay.
+const READ_AHEAD: usize = 2;
+
+/// Scan the log from `after` in batches of [`BATCH`] rows (the rows of other types without
+/// their JSON, see [`eventstore::log::scan_after`]) and send each, undecoded, until a short
+/// batch, an error, or the receiver is gone.
+async fn read_ahead(
+    pool: PgPool,
+    mut after: LogCursor,
+    types: Option<&'static [&'static str]>,
+    batches: tokio::sync::mpsc::Sender<Result<Vec<PgRow>, sqlx::Error>>,
+) {
+    loop {
+        let rows = eventstore::log::scan_after(&pool, after, BATCH, types).await;
+        let next = match &rows {
+            Ok(rows) => rows
+                .last()
+                .map(eventstore::log::cursor_from_row)
+                .transpose()
+                .map(|last| (last, rows.len() as i64 == BATCH)),
+            Err(_) => Ok((None, false)),
+        };
+        let (last, full) = match next {
+            Ok(next) => next,
+            Err(e) => {
+                let _ = batches.send(Err(e)).await;
+                return;
+            }
+        };
+        if batches.send(rows).await.is_err() || !full {
+            return;
+        }
+        if let Some(last) = last {
+            after = last;
+        }
+    }
+}
+
+/// A task that ends when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Shadow tables being filled, and how far they are.
 struct Shadow {
     model: ReadModel,
@@ -242,7 +290,9 @@ impl Shadow {
         })
     }
 
-    /// Replay in committed batches up to `upto` (None: the readable head).
+    /// Replay in committed batches up to `upto` (None: the readable head). A task of its
+    /// own reads the log ahead on a connection of its own ([`read_ahead`]), so PostgreSQL
+    /// reads the next batch while this one is decoded and folded.
     async fn fill(
         &mut self,
         pool: &PgPool,
@@ -254,15 +304,29 @@ impl Shadow {
             .await?
             .0
             .max(0) as u64;
-        loop {
-            let mut tx = pool.begin().await?;
-            let more = self.apply_batch(&mut tx, keys, upto).await?;
-            tx.commit().await?;
-            progress(self.passed, total.max(self.passed));
-            if !more {
-                return Ok(());
+        let (batches, mut ahead) = tokio::sync::mpsc::channel(READ_AHEAD);
+        let reader = AbortOnDrop(tokio::spawn(read_ahead(
+            pool.clone(),
+            self.cursor,
+            self.model.aggregate_types(),
+            batches,
+        )));
+        let outcome = async {
+            while let Some(rows) = ahead.recv().await {
+                let rows = rows?;
+                let mut tx = pool.begin().await?;
+                let more = self.apply_rows(&mut tx, keys, upto, &rows).await?;
+                tx.commit().await?;
+                progress(self.passed, total.max(self.passed));
+                if !more {
+                    break;
+                }
             }
+            Ok(())
         }
+        .await;
+        drop(reader);
+        outcome
     }
 
     /// Inside the caller's transaction: replay everything left up to `upto`.
@@ -286,24 +350,28 @@ impl Shadow {
         keys: &KeyStore,
         upto: Option<LogCursor>,
     ) -> Result<bool, ProjectionError> {
+        let rows =
+            eventstore::log::scan_after(&mut *tx, self.cursor, BATCH, self.model.aggregate_types())
+                .await?;
+        self.apply_rows(tx, keys, upto, &rows).await
+    }
+
+    /// The rows of one scan ([`eventstore::log::scan_after`] from `self.cursor`) into the
+    /// shadow tables; whether there may be more.
+    async fn apply_rows(
+        &mut self,
+        tx: &mut PgConnection,
+        keys: &KeyStore,
+        upto: Option<LogCursor>,
+        rows: &[PgRow],
+    ) -> Result<bool, ProjectionError> {
         self.shadow_path(tx).await?;
         // the read model's own events only, unless it counts every event
-        let (batch, scanned_to, mut more) = match self.model.aggregate_types() {
-            Some(types) => {
-                let (batch, last, scanned) =
-                    eventstore::log::read_after_of_types(tx, self.cursor, BATCH, types).await?;
-                self.passed += scanned.max(0) as u64;
-                (batch, last, scanned == BATCH)
-            }
-            None => {
-                let batch = eventstore::log::read_after(&mut *tx, self.cursor, BATCH).await?;
-                let more = batch.len() as i64 == BATCH;
-                self.passed += batch.len() as u64;
-                (batch, None, more)
-            }
-        };
-        let mut opened = Vec::with_capacity(batch.len());
-        for mut event in batch {
+        let scanned = eventstore::log::Scanned::decode(rows, self.model.aggregate_types())?;
+        self.passed += scanned.count.max(0) as u64;
+        let mut more = scanned.count == BATCH;
+        let mut opened = Vec::with_capacity(scanned.events.len());
+        for mut event in scanned.events {
             if upto.is_some_and(|u| event.cursor > u) {
                 more = false;
                 break;
@@ -321,7 +389,7 @@ impl Shadow {
             self.cursor = last.cursor;
         }
         // past the events of other types read over, up to `upto`
-        if let Some(scanned_to) = scanned_to {
+        if let Some(scanned_to) = scanned.last {
             match upto {
                 Some(u) if scanned_to > u => {
                     more = false;

@@ -527,6 +527,101 @@ async fn reading_the_log_by_type_moves_past_other_types_in_log_order() {
 }
 
 #[tokio::test]
+async fn a_rebuild_read_ahead_over_several_batches_sums_every_event_once() {
+    // 3,600 usage records between 6 users' two events each, written straight into the log:
+    // the rebuild's reader scans ahead in batches of 1,000 while the replay folds, and the
+    // `users` rebuild moves past the usage rows (scanned without their JSON) batch after batch
+    let env = TestEnv::new();
+    let app = env.spawn(Roles::only(&[Role::Api])).await;
+    let users: Vec<Uuid> = (0..6).map(|_| Uuid::now_v7()).collect();
+    let mut rows: Vec<(String, String, i64, serde_json::Value)> = vec![];
+    let mut expected: std::collections::BTreeMap<(String, String), (i64, i64)> = Default::default();
+    for (i, user) in users.iter().enumerate() {
+        rows.push(("user".into(), user.to_string(), 1, serde_json::json!({"UserRegistered": {
+            "user_id": user, "email": format!("reader{i}@example.com"), "display_name": format!("Reader {i}"),
+            "password_hash": null, "role": "user", "plan": "free"}})));
+        for k in 0..600i64 {
+            let day = if k % 2 == 0 {
+                "2026-11-01"
+            } else {
+                "2026-11-02"
+            };
+            let amount = 1 + (k * 7 + i as i64) % 13;
+            let sum = expected
+                .entry((user.to_string(), day.to_owned()))
+                .or_default();
+            sum.0 += amount;
+            sum.1 += 1;
+            rows.push((
+                "meter".into(),
+                format!("{user}:{day}"),
+                sum.1,
+                serde_json::json!({"UsageRecorded": {"user_id": user, "day": day, "kind": "messages",
+                    "amount": amount, "occurred_at": format!("{day}T12:00:00Z")}}),
+            ));
+        }
+        rows.push((
+            "user".into(),
+            user.to_string(),
+            2,
+            serde_json::json!({"EmailVerified": {
+            "method": "trusted", "verified_at": "2026-11-01T00:00:00Z"}}),
+        ));
+    }
+    for chunk in rows.chunks(700) {
+        let mut tx = app.pool.begin().await.expect("begin");
+        for (aggregate_type, id, sequence, payload) in chunk {
+            let event_type = payload
+                .as_object()
+                .and_then(|o| o.keys().next().cloned())
+                .unwrap_or_default();
+            sqlx::query(
+                "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 values ($1, $2, $3, $4, '1.0', $5, '{}')",
+            )
+            .bind(aggregate_type)
+            .bind(id)
+            .bind(sequence)
+            .bind(event_type)
+            .bind(payload)
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+        }
+        tx.commit().await.expect("commit");
+    }
+    let usage = rebuild(&app.pool, &app.keys(), ReadModel::Usage, |_, _| {})
+        .await
+        .expect("rebuild usage");
+    assert_eq!(usage.events_applied, rows.len() as u64);
+    let got: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "select user_id::text, day::text, total, records from usage_daily order by 1, 2",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("usage rows");
+    let want: Vec<(String, String, i64, i64)> = expected
+        .iter()
+        .map(|((u, d), (t, r))| (u.clone(), d.clone(), *t, *r))
+        .collect();
+    assert_eq!(got, want);
+    let users_rebuilt = rebuild(&app.pool, &app.keys(), ReadModel::Users, |_, _| {})
+        .await
+        .expect("rebuild users");
+    assert_eq!(users_rebuilt.events_applied, 12);
+    assert_eq!(
+        users_rebuilt.cursor, usage.cursor,
+        "both moved to the log's end"
+    );
+    let verified: i64 = sqlx::query_scalar("select count(*) from users where email_verified")
+        .fetch_one(&app.pool)
+        .await
+        .expect("users");
+    assert_eq!(verified, 6);
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn an_active_relay_that_cannot_reach_nats_steps_aside_and_the_standby_relays() {
     use workers::lease::{Leases, DEFAULT_POLL};
     use workers::{BusConfig, EventBus};

@@ -214,7 +214,7 @@ pub(super) mod examples {
     }
 
     const HASH: &str =
-        "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA";
+        "$argon2id$v=19$m=9216,t=4,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA";
     const TOKEN_HASH: &str = "03bf0ccf52e2e136815ee5436a7a2e3377e88354f4e3325f05187727553c4768";
     const NONCE: &str = "q7Lw2yYc0m3f8r1TZ4sVnA";
 
