@@ -110,10 +110,73 @@ pub async fn advance(
     .execute(&mut *conn)
     .await?;
     sqlx::query("select pg_notify('chronicle_checkpoints', $1)")
-        .bind(model.name())
+        .bind(notification(model, cursor))
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// What a checkpoint's NOTIFY on `chronicle_checkpoints` says: the read model's name and
+/// the cursor it moved to (`users 1234 5678`), so a [`crate::CheckpointWatch`] need not
+/// read the table for each one.
+pub fn notification(model: ReadModel, cursor: LogCursor) -> String {
+    format!(
+        "{} {} {}",
+        model.name(),
+        cursor.transaction_id,
+        cursor.position
+    )
+}
+
+/// The read model and cursor of a [`notification`] (`None`: not one; an older release
+/// sent the name alone).
+pub fn parse_notification(payload: &str) -> Option<(&str, LogCursor)> {
+    let mut parts = payload.split(' ');
+    let (name, transaction_id, position) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((
+        name,
+        LogCursor::new(transaction_id.parse().ok()?, position.parse().ok()?),
+    ))
+}
+
+/// Move a checkpoint past messages of aggregates the read model does not read, in one
+/// statement and without waiting for the disk (the projector reads such messages again
+/// after a crash and skips them again): the stream sequence from `from_sequence` to
+/// `to_sequence`, the cursor to `cursor` unless it is already further (a rebuild moved it).
+/// `false` when the stored checkpoint is not at `from_sequence` (another process moved it)
+/// or not running: then nothing changes, and the caller takes the transaction path.
+pub async fn advance_past<'e>(
+    db: impl PgExecutor<'e>,
+    model: ReadModel,
+    from_sequence: u64,
+    to_sequence: u64,
+    cursor: LogCursor,
+) -> Result<bool, sqlx::Error> {
+    let moved = sqlx::query(
+        "with moved as ( \
+             update projection_checkpoints set \
+             transaction_id = case when (transaction_id, position) < ($3::text::xid8, $4) \
+                 then $3::text::xid8 else transaction_id end, \
+             position = case when (transaction_id, position) < ($3::text::xid8, $4) \
+                 then $4 else position end, \
+             stream_sequence = $5, updated_at = now() \
+             where name = $1 and stream_sequence = $2 and status = 'running' \
+             and set_config('synchronous_commit', 'off', true) = 'off' \
+             returning name, transaction_id, position) \
+         select pg_notify('chronicle_checkpoints', name || ' ' || transaction_id::text || ' ' || position) \
+         from moved",
+    )
+    .bind(model.name())
+    .bind(from_sequence as i64)
+    .bind(xid8_param(&cursor))
+    .bind(position_param(&cursor))
+    .bind(to_sequence as i64)
+    .fetch_optional(db)
+    .await?;
+    Ok(moved.is_some())
 }
 
 /// Stop the read model: an event keeps failing. It stays stopped (and health says so)
@@ -149,4 +212,27 @@ pub async fn clear_failure<'e>(
     .execute(db)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod notification_tests {
+    use super::*;
+
+    #[test]
+    fn a_notification_carries_the_model_and_its_cursor_and_old_ones_do_not_parse() {
+        let cursor = LogCursor::new(18_446_744_073_709_551_615, 42);
+        let said = notification(ReadModel::Usage, cursor);
+        assert_eq!(said, "usage 18446744073709551615 42");
+        assert_eq!(parse_notification(&said), Some(("usage", cursor)));
+        for old in [
+            "usage",
+            "",
+            "usage 1",
+            "usage 1 2 3",
+            "usage x 2",
+            "usage 1 -2",
+        ] {
+            assert_eq!(parse_notification(old), None, "{old}");
+        }
+    }
 }

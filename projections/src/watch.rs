@@ -2,8 +2,11 @@
 //! models it reads have reached a cursor (read-your-writes).
 //!
 //! One task per process LISTENs on `chronicle_checkpoints` (the projector NOTIFYs in the
-//! transaction that moves a checkpoint, delivered at commit) and also re-reads the table on
-//! a short timer, because a notification is lost while the listener reconnects.
+//! transaction that moves a checkpoint, delivered at commit, with the read model's name and
+//! its new cursor: [`checkpoint::notification`]) and also re-reads the table on a short
+//! timer and whenever the listener (re)connects, because a notification is lost while it
+//! is away. Notifications of one read model arrive in the order of their commits (its
+//! checkpoint row is locked by each), so the latest one is the checkpoint.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -35,6 +38,8 @@ impl CheckpointWatch {
         let (tx, rx) = watch::channel(HashMap::new());
         tokio::spawn(async move {
             let mut listener: Option<PgListener> = None;
+            let mut read_table = true;
+            let mut last_read = tokio::time::Instant::now();
             loop {
                 if listener.is_none() {
                     listener = match PgListener::connect_with(&pool).await {
@@ -44,29 +49,50 @@ impl CheckpointWatch {
                         },
                         Err(_) => None,
                     };
+                    read_table = true;
                 }
-                if let Ok(all) = checkpoint::all(&pool).await {
-                    let map: HashMap<String, LogCursor> =
-                        all.into_iter().map(|c| (c.name, c.cursor)).collect();
-                    tx.send_if_modified(|cur| {
-                        if *cur != map {
-                            *cur = map;
-                            true
-                        } else {
-                            false
-                        }
-                    });
+                if read_table || last_read.elapsed() >= POLL_EVERY {
+                    if let Ok(all) = checkpoint::all(&pool).await {
+                        let map: HashMap<String, LogCursor> =
+                            all.into_iter().map(|c| (c.name, c.cursor)).collect();
+                        tx.send_if_modified(|cur| {
+                            if *cur != map {
+                                *cur = map;
+                                true
+                            } else {
+                                false
+                            }
+                        });
+                    }
+                    last_read = tokio::time::Instant::now();
+                    read_table = false;
                 }
                 let woke = async {
                     match listener.as_mut() {
-                        Some(l) => l.try_recv().await.map(|_| ()).map_err(|_| ()),
+                        Some(l) => l.try_recv().await.map_err(|_| ()),
                         None => std::future::pending().await,
                     }
                 };
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    r = woke => if r.is_err() { listener = None; },
-                    _ = tokio::time::sleep(POLL_EVERY) => {}
+                    r = woke => match r {
+                        Ok(Some(n)) => match checkpoint::parse_notification(n.payload()) {
+                            Some((name, cursor)) => {
+                                tx.send_if_modified(|cur| {
+                                    if cur.get(name) == Some(&cursor) {
+                                        return false;
+                                    }
+                                    cur.insert(name.to_owned(), cursor);
+                                    true
+                                });
+                            }
+                            None => read_table = true,
+                        },
+                        // the connection was lost and is being made again
+                        Ok(None) => read_table = true,
+                        Err(_) => listener = None,
+                    },
+                    _ = tokio::time::sleep_until(last_read + POLL_EVERY) => {}
                 }
             }
         });

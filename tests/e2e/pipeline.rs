@@ -527,6 +527,61 @@ async fn reading_the_log_by_type_moves_past_other_types_in_log_order() {
 }
 
 #[tokio::test]
+async fn a_checkpoint_moves_past_unread_events_only_from_where_it_is_and_never_back() {
+    use projections::checkpoint::{self, advance_past};
+    let env = TestEnv::new();
+    let app = env.spawn(Roles::only(&[Role::Api])).await;
+    let model = ReadModel::Uploads;
+    let set = sqlx::query(
+        "update projection_checkpoints set stream_sequence = 10, transaction_id = '100'::xid8, \
+         position = 5, status = 'running' where name = $1",
+    )
+    .bind(model.name())
+    .execute(&app.pool)
+    .await
+    .expect("set");
+    assert_eq!(set.rows_affected(), 1);
+    let at = |pool: sqlx::PgPool| async move {
+        let cp = checkpoint::load(&pool, model)
+            .await
+            .expect("load")
+            .expect("row");
+        (cp.stream_sequence, cp.cursor)
+    };
+    // from a sequence the checkpoint is not at (another process moved it): nothing moves
+    let refused = advance_past(&app.pool, model, 9, 12, LogCursor::new(100, 7))
+        .await
+        .expect("advance");
+    assert!(!refused);
+    assert_eq!(at(app.pool.clone()).await, (10, LogCursor::new(100, 5)));
+    // from where it is: the sequence and the cursor move
+    assert!(
+        advance_past(&app.pool, model, 10, 12, LogCursor::new(100, 7))
+            .await
+            .expect("advance")
+    );
+    assert_eq!(at(app.pool.clone()).await, (12, LogCursor::new(100, 7)));
+    // a cursor behind the stored one (a rebuild got further): the sequence moves, the cursor stays
+    assert!(
+        advance_past(&app.pool, model, 12, 13, LogCursor::new(100, 6))
+            .await
+            .expect("advance")
+    );
+    assert_eq!(at(app.pool.clone()).await, (13, LogCursor::new(100, 7)));
+    // a failed read model stays where it stopped
+    checkpoint::mark_failed(&app.pool, model, None, "test")
+        .await
+        .expect("fail");
+    assert!(
+        !advance_past(&app.pool, model, 13, 14, LogCursor::new(100, 9))
+            .await
+            .expect("advance")
+    );
+    assert_eq!(at(app.pool.clone()).await, (13, LogCursor::new(100, 7)));
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn a_rebuild_read_ahead_over_several_batches_sums_every_event_once() {
     // 3,600 usage records between 6 users' two events each, written straight into the log:
     // the rebuild's reader scans ahead in batches of 1,000 while the replay folds, and the

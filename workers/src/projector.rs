@@ -17,6 +17,12 @@
 //! back nearly everything). Read models spread over the processes: each takes its fair
 //! share of the leases (a lease group) and gives back what it holds beyond it.
 //!
+//! A batch holding only messages of aggregates the read model does not read (a session's
+//! events, for `usage`) needs no transaction: right after the checkpoint this projector
+//! last left, it moves the checkpoint past them in one statement that checks the stored
+//! stream sequence is still that one ([`checkpoint::advance_past`]). Anything else (an
+//! event to apply, a gap, a checkpoint someone else moved) takes the transaction.
+//!
 //! Failures: PostgreSQL trouble is retried with backoff for as long as it lasts. An event
 //! that cannot be applied (bad payload, broken invariant) is retried a few times; then the
 //! read model stops and is marked failed (health and metrics show it, with the event id).
@@ -124,6 +130,15 @@ pub struct Projector {
     keys: KeyStore,
     /// Whether this process applies the read model (none: always, for one run alone).
     lease: Option<Lease>,
+    /// The checkpoint as this projector last wrote or read it (none: not since it connected).
+    stored: std::sync::Mutex<Option<Stored>>,
+}
+
+/// Where a read model's stored checkpoint is.
+#[derive(Debug, Clone, Copy)]
+struct Stored {
+    cursor: aggregates::LogCursor,
+    stream_sequence: u64,
 }
 
 impl Projector {
@@ -141,7 +156,63 @@ impl Projector {
             config,
             keys,
             lease: None,
+            stored: std::sync::Mutex::new(None),
         }
+    }
+
+    fn stored(&self) -> std::sync::MutexGuard<'_, Option<Stored>> {
+        self.stored.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A batch of messages of aggregates this read model does not read, right after the
+    /// checkpoint this projector last left: moved past in one statement. `None`: the batch
+    /// takes the transaction (an event to apply, a message that does not decode, a gap, or
+    /// a checkpoint not known here or moved by someone else).
+    async fn move_past(&self, batch: &[Delivered]) -> Result<Option<BatchOutcome>, sqlx::Error> {
+        let Some(from) = *self.stored() else {
+            return Ok(None);
+        };
+        if batch.is_empty() || from.stream_sequence == 0 {
+            return Ok(None);
+        }
+        let (mut cursor, mut sequence) = (from.cursor, from.stream_sequence);
+        for delivered in batch {
+            let Ok(event) = &delivered.event else {
+                return Ok(None);
+            };
+            if self.model.wants(&event.aggregate_type) {
+                return Ok(None);
+            }
+            if delivered.stream_sequence <= sequence {
+                continue; // delivered again; consumed before
+            }
+            if delivered.stream_sequence != sequence + 1 {
+                return Ok(None);
+            }
+            sequence = delivered.stream_sequence;
+            cursor = cursor.max(event.cursor);
+        }
+        let outcome = BatchOutcome {
+            consumed: batch.len(),
+            applied: 0,
+            next_sequence: sequence + 1,
+        };
+        if sequence == from.stream_sequence {
+            return Ok(Some(outcome));
+        }
+        let moved = checkpoint::advance_past(
+            &self.pool,
+            self.model,
+            from.stream_sequence,
+            sequence,
+            cursor,
+        )
+        .await?;
+        *self.stored() = moved.then_some(Stored {
+            cursor,
+            stream_sequence: sequence,
+        });
+        Ok(moved.then_some(outcome))
     }
 
     /// Apply only while `lease` is held ([`Projector::lease_name`]).
@@ -170,6 +241,9 @@ impl Projector {
         batch: &[Delivered],
         first_sequence: u64,
     ) -> Result<BatchOutcome, ApplyError> {
+        if let Some(outcome) = self.move_past(batch).await? {
+            return Ok(outcome);
+        }
         let mut tx = self.pool.begin().await?;
         // The read model is derived from the log: a commit lost in a crash is applied again
         // from the stream (`read_stream`), so it need not wait for its WAL to reach the disk.
@@ -233,6 +307,10 @@ impl Projector {
                 .await?;
         }
         tx.commit().await?;
+        *self.stored() = Some(Stored {
+            cursor,
+            stream_sequence,
+        });
         if applied > 0 {
             metrics::counter!("chronicle_projection_events_total", "read_model" => self.model.name())
                 .increment(applied as u64);
@@ -444,6 +522,8 @@ impl StreamWorker for Projector {
 
     /// The consumer is made afresh after the checkpoint each time the projector connects.
     async fn start_at(&self) -> anyhow::Result<Option<u64>> {
+        // another process may have moved the checkpoint since this one last did
+        *self.stored() = None;
         let checkpoint = checkpoint::load(&self.pool, self.model).await?;
         Ok(Some(checkpoint.map_or(1, |cp| {
             cp.stream_sequence.saturating_add(1).max(1)
