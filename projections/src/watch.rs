@@ -63,9 +63,9 @@ impl CheckpointWatch {
                                 false
                             }
                         });
+                        read_table = false;
                     }
                     last_read = tokio::time::Instant::now();
-                    read_table = false;
                 }
                 let woke = async {
                     match listener.as_mut() {
@@ -78,8 +78,9 @@ impl CheckpointWatch {
                     r = woke => match r {
                         Ok(Some(n)) => match checkpoint::parse_notification(n.payload()) {
                             Some((name, cursor)) => {
+                                // one queued from before the last table read says less
                                 tx.send_if_modified(|cur| {
-                                    if cur.get(name) == Some(&cursor) {
+                                    if cur.get(name).is_some_and(|c| *c >= cursor) {
                                         return false;
                                     }
                                     cur.insert(name.to_owned(), cursor);
