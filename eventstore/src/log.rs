@@ -9,7 +9,7 @@
 use aggregates::{EventMetadata, LogCursor, StreamEnvelope};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{PgExecutor, PgPool, Row};
+use sqlx::{PgExecutor, PgPool, Row, ValueRef};
 use uuid::Uuid;
 
 /// One event as stored in the log.
@@ -169,7 +169,7 @@ pub async fn read_after_of_types(
     aggregate_types: &[&str],
 ) -> Result<(Vec<StoredEvent>, Option<LogCursor>, i64), sqlx::Error> {
     let rows = scan_after(conn, after, limit, Some(aggregate_types)).await?;
-    let scanned = Scanned::decode(&rows, Some(aggregate_types))?;
+    let scanned = Scanned::decode(&rows)?;
     Ok((scanned.events, scanned.last, scanned.count))
 }
 
@@ -213,19 +213,15 @@ pub struct Scanned {
 }
 
 impl Scanned {
-    pub fn decode(rows: &[PgRow], aggregate_types: Option<&[&str]>) -> Result<Self, sqlx::Error> {
+    /// The scan decided which rows are wanted: those with a payload (the log's `payload`
+    /// is never null; [`scan_after`] leaves it out for other types).
+    pub fn decode(rows: &[PgRow]) -> Result<Self, sqlx::Error> {
         let mut events = Vec::with_capacity(rows.len());
         for row in rows {
-            let wanted = match aggregate_types {
-                None => true,
-                Some(types) => {
-                    let kind: &str = row.try_get("aggregate_type")?;
-                    types.contains(&kind)
-                }
-            };
-            if wanted {
-                events.push(StoredEvent::from_row(row)?);
+            if row.try_get_raw("payload")?.is_null() {
+                continue;
             }
+            events.push(StoredEvent::from_row(row)?);
         }
         Ok(Self {
             events,

@@ -367,7 +367,7 @@ impl Shadow {
     ) -> Result<bool, ProjectionError> {
         self.shadow_path(tx).await?;
         // the read model's own events only, unless it counts every event
-        let scanned = eventstore::log::Scanned::decode(rows, self.model.aggregate_types())?;
+        let scanned = eventstore::log::Scanned::decode(rows)?;
         self.passed += scanned.count.max(0) as u64;
         let mut more = scanned.count == BATCH;
         let mut opened = Vec::with_capacity(scanned.events.len());
