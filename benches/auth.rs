@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 use chronicle::{Application, Config, Roles};
 use eventstore::passwords::PasswordHasher;
 
-const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
+/// The PostgreSQL server the bench uses; `BENCH_PG` points it at another one (a private
+/// cluster with `pg_stat_statements`, say).
+fn pg_base() -> String {
+    std::env::var("BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
 const EMAIL: &str = "bench-admin@example.com";
 const PASSWORD: &str = "a-bench-passphrase-that-is-long";
 
@@ -175,7 +179,7 @@ async fn real_binary_memory(
 
 /// Drop the bench's databases and streams.
 async fn clean_up(databases: &[String], streams: &[String]) {
-    if let Ok(admin) = sqlx::PgPool::connect(&format!("{PG_BASE}/postgres")).await {
+    if let Ok(admin) = sqlx::PgPool::connect(&format!("{}/postgres", pg_base())).await {
         for name in databases {
             let _ = sqlx::query(&format!("drop database if exists \"{name}\" with (force)"))
                 .execute(&admin)
@@ -204,7 +208,7 @@ fn main() {
         let stream = format!("CHRONICLE_BENCH_AUTH_{}", &id[..12]);
         let vars: Vec<(String, String)> = vec![
             ("APP_ENV".into(), "test".into()),
-            ("DATABASE_URL".into(), format!("{PG_BASE}/{db}")),
+            ("DATABASE_URL".into(), format!("{}/{db}", pg_base())),
             ("DATABASE_MAX_CONNECTIONS".into(), "40".into()),
             ("CHRONICLE_STREAM".into(), stream.clone()),
             ("CHRONICLE_SUBJECT_PREFIX".into(), stream.to_lowercase()),
@@ -298,7 +302,7 @@ fn main() {
         let mut own = vars.clone();
         for (k, v) in own.iter_mut() {
             match k.as_str() {
-                "DATABASE_URL" => *v = format!("{PG_BASE}/{db}_rss"),
+                "DATABASE_URL" => *v = format!("{}/{db}_rss", pg_base()),
                 "CHRONICLE_STREAM" => *v = format!("{stream}_RSS"),
                 "CHRONICLE_SUBJECT_PREFIX" => *v = format!("{}_rss", stream.to_lowercase()),
                 _ => {}

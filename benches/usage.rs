@@ -30,7 +30,11 @@ use projections::{CheckpointWatch, ReadModel};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
+/// The PostgreSQL server the bench uses; `BENCH_PG` points it at another one (a private
+/// cluster with `pg_stat_statements`, say).
+fn pg_base() -> String {
+    std::env::var("BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
 const PASSWORD: &str = "a-bench-passphrase-that-is-long";
 const PLANS: &str = r#"{"default":"pro","plans":[{"name":"pro","messages_per_day":100000000,"tokens_per_day":100000000,"uploads_per_day":100000000,"max_conversations":1000}]}"#;
 
@@ -268,7 +272,7 @@ commit;
 async fn pgbench(clients: usize, secs: u64) -> Option<f64> {
     let id = Uuid::new_v4().simple().to_string();
     let db = format!("chronicle_bench_pgbu_{}", &id[..12]);
-    let url = format!("{PG_BASE}/{db}");
+    let url = format!("{}/{db}", pg_base());
     eventstore::database::ensure_database(&url).await.ok()?;
     let pool = eventstore::database::connect(&url, 2).await.ok()?;
     eventstore::database::migrate(&pool).await.ok()?;
@@ -293,7 +297,7 @@ async fn pgbench(clients: usize, secs: u64) -> Option<f64> {
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    if let Ok(admin) = sqlx::PgPool::connect(&format!("{PG_BASE}/postgres")).await {
+    if let Ok(admin) = sqlx::PgPool::connect(&format!("{}/postgres", pg_base())).await {
         let _ = sqlx::query(&format!("drop database if exists \"{db}\" with (force)"))
             .execute(&admin)
             .await;
@@ -318,7 +322,7 @@ fn main() {
         let stream = format!("CHRONICLE_BENCH_USAGE_{}", &id[..12]);
         let vars: Vec<(String, String)> = vec![
             ("APP_ENV".into(), "test".into()),
-            ("DATABASE_URL".into(), format!("{PG_BASE}/{db}")),
+            ("DATABASE_URL".into(), format!("{}/{db}", pg_base())),
             ("DATABASE_MAX_CONNECTIONS".into(), "40".into()),
             ("CHRONICLE_STREAM".into(), stream.clone()),
             ("CHRONICLE_SUBJECT_PREFIX".into(), stream.to_lowercase()),
@@ -425,13 +429,13 @@ fn main() {
         let _ = server.await;
         // the FastAPI + asyncpg app doing one INSERT, one worker per core, the same clients
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let fastapi = match fastapi::start(&format!("{PG_BASE}/{db}"), cores).await {
+        let fastapi = match fastapi::start(&format!("{}/{db}", pg_base()), cores).await {
             Some(app) => Some(load(&format!("{}/metrics", app.base), &tokens, 16, secs).await),
             None => None,
         };
         let p16 = pgbench(16, secs).await;
         let p64 = pgbench(64, secs).await;
-        if let Ok(admin) = sqlx::PgPool::connect(&format!("{PG_BASE}/postgres")).await {
+        if let Ok(admin) = sqlx::PgPool::connect(&format!("{}/postgres", pg_base())).await {
             let _ = sqlx::query(&format!("drop database if exists \"{db}\" with (force)")).execute(&admin).await;
         }
         if let Ok(c) = async_nats::connect("nats://127.0.0.1:4222").await {

@@ -21,14 +21,19 @@ pub async fn load<'e>(db: impl PgExecutor<'e>, name: &str) -> Result<LogCursor, 
 }
 
 /// Move the checkpoint forward (never back: a second relay that lost its lock cannot undo
-/// the leader's progress).
+/// the leader's progress), without waiting for the disk: a move lost in a crash of
+/// PostgreSQL only makes the relay publish those events again, under the same message ids,
+/// which JetStream drops as duplicates within its window (`NATS_DUPLICATE_WINDOW_SECS`,
+/// 10 minutes; ARCHITECTURE decision 30).
 pub async fn advance<'e>(
     db: impl PgExecutor<'e>,
     name: &str,
     cursor: LogCursor,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "insert into relay_checkpoints (name, transaction_id, position) values ($1, $2::text::xid8, $3) \
+        "with relaxed as (select set_config('synchronous_commit', 'off', true)) \
+         insert into relay_checkpoints (name, transaction_id, position) \
+         select $1, $2::text::xid8, $3 from relaxed \
          on conflict (name) do update set transaction_id = excluded.transaction_id, \
          position = excluded.position, updated_at = now() \
          where (relay_checkpoints.transaction_id, relay_checkpoints.position) \

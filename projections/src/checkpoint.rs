@@ -27,9 +27,9 @@ pub struct Checkpoint {
 pub const RUNNING: &str = "running";
 pub const FAILED: &str = "failed";
 
-const SELECT: &str =
+const COLUMNS: &str =
     "select name, transaction_id::text as transaction_id, position, stream_sequence, \
-     events_applied, status, failed_event_id, last_error, updated_at from projection_checkpoints";
+     events_applied, status, failed_event_id, last_error, updated_at";
 
 fn from_row(row: &PgRow) -> Result<Checkpoint, sqlx::Error> {
     Ok(Checkpoint {
@@ -58,11 +58,43 @@ pub async fn ensure_all<'e>(db: impl PgExecutor<'e> + Copy) -> Result<(), sqlx::
 /// Lock the read model's checkpoint row for this transaction: the projector and a rebuild
 /// of the same read model take turns, never interleave.
 pub async fn lock(conn: &mut PgConnection, model: ReadModel) -> Result<Checkpoint, sqlx::Error> {
+    lock_with(conn, model, "").await
+}
+
+/// [`lock`], and let the transaction commit without waiting for the disk
+/// (`synchronous_commit = off`, ARCHITECTURE decision 30), in the same round trip.
+pub async fn lock_relaxed(
+    conn: &mut PgConnection,
+    model: ReadModel,
+) -> Result<Checkpoint, sqlx::Error> {
+    lock_with(
+        conn,
+        model,
+        ", set_config('synchronous_commit', 'off', true)",
+    )
+    .await
+}
+
+/// One statement while the row exists (it does after [`ensure_all`]); the row is made first
+/// when it does not.
+async fn lock_with(
+    conn: &mut PgConnection,
+    model: ReadModel,
+    also: &str,
+) -> Result<Checkpoint, sqlx::Error> {
+    let locking = format!("{COLUMNS}{also} from projection_checkpoints where name = $1 for update");
+    if let Some(row) = sqlx::query(&locking)
+        .bind(model.name())
+        .fetch_optional(&mut *conn)
+        .await?
+    {
+        return from_row(&row);
+    }
     sqlx::query("insert into projection_checkpoints (name) values ($1) on conflict do nothing")
         .bind(model.name())
         .execute(&mut *conn)
         .await?;
-    let row = sqlx::query(&format!("{SELECT} where name = $1 for update"))
+    let row = sqlx::query(&locking)
         .bind(model.name())
         .fetch_one(&mut *conn)
         .await?;
@@ -73,22 +105,26 @@ pub async fn load<'e>(
     db: impl PgExecutor<'e>,
     model: ReadModel,
 ) -> Result<Option<Checkpoint>, sqlx::Error> {
-    let row = sqlx::query(&format!("{SELECT} where name = $1"))
-        .bind(model.name())
-        .fetch_optional(db)
-        .await?;
+    let row = sqlx::query(&format!(
+        "{COLUMNS} from projection_checkpoints where name = $1"
+    ))
+    .bind(model.name())
+    .fetch_optional(db)
+    .await?;
     row.as_ref().map(from_row).transpose()
 }
 
 pub async fn all<'e>(db: impl PgExecutor<'e>) -> Result<Vec<Checkpoint>, sqlx::Error> {
-    let rows = sqlx::query(&format!("{SELECT} order by name"))
-        .fetch_all(db)
-        .await?;
+    let rows = sqlx::query(&format!(
+        "{COLUMNS} from projection_checkpoints order by name"
+    ))
+    .fetch_all(db)
+    .await?;
     rows.iter().map(from_row).collect()
 }
 
 /// Move the checkpoint (inside the transaction that applied the events) and wake whoever
-/// waits on it (NOTIFY is delivered at commit).
+/// waits on it (NOTIFY is delivered at commit), in one statement.
 pub async fn advance(
     conn: &mut PgConnection,
     model: ReadModel,
@@ -97,22 +133,21 @@ pub async fn advance(
     newly_applied: u64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "update projection_checkpoints set transaction_id = $2::text::xid8, position = $3, \
-         stream_sequence = greatest(stream_sequence, $4), events_applied = events_applied + $5, \
-         status = 'running', failed_event_id = null, last_error = null, updated_at = now() \
-         where name = $1",
+        "with moved as ( \
+             update projection_checkpoints set transaction_id = $2::text::xid8, position = $3, \
+             stream_sequence = greatest(stream_sequence, $4), events_applied = events_applied + $5, \
+             status = 'running', failed_event_id = null, last_error = null, updated_at = now() \
+             where name = $1 returning name) \
+         select pg_notify('chronicle_checkpoints', $6) from moved",
     )
     .bind(model.name())
     .bind(xid8_param(&cursor))
     .bind(position_param(&cursor))
     .bind(stream_sequence as i64)
     .bind(newly_applied as i64)
-    .execute(&mut *conn)
+    .bind(notification(model, cursor))
+    .fetch_optional(&mut *conn)
     .await?;
-    sqlx::query("select pg_notify('chronicle_checkpoints', $1)")
-        .bind(notification(model, cursor))
-        .execute(&mut *conn)
-        .await?;
     Ok(())
 }
 

@@ -582,6 +582,67 @@ async fn a_checkpoint_moves_past_unread_events_only_from_where_it_is_and_never_b
 }
 
 #[tokio::test]
+async fn a_projector_transaction_locks_in_one_statement_commits_relaxed_and_notifies_its_cursor() {
+    use projections::checkpoint::{self, lock, lock_relaxed};
+    let env = TestEnv::new();
+    let app = env.spawn(Roles::only(&[Role::Api])).await;
+    let model = ReadModel::Uploads;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool)
+        .await
+        .expect("listener");
+    listener
+        .listen("chronicle_checkpoints")
+        .await
+        .expect("listen");
+    async fn setting(conn: &mut PgConnection) -> Result<String, sqlx::Error> {
+        sqlx::query_scalar("select current_setting('synchronous_commit')")
+            .fetch_one(conn)
+            .await
+    }
+    // a missing row is made by the lock; the plain lock leaves commits synchronous
+    sqlx::query("delete from projection_checkpoints where name = $1")
+        .bind(model.name())
+        .execute(&app.pool)
+        .await
+        .expect("delete");
+    let mut tx = app.pool.begin().await.expect("begin");
+    let made = lock(&mut tx, model).await.expect("lock");
+    assert_eq!((made.stream_sequence, made.cursor), (0, LogCursor::START));
+    assert_eq!(setting(&mut tx).await.expect("setting"), "on");
+    tx.commit().await.expect("commit");
+    // the projectors' lock turns the disk wait off for its own transaction only
+    let mut conn = app.pool.acquire().await.expect("connection");
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.expect("begin");
+    let cp = lock_relaxed(&mut tx, model).await.expect("lock");
+    assert_eq!(cp.status, checkpoint::RUNNING);
+    assert_eq!(setting(&mut tx).await.expect("setting"), "off");
+    checkpoint::advance(&mut tx, model, LogCursor::new(200, 3), 7, 2)
+        .await
+        .expect("advance");
+    tx.commit().await.expect("commit");
+    let note = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("a notification in time")
+        .expect("notification");
+    assert_eq!(
+        checkpoint::parse_notification(note.payload()),
+        Some((model.name(), LogCursor::new(200, 3)))
+    );
+    let cp = checkpoint::load(&app.pool, model)
+        .await
+        .expect("load")
+        .expect("row");
+    assert_eq!(
+        (cp.cursor, cp.stream_sequence, cp.events_applied),
+        (LogCursor::new(200, 3), 7, 2)
+    );
+    // the connection the transaction ran on is back to synchronous commits
+    assert_eq!(setting(&mut conn).await.expect("setting"), "on");
+    drop(conn);
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn a_rebuild_read_ahead_over_several_batches_sums_every_event_once() {
     // 3,600 usage records between 6 users' two events each, written straight into the log:
     // the rebuild's reader scans ahead in batches of 1,000 while the replay folds, and the

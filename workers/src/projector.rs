@@ -247,10 +247,7 @@ impl Projector {
         let mut tx = self.pool.begin().await?;
         // The read model is derived from the log: a commit lost in a crash is applied again
         // from the stream (`read_stream`), so it need not wait for its WAL to reach the disk.
-        sqlx::query("set local synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
-        let cp = checkpoint::lock(&mut tx, self.model).await?;
+        let cp = checkpoint::lock_relaxed(&mut tx, self.model).await?;
         if cp.status == checkpoint::FAILED {
             return Err(ApplyError::Stopped);
         }

@@ -102,6 +102,11 @@ impl Relay {
     /// the events JetStream acknowledged (a prefix of the batch: order is kept).
     pub async fn step(&self) -> Result<StepReport, RelayError> {
         let from = self.checkpoint().await?;
+        self.step_from(from).await
+    }
+
+    /// [`Relay::step`] from `from`, the checkpoint as this relay last left it.
+    async fn step_from(&self, from: LogCursor) -> Result<StepReport, RelayError> {
         let batch = log::read_after(&self.pool, from, self.config.batch_size).await?;
         if batch.is_empty() {
             return Ok(StepReport {
@@ -231,12 +236,21 @@ impl Relay {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen("chronicle_events").await?;
         let mut patience = Patience::new(stuck_after);
+        // Where this relay left the checkpoint: read once, then kept (only the lease's
+        // holder moves it; a standby that overlapped for an instant only makes us publish
+        // again what JetStream drops as duplicates). Read again after any failure.
+        let mut left_at: Option<LogCursor> = None;
         loop {
             if stop.is_cancelled() {
                 return Ok(());
             }
-            match self.step().await {
+            let from = match left_at.take() {
+                Some(at) => at,
+                None => self.checkpoint().await?,
+            };
+            match self.step_from(from).await {
                 Ok(report) => {
+                    left_at = Some(report.checkpoint);
                     patience.progressed();
                     backoff.reset();
                     if report.published as i64 >= self.config.batch_size {
