@@ -20,6 +20,7 @@ pub mod config;
 pub mod dev_services;
 pub mod env_help;
 pub mod events_cli;
+pub mod memory;
 pub mod seed;
 pub mod server;
 pub mod telemetry;

@@ -117,8 +117,22 @@ enum ProjectionsCommand {
     },
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // before any thread: the arenas the runtime's threads get (src/memory.rs)
+    chronicle::memory::limit_malloc_arenas();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(start()),
+        Err(e) => {
+            eprintln!("chronicle: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn start() {
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
     chronicle::telemetry::init_logs_to(matches!(

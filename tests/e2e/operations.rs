@@ -1,6 +1,7 @@
 //! Operations: health, metrics, the OpenAPI document, Swagger UI, and the CLI.
 
 use std::process::Command;
+use std::time::Duration;
 
 use chronicle::{Role, Roles};
 use serde_json::Value;
@@ -197,4 +198,107 @@ async fn invalid_configuration_stops_the_start_with_the_variable_named() {
     let (ok, out) = chronicle(&env, &["serve"]);
     assert!(!ok);
     assert!(out.contains("SECRET_KEY"), "{out}");
+}
+
+/// The non-main arenas of glibc's malloc in `pid`: each is a heap reserved as one 64 MiB
+/// aligned anonymous mapping (read-write where used, inaccessible beyond).
+fn malloc_arenas(pid: u32) -> usize {
+    const HEAP: u64 = 64 << 20;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    let rows: Vec<(u64, u64, String, bool)> = maps
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.split_whitespace();
+            let (range, perms) = (parts.next()?, parts.next()?);
+            let (start, end) = range.split_once('-')?;
+            let anonymous = parts.nth(3).is_none();
+            Some((
+                u64::from_str_radix(start, 16).ok()?,
+                u64::from_str_radix(end, 16).ok()?,
+                perms.to_owned(),
+                anonymous,
+            ))
+        })
+        .collect();
+    rows.iter()
+        .enumerate()
+        .filter(|(i, (start, end, perms, anonymous))| {
+            let reserved_to = match rows.get(i + 1) {
+                Some((next, next_end, p, true)) if next == end && p.starts_with("---") => *next_end,
+                _ => *end,
+            };
+            *anonymous
+                && perms.starts_with("rw")
+                && start % HEAP == 0
+                && reserved_to - start == HEAP
+        })
+        .count()
+}
+
+/// glibc would give the server's threads (the runtime's workers, the hashing threads, the
+/// blocking pool) up to eight arenas per core, each keeping what its threads freed: memory
+/// crept up under sign-ins. The binary limits them to one per core (`src/memory.rs`).
+#[tokio::test]
+async fn the_binary_keeps_malloc_to_one_arena_per_core() {
+    let env = TestEnv::new();
+    let port = crate::support::free_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chronicle"))
+        .args(["serve", "--roles", "api"])
+        .env_clear()
+        .envs(env.vars.iter())
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("BIND", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chronicle serve");
+    let pid = child.id().expect("pid");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    crate::support::eventually("the server answers", Duration::from_secs(60), || {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let r = client
+                .get(format!("{base}/health/live"))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(())
+        }
+    })
+    .await;
+    // registrations with passwords, all at once: every worker and hashing thread allocates
+    let sent = (0..24).map(|i| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            client
+                .post(format!("{base}/api/v1/auth/register"))
+                .json(&serde_json::json!({
+                    "email": format!("arena{i}@example.com"),
+                    "password": format!("an unguessable passphrase number {i} of many"),
+                }))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    let statuses = futures::future::join_all(sent).await;
+    assert!(
+        statuses.iter().all(|s| matches!(s, Ok(202))),
+        "{statuses:?}"
+    );
+    let arenas = malloc_arenas(pid);
+    let limit = chronicle::memory::arena_limit();
+    let _ = child.kill().await;
+    env.cleanup().await;
+    assert!(
+        arenas >= 1,
+        "the threads' arena is found in /proc/{pid}/maps"
+    );
+    // the main arena is not a mapping of its own
+    assert!(
+        arenas < limit,
+        "{arenas} arenas besides the main one, limit {limit}"
+    );
 }
