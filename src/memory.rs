@@ -1,9 +1,11 @@
 //! The allocator's arenas. glibc's malloc gives threads arenas of their own, up to eight
-//! per core, and an arena keeps the memory its threads freed. Under sign-ins a server's
-//! threads (the runtime's workers, its blocking pool, the hashing threads) spread over a
-//! dozen arenas, and resident memory crept up by ~65 bytes a sign-in while the live heap
-//! stayed flat (BENCHMARKS.md, "Sign-in", the soak; heaptrack). One arena per core keeps it
-//! flat at the same sign-in rate.
+//! per core, and an arena keeps the memory its threads freed: the runtime's workers, its
+//! blocking pool and the hashing threads each took one (5 besides the main arena on 2
+//! cores after a burst of sign-ins). One arena per core bounds what they can hold. Measured
+//! side by side over a 10-minute soak, resident memory grew ~41 bytes a sign-in with glibc's
+//! default and ~30 with the limit, about what the live heap itself grows by (bounded
+//! caches), and levelled off within 20 minutes (BENCHMARKS.md, "Sign-in", 2026-12-04,
+//! evening).
 
 /// The arenas glibc may make: one per core, at least two.
 pub fn arena_limit() -> usize {
@@ -20,29 +22,31 @@ fn chosen_by_environment(arena_max: Option<&str>, tunables: Option<&str>) -> boo
 }
 
 /// Limit glibc's arenas to [`arena_limit`], unless the environment sets them. Call first
-/// thing in `main`, before any thread starts. The limit set, if any.
-pub fn limit_malloc_arenas() -> Option<usize> {
+/// thing in `main`, before any thread starts.
+pub fn limit_malloc_arenas() {
     let arena_max = std::env::var("MALLOC_ARENA_MAX").ok();
     let tunables = std::env::var("GLIBC_TUNABLES").ok();
     if chosen_by_environment(arena_max.as_deref(), tunables.as_deref()) {
-        return None;
+        return;
     }
-    set_arena_max(arena_limit())
+    set_arena_max(arena_limit());
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
-fn set_arena_max(arenas: usize) -> Option<usize> {
-    let value = libc::c_int::try_from(arenas).ok()?;
+fn set_arena_max(arenas: usize) {
+    let Ok(value) = libc::c_int::try_from(arenas) else {
+        return;
+    };
     // SAFETY: `mallopt` only sets one of malloc's tuning parameters (under malloc's own
     // lock); `M_ARENA_MAX` bounds the arenas made from then on. No memory is touched.
-    let done = unsafe { libc::mallopt(libc::M_ARENA_MAX, value) };
-    (done == 1).then_some(arenas)
+    // It fails only for a value glibc refuses, which leaves its default in place.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, value) };
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn set_arena_max(_arenas: usize) -> Option<usize> {
-    None // another allocator: nothing to limit
+fn set_arena_max(_arenas: usize) {
+    // another allocator: nothing to limit
 }
 
 #[cfg(test)]

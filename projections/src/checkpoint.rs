@@ -27,9 +27,17 @@ pub struct Checkpoint {
 pub const RUNNING: &str = "running";
 pub const FAILED: &str = "failed";
 
-const COLUMNS: &str =
-    "select name, transaction_id::text as transaction_id, position, stream_sequence, \
-     events_applied, status, failed_event_id, last_error, updated_at";
+/// The checkpoint's columns, as `from_row` reads them (a macro, so each query is one
+/// constant string: none is formatted on the projectors' path).
+macro_rules! select_checkpoints {
+    ($($rest:literal),*) => {
+        concat!(
+            "select name, transaction_id::text as transaction_id, position, stream_sequence, \
+             events_applied, status, failed_event_id, last_error, updated_at",
+            $($rest),*
+        )
+    };
+}
 
 fn from_row(row: &PgRow) -> Result<Checkpoint, sqlx::Error> {
     Ok(Checkpoint {
@@ -58,7 +66,12 @@ pub async fn ensure_all<'e>(db: impl PgExecutor<'e> + Copy) -> Result<(), sqlx::
 /// Lock the read model's checkpoint row for this transaction: the projector and a rebuild
 /// of the same read model take turns, never interleave.
 pub async fn lock(conn: &mut PgConnection, model: ReadModel) -> Result<Checkpoint, sqlx::Error> {
-    lock_with(conn, model, "").await
+    lock_with(
+        conn,
+        model,
+        select_checkpoints!(" from projection_checkpoints where name = $1 for update"),
+    )
+    .await
 }
 
 /// [`lock`], and let the transaction commit without waiting for the disk
@@ -70,20 +83,22 @@ pub async fn lock_relaxed(
     lock_with(
         conn,
         model,
-        ", set_config('synchronous_commit', 'off', true)",
+        select_checkpoints!(
+            ", set_config('synchronous_commit', 'off', true) ",
+            "from projection_checkpoints where name = $1 for update"
+        ),
     )
     .await
 }
 
-/// One statement while the row exists (it does after [`ensure_all`]); the row is made first
-/// when it does not.
+/// One statement (`locking`) while the row exists (it does after [`ensure_all`]); the row
+/// is made first when it does not.
 async fn lock_with(
     conn: &mut PgConnection,
     model: ReadModel,
-    also: &str,
+    locking: &'static str,
 ) -> Result<Checkpoint, sqlx::Error> {
-    let locking = format!("{COLUMNS}{also} from projection_checkpoints where name = $1 for update");
-    if let Some(row) = sqlx::query(&locking)
+    if let Some(row) = sqlx::query(locking)
         .bind(model.name())
         .fetch_optional(&mut *conn)
         .await?
@@ -94,7 +109,7 @@ async fn lock_with(
         .bind(model.name())
         .execute(&mut *conn)
         .await?;
-    let row = sqlx::query(&locking)
+    let row = sqlx::query(locking)
         .bind(model.name())
         .fetch_one(&mut *conn)
         .await?;
@@ -105,8 +120,8 @@ pub async fn load<'e>(
     db: impl PgExecutor<'e>,
     model: ReadModel,
 ) -> Result<Option<Checkpoint>, sqlx::Error> {
-    let row = sqlx::query(&format!(
-        "{COLUMNS} from projection_checkpoints where name = $1"
+    let row = sqlx::query(select_checkpoints!(
+        " from projection_checkpoints where name = $1"
     ))
     .bind(model.name())
     .fetch_optional(db)
@@ -115,8 +130,8 @@ pub async fn load<'e>(
 }
 
 pub async fn all<'e>(db: impl PgExecutor<'e>) -> Result<Vec<Checkpoint>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
-        "{COLUMNS} from projection_checkpoints order by name"
+    let rows = sqlx::query(select_checkpoints!(
+        " from projection_checkpoints order by name"
     ))
     .fetch_all(db)
     .await?;
